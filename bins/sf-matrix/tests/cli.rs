@@ -1,0 +1,213 @@
+//! The real `sf-matrix` binary: args in; stdout, stderr, exit code and GITHUB_OUTPUT out.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use sf_testkit::parse_file_commands;
+
+fn sf_matrix() -> Command {
+    let mut c = Command::cargo_bin("sf-matrix").unwrap();
+    // A clean slate: no runner variables or SF_* settings leak in from the caller.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_") || k.starts_with("GITHUB_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn cells(stdout: &[u8]) -> Vec<Value> {
+    let v: Value = serde_json::from_slice(stdout).unwrap();
+    v["include"].as_array().unwrap().clone()
+}
+
+#[test]
+fn version_pipeline_all_by_amd64_is_18_full_cells() {
+    let out = sf_matrix()
+        .args(["--slurm-versions", "all", "--toolchains", "all", "--archs", "amd64", "--pipeline", "version"])
+        .assert()
+        .success();
+    let cells = cells(&out.get_output().stdout);
+    assert_eq!(cells.len(), 18);
+    let ids: std::collections::BTreeSet<_> = cells.iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 18, "ids are unique");
+    for c in &cells {
+        for field in [
+            "toolchain", "os", "base_image", "slurm_version", "slurm_spack_version", "arch", "spack_target",
+            "build", "id",
+        ] {
+            assert!(c[field].is_string(), "{field} in {c}");
+        }
+        assert!(c["runner_labels"].as_array().unwrap().len() >= 2);
+        assert!(c["deps_mirror"]["url"].as_str().unwrap().starts_with("s3://"));
+        assert!(c["version_mirror"]["cdn_url"].as_str().unwrap().starts_with("https://"));
+    }
+    let noble = cells.iter().find(|c| c["id"] == "version-25.11-noble-amd64-cpu").unwrap();
+    assert_eq!(noble["version_mirror"]["key"], "noble/slurm/25.11");
+    assert_eq!(noble["deps_mirror"]["key"], "noble/slurm/deps");
+    assert_eq!(noble["runner_labels"], serde_json::json!(["self-hosted", "X64"]));
+}
+
+#[test]
+fn deps_pipeline_is_one_cell_per_toolchain_without_a_version() {
+    let out = sf_matrix().args(["--pipeline", "deps", "--toolchains", "all"]).assert().success();
+    let cells = cells(&out.get_output().stdout);
+    assert_eq!(cells.len(), 6);
+    assert!(cells.iter().all(|c| c["slurm_version"].is_null() && c["version_mirror"].is_null()));
+}
+
+#[test]
+fn tarball_cells_carry_their_keys() {
+    let out = sf_matrix()
+        .args(["--pipeline", "tarball", "--slurm-versions", "24.11", "--toolchains", "jammy", "--archs", "amd64,arm64"])
+        .assert()
+        .success();
+    let cells = cells(&out.get_output().stdout);
+    assert_eq!(cells[0]["tarball"]["key"], "builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz");
+    assert_eq!(cells[1]["tarball"]["key"], "builds/24.11/jammy/arm64/slurm-24.11-jammy-arm64-software.tar.gz");
+    assert_eq!(cells[1]["spack_target"], "aarch64");
+}
+
+#[test]
+fn env_vars_work_like_flags_and_destination_shapes_urls() {
+    let out = sf_matrix()
+        .env("SF_PIPELINE", "tarball")
+        .env("SF_TOOLCHAINS", " noble ")
+        .env("SF_SLURM_VERSIONS", "25.11")
+        .env("SF_DESTINATION", "file:///srv/bucket")
+        .env("SF_CDN_URL", "http://127.0.0.1:9000/")
+        .assert()
+        .success();
+    let cells = cells(&out.get_output().stdout);
+    assert_eq!(cells.len(), 1);
+    assert_eq!(cells[0]["tarball"]["url"], "file:///srv/bucket/builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
+    assert_eq!(
+        cells[0]["tarball"]["cdn_url"],
+        "http://127.0.0.1:9000/builds/25.11/noble/slurm-25.11-noble-software.tar.gz"
+    );
+}
+
+#[test]
+fn github_output_parses_as_the_runner_parses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh_out = dir.path().join("output");
+    let results = dir.path().join("results");
+    let out = sf_matrix()
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &gh_out)
+        .args(["--pipeline", "version", "--results-dir"])
+        .arg(&results)
+        .assert()
+        .success();
+    let parsed = parse_file_commands(&std::fs::read_to_string(&gh_out).unwrap());
+    assert_eq!(parsed["count"], "18");
+    assert_eq!(parsed["chunks"], "1");
+    let matrix: Value = serde_json::from_str(&parsed["matrix"]).unwrap();
+    let stdout: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(matrix, stdout);
+    assert_eq!(parsed["matrix-1"], parsed["matrix"]);
+    let records: Vec<_> = std::fs::read_dir(&results).unwrap().collect();
+    assert_eq!(records.len(), 1);
+}
+
+#[test]
+fn large_matrices_split_under_githubs_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh_out = dir.path().join("output");
+    // all x all x all x all, at most 5 cells per matrix: 3*6*2*2 = 72 cells -> 15 matrices
+    let out = sf_matrix()
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &gh_out)
+        .args(["--pipeline", "tarball", "--slurm-versions", "all", "--toolchains", "all", "--archs", "all"])
+        .args(["--builds", "all", "--max-cells", "5"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(stderr.contains("::warning::72 cells split into 15 matrices"), "{stderr}");
+    let parsed = parse_file_commands(&std::fs::read_to_string(&gh_out).unwrap());
+    assert_eq!(parsed["chunks"], "15");
+    assert!(!parsed.contains_key("matrix"));
+    let mut total = 0;
+    for i in 1..=15 {
+        let m: Value = serde_json::from_str(&parsed[&format!("matrix-{i}")]).unwrap();
+        let n = m["include"].as_array().unwrap().len();
+        assert!(n <= 5);
+        total += n;
+    }
+    assert_eq!(total, 72);
+}
+
+#[test]
+fn bad_input_exits_2_names_the_value_and_writes_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh_out = dir.path().join("output");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--toolchains", "noble,bionic"], "unknown toolchain \"bionic\"; valid: noble, jammy"),
+        (&["--slurm-versions", "26.05"], "unknown Slurm version \"26.05\"; valid: 25.11, 24.11, 23.11"),
+        (&["--archs", "riscv64"], "valid: amd64, arm64"),
+        (&["--builds", "tpu"], "valid: cpu, gpu"),
+        (&["--toolchains", ""], "the list is empty"),
+        (&["--toolchains", "noble,noble"], "listed twice"),
+        (&["--toolchains", "noble;rm -rf /"], "unknown toolchain \"noble;rm -rf /\""),
+        (&["--toolchains", "{a: b}"], "unknown toolchain \"{a: b}\""),
+        (&["--include", "slurm=25.11,toolchain=plan9"], "unknown toolchain \"plan9\""),
+        (&["--include", "toolchain=noble"], "must name a Slurm version"),
+        (&["--pipeline", "nightly"], "nightly"),
+        (&["--destination", "ftp://x"], "unknown scheme"),
+    ];
+    for (args, expected) in cases {
+        let out = sf_matrix()
+            .env("GITHUB_OUTPUT", &gh_out)
+            .args(*args)
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(out.get_output().stdout.is_empty(), "{args:?} printed data");
+        assert!(!gh_out.exists(), "{args:?} wrote GITHUB_OUTPUT");
+    }
+}
+
+#[test]
+fn a_broken_data_file_is_bad_input_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("matrix.yaml");
+    let text = std::fs::read_to_string(sf_testkit::repo_root().join("data/matrix.yaml")).unwrap();
+    std::fs::write(&file, text.replace("base_image: ubuntu:jammy", "base_image: \"Ubuntu Jammy\"")).unwrap();
+    let out = sf_matrix().arg("--matrix-file").arg(&file).assert().code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    let line = text.lines().position(|l| l.contains("base_image: ubuntu:jammy")).unwrap() + 1;
+    assert!(stderr.contains(&format!("matrix.yaml:{line}:")), "{stderr}");
+    assert!(stderr.starts_with("error: loading the support matrix\n  caused by:"), "{stderr}");
+}
+
+#[test]
+fn a_closed_stdout_pipe_exits_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("sf-matrix");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -o pipefail; '{}' --format table --archs all --builds all --toolchains all | head -c 1 >/dev/null; echo \"rc=${{PIPESTATUS[0]}}\"", bin.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("rc=0"), "stdout: {stdout} stderr: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn table_format_lists_every_cell() {
+    let out = sf_matrix().args(["--format", "table", "--pipeline", "deps"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout);
+    assert!(text.starts_with("id "));
+    assert!(text.contains("deps-rockylinux8-amd64-cpu"));
+    assert!(text.trim_end().ends_with("6 cells"));
+}
+
+#[test]
+fn help_documents_env_vars() {
+    let out = sf_matrix().arg("--help").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout);
+    for var in ["SF_SLURM_VERSIONS", "SF_TOOLCHAINS", "SF_ARCHS", "SF_BUILDS", "SF_PIPELINE", "SF_INCLUDE"] {
+        assert!(text.contains(var), "{var} missing from --help");
+    }
+}

@@ -1,0 +1,69 @@
+//! Command-line pieces every binary shares: the support-matrix file, the storage layout options and
+//! the results directory, each with its documented environment variable.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::env;
+use crate::layout::{Layout, Templates};
+use crate::matrix::SupportMatrix;
+
+/// `--matrix-file`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct MatrixFileArgs {
+    /// Support-matrix data file to use instead of the embedded one.
+    #[arg(long, env = env::MATRIX_FILE, value_name = "FILE", global = true)]
+    pub matrix_file: Option<PathBuf>,
+}
+
+impl MatrixFileArgs {
+    pub fn load(&self) -> Result<SupportMatrix> {
+        crate::matrix::load_from_arg(self.matrix_file.as_deref())
+    }
+}
+
+/// Where things are stored and served from.
+#[derive(Args, Clone, Debug, Default)]
+pub struct StorageArgs {
+    /// Destination bucket: s3://bucket[/prefix] or file:///dir [default: the public bucket]
+    #[arg(long, env = env::DESTINATION, value_name = "URL", global = true)]
+    pub destination: Option<String>,
+    /// Public CDN base URL in front of the destination.
+    #[arg(long, env = env::CDN_URL, value_name = "URL", global = true)]
+    pub cdn_url: Option<String>,
+    /// Key template of the deps mirror ({toolchain}).
+    #[arg(long, env = env::DEPS_MIRROR_TEMPLATE, value_name = "TEMPLATE", hide_short_help = true, global = true)]
+    pub deps_mirror_template: Option<String>,
+    /// Key template of a version mirror ({toolchain}, {slurm_version}).
+    #[arg(long, env = env::VERSION_MIRROR_TEMPLATE, value_name = "TEMPLATE", hide_short_help = true, global = true)]
+    pub version_mirror_template: Option<String>,
+    /// Key template of an amd64/cpu tarball ({toolchain}, {slurm_version}).
+    #[arg(long, env = env::TARBALL_TEMPLATE, value_name = "TEMPLATE", hide_short_help = true, global = true)]
+    pub tarball_template: Option<String>,
+    /// Key template of other tarballs ({toolchain}, {slurm_version}, {variant}).
+    #[arg(long, env = env::TARBALL_VARIANT_TEMPLATE, value_name = "TEMPLATE", hide_short_help = true, global = true)]
+    pub tarball_variant_template: Option<String>,
+}
+
+impl StorageArgs {
+    pub fn layout(&self) -> Result<Layout> {
+        let d = Templates::default();
+        let templates = Templates {
+            deps_mirror: self.deps_mirror_template.clone().unwrap_or(d.deps_mirror),
+            version_mirror: self.version_mirror_template.clone().unwrap_or(d.version_mirror),
+            tarball: self.tarball_template.clone().unwrap_or(d.tarball),
+            tarball_variant: self.tarball_variant_template.clone().unwrap_or(d.tarball_variant),
+        };
+        Layout::new(self.destination.as_deref(), self.cdn_url.as_deref(), templates)
+    }
+}
+
+/// `--results-dir`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ResultsArgs {
+    /// Directory to append this step's JSON result record to.
+    #[arg(long, env = env::RESULTS_DIR, value_name = "DIR", global = true)]
+    pub results_dir: Option<PathBuf>,
+}

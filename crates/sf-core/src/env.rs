@@ -1,0 +1,62 @@
+//! Every environment variable the binaries read, documented once.
+//!
+//! Flags that can come from the environment name these constants in their clap `env = ...`, so the
+//! `--help` text and this list never disagree.
+
+/// A support-matrix data file to use instead of the embedded one.
+pub const MATRIX_FILE: &str = "SF_MATRIX_FILE";
+/// Directory where each step appends its JSON result record.
+pub const RESULTS_DIR: &str = "SF_RESULTS_DIR";
+
+/// Comma list (or `all`) of Slurm versions.
+pub const SLURM_VERSIONS: &str = "SF_SLURM_VERSIONS";
+/// Comma list (or `all`) of toolchains.
+pub const TOOLCHAINS: &str = "SF_TOOLCHAINS";
+/// Comma list (or `all`) of architectures.
+pub const ARCHS: &str = "SF_ARCHS";
+/// Comma list (or `all`) of build kinds (cpu, gpu).
+pub const BUILDS: &str = "SF_BUILDS";
+/// The pipeline a matrix is for: deps, version, tarball, image.
+pub const PIPELINE: &str = "SF_PIPELINE";
+/// Cells to add, selectors separated by `;` or newlines.
+pub const INCLUDE: &str = "SF_INCLUDE";
+/// Cells to leave out, selectors separated by `;` or newlines.
+pub const EXCLUDE: &str = "SF_EXCLUDE";
+/// Output format of data commands: json or table.
+pub const FORMAT: &str = "SF_FORMAT";
+
+/// Storage: where mirrors and tarballs live, `s3://bucket/prefix` or `file:///dir`.
+pub const DESTINATION: &str = "SF_DESTINATION";
+/// Storage: the public CDN base URL in front of the bucket.
+pub const CDN_URL: &str = "SF_CDN_URL";
+/// Storage: key template overrides (see `layout::Templates`).
+pub const DEPS_MIRROR_TEMPLATE: &str = "SF_DEPS_MIRROR_TEMPLATE";
+pub const VERSION_MIRROR_TEMPLATE: &str = "SF_VERSION_MIRROR_TEMPLATE";
+pub const TARBALL_TEMPLATE: &str = "SF_TARBALL_TEMPLATE";
+pub const TARBALL_VARIANT_TEMPLATE: &str = "SF_TARBALL_VARIANT_TEMPLATE";
+
+/// The OpenPGP secret key (armored, or base64 of armored/binary). Secret: never echoed.
+pub const GPG_PRIVATE_KEY: &str = "GPG_PRIVATE_KEY";
+/// Passphrase for the secret key. Secret: never echoed.
+pub const GPG_PASSPHRASE: &str = "GPG_PASSPHRASE";
+/// The primary-key fingerprint a signature must be made with / verified against.
+pub const SIGNING_FINGERPRINT: &str = "SF_SIGNING_FINGERPRINT";
+
+/// S3-compatible endpoint override (local servers, `act` rehearsals).
+pub const S3_ENDPOINT_URL: &str = "S3_ENDPOINT_URL";
+/// IAM role assumed through GitHub OIDC.
+pub const AWS_ROLE_ARN: &str = "AWS_ROLE_ARN";
+/// CloudFront distribution to invalidate.
+pub const CLOUDFRONT_DISTRIBUTION_ID: &str = "SF_CLOUDFRONT_DISTRIBUTION_ID";
+
+/// Host cache root for builds (default `~/.slurm-factory`).
+pub const CACHE_DIR: &str = "SLURM_FACTORY_CACHE_DIR";
+
+/// GitHub Actions runner variables read by [`crate::gha`].
+pub const GITHUB_ACTIONS: &str = "GITHUB_ACTIONS";
+pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
+pub const GITHUB_ENV: &str = "GITHUB_ENV";
+pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
+pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+pub const ACTIONS_ID_TOKEN_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
+pub const ACTIONS_ID_TOKEN_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";

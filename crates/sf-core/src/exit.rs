@@ -1,0 +1,129 @@
+//! Exit codes and the one place an error is printed.
+//!
+//! 0: the work succeeded. 1: the work failed. 2: bad usage or bad input (and nothing was changed).
+//! Code that rejects input wraps the error in [`BadInput`]; everything else is a failure of the
+//! work. The error chain is printed once, here, as `error: ...` then `  caused by: ...` lines.
+
+use std::fmt;
+use std::io;
+use std::process::ExitCode;
+
+/// Marks an error as the caller's fault (exit 2): unknown values, malformed files, wrong keys.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// Build a bad-input error from a message.
+pub fn bad_input(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(BadInput(msg.into()))
+}
+
+/// Extension to mark any error (with context) as bad input.
+pub trait ResultExt<T> {
+    /// Turn an error into a bad-input error, keeping `msg` as its headline and the cause below.
+    fn bad_input(self, msg: impl Into<String>) -> anyhow::Result<T>;
+}
+
+impl<T, E> ResultExt<T> for Result<T, E>
+where
+    E: Into<anyhow::Error>,
+{
+    fn bad_input(self, msg: impl Into<String>) -> anyhow::Result<T> {
+        self.map_err(|e| {
+            let cause: anyhow::Error = e.into();
+            let text = format!("{}: {cause:#}", msg.into());
+            anyhow::Error::new(BadInput(text))
+        })
+    }
+}
+
+/// The process exit code for an error.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<BadInput>()) {
+        2
+    } else if err.chain().any(|e| e.is::<clap::Error>()) {
+        2
+    } else {
+        1
+    }
+}
+
+/// True when the error is stdout having been closed under us (`sf-matrix | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Render the error chain the way it is printed: `error: top` and one `  caused by:` per cause.
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = format!("error: {err}");
+    for cause in err.chain().skip(1) {
+        out.push_str(&format!("\n  caused by: {cause}"));
+    }
+    out
+}
+
+/// Run a binary's body and turn its outcome into an exit code. Every `main` is this one call.
+pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            crate::gha::Actions::from_env().error_annotation(&err);
+            eprintln!("{}", render(&err));
+            ExitCode::from(code_for(&err))
+        }
+    }
+}
+
+/// Parse a clap CLI, mapping usage errors to exit 2 and `--help`/`--version` to exit 0.
+pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
+    match C::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            Err(ExitCode::from(code))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn bad_input_is_exit_2_even_under_context() {
+        let err = Err::<(), _>(bad_input("unknown toolchain 'x'"))
+            .context("reading the matrix")
+            .unwrap_err();
+        assert_eq!(code_for(&err), 2);
+        assert_eq!(
+            render(&err),
+            "error: reading the matrix\n  caused by: unknown toolchain 'x'"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_exit_1() {
+        let err = anyhow::anyhow!("upload failed");
+        assert_eq!(code_for(&err), 1);
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised_through_context() {
+        let io = io::Error::new(io::ErrorKind::BrokenPipe, "closed");
+        let err = anyhow::Error::new(io).context("writing stdout");
+        assert!(is_broken_pipe(&err));
+    }
+}

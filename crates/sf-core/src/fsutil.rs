@@ -1,0 +1,90 @@
+//! Files written whole or not at all.
+//!
+//! Every output a step leaves (records, signatures, checksums, rendered recipes) goes through a
+//! temporary file in the same directory and a rename, so a reader never sees half a file and a
+//! failure leaves the old file, if any, in place.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Write `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = AtomicFile::create(path)?;
+    tmp.write_all(bytes)?;
+    tmp.commit()
+}
+
+/// A file being written beside its final path; renamed into place by [`AtomicFile::commit`],
+/// removed if dropped uncommitted.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: Option<fs::File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path) -> io::Result<Self> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+        let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), random_hex(6)?));
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        Ok(AtomicFile { file: Some(file), tmp, dest: dest.to_path_buf() })
+    }
+
+    /// Flush to disk and move into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("committed once");
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.tmp, &self.dest)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("open until commit").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("open until commit").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// `n` random bytes as lowercase hex: unique names for temporary files, records and delimiters.
+pub fn random_hex(n: usize) -> io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::getrandom(&mut bytes).map_err(io::Error::other)?;
+    Ok(hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_files_leave_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.txt");
+        {
+            let mut f = AtomicFile::create(&dest).unwrap();
+            f.write_all(b"half").unwrap();
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_atomic(&dest, b"whole").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
+    }
+}

@@ -1,0 +1,513 @@
+//! The storage layout: every S3 key, mirror root, destination URL and CDN URL is formatted here and
+//! nowhere else.
+//!
+//! Keys come from templates (defaults per the published cache; each overridable by config or env),
+//! rendered for a cell. The keys inside one Spack mirror (blobs, manifests, index, key index) are
+//! fixed by Spack's layout 3 and live in [`spack`].
+
+use std::fmt;
+
+use anyhow::Result;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::exit::bad_input;
+use crate::matrix::{Arch, BuildKind, CellKey, SlurmVersion, SupportMatrix, Toolchain};
+
+/// The public bucket.
+pub const DEFAULT_BUCKET: &str = "slurm-factory-spack-buildcache-4b670";
+/// Its region.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// The CloudFront distribution in front of it.
+pub const DEFAULT_CDN_URL: &str = "https://slurm-factory-spack-binary-cache.vantagecompute.ai";
+
+/// The default architecture and build kind; tarballs of any other carry a variant in their key.
+const PLAIN_ARCH: &str = "amd64";
+const PLAIN_BUILD: &str = "cpu";
+
+/// Key templates. Placeholders: `{toolchain}`, `{slurm_version}`, `{variant}` (e.g. `arm64`,
+/// `gpu`, `arm64-gpu`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Templates {
+    pub deps_mirror: String,
+    pub version_mirror: String,
+    pub tarball: String,
+    /// For tarballs that are not amd64/cpu: the variant is in folder and name, so none overwrites
+    /// another.
+    pub tarball_variant: String,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates {
+            deps_mirror: "{toolchain}/slurm/deps".into(),
+            version_mirror: "{toolchain}/slurm/{slurm_version}".into(),
+            tarball: "builds/{slurm_version}/{toolchain}/slurm-{slurm_version}-{toolchain}-software.tar.gz".into(),
+            tarball_variant:
+                "builds/{slurm_version}/{toolchain}/{variant}/slurm-{slurm_version}-{toolchain}-{variant}-software.tar.gz"
+                    .into(),
+        }
+    }
+}
+
+const PLACEHOLDERS: [&str; 3] = ["toolchain", "slurm_version", "variant"];
+
+impl Templates {
+    /// Check every template renders to a safe relative key.
+    pub fn validate(&self) -> Result<()> {
+        for (name, t) in [
+            ("deps mirror", &self.deps_mirror),
+            ("version mirror", &self.version_mirror),
+            ("tarball", &self.tarball),
+            ("tarball variant", &self.tarball_variant),
+        ] {
+            let mut rest = t.as_str();
+            while let Some(open) = rest.find('{') {
+                let close = rest[open..].find('}').ok_or_else(|| bad_input(format!("{name} template {t:?} has an unclosed '{{'")))?;
+                let ph = &rest[open + 1..open + close];
+                if !PLACEHOLDERS.contains(&ph) {
+                    return Err(bad_input(format!(
+                        "{name} template {t:?} has unknown placeholder {{{ph}}}; valid: {{toolchain}}, {{slurm_version}}, {{variant}}"
+                    )));
+                }
+                rest = &rest[open + close + 1..];
+            }
+            let sample = render(t, "tc", Some("1.0"), "v");
+            check_key(&sample).map_err(|e| bad_input(format!("{name} template {t:?}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn render(template: &str, toolchain: &str, slurm_version: Option<&str>, variant: &str) -> String {
+    template
+        .replace("{toolchain}", toolchain)
+        .replace("{slurm_version}", slurm_version.unwrap_or(""))
+        .replace("{variant}", variant)
+}
+
+/// A key is relative, has no empty, `.` or `..` segments, and no characters that need escaping.
+fn check_key(key: &str) -> std::result::Result<(), String> {
+    if key.is_empty() || key.starts_with('/') {
+        return Err("a key must be relative and non-empty".into());
+    }
+    for seg in key.trim_end_matches('/').split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(format!("segment {seg:?} is not allowed"));
+        }
+        if !seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')) {
+            return Err(format!("segment {seg:?} has characters outside [A-Za-z0-9._+-]"));
+        }
+    }
+    Ok(())
+}
+
+/// Where the bucket is: S3 or a local directory standing in for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(into = "String", try_from = "String")]
+pub enum Destination {
+    /// `s3://bucket/prefix`
+    S3 { bucket: String, prefix: String },
+    /// `file:///dir`
+    Dir { path: String },
+}
+
+impl Destination {
+    pub fn parse(url: &str) -> Result<Self> {
+        let url = url.trim();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let bucket_ok = (3..=63).contains(&bucket.len())
+                && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
+            if !bucket_ok {
+                return Err(bad_input(format!("{url:?}: {bucket:?} is not a valid S3 bucket name")));
+            }
+            let prefix = prefix.trim_matches('/').to_string();
+            if !prefix.is_empty() {
+                check_key(&prefix).map_err(|e| bad_input(format!("{url:?}: key prefix: {e}")))?;
+            }
+            Ok(Destination::S3 { bucket: bucket.to_string(), prefix })
+        } else if let Some(path) = url.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(bad_input(format!("{url:?}: a file:// destination needs an absolute path, e.g. file:///srv/cache")));
+            }
+            let path = path.trim_end_matches('/');
+            Ok(Destination::Dir { path: if path.is_empty() { "/".into() } else { path.to_string() } })
+        } else {
+            Err(bad_input(format!("destination {url:?} has an unknown scheme; valid: s3://bucket[/prefix], file:///dir")))
+        }
+    }
+
+    /// The full URL of an object key under this destination.
+    pub fn url_of(&self, key: &str) -> String {
+        match self {
+            Destination::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{key}"),
+            Destination::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{key}"),
+            Destination::Dir { path } => format!("file://{}/{key}", path.trim_end_matches('/')),
+        }
+    }
+
+    /// The key prefix objects get under this destination (S3), empty for a directory.
+    pub fn key_prefix(&self) -> &str {
+        match self {
+            Destination::S3 { prefix, .. } => prefix,
+            Destination::Dir { .. } => "",
+        }
+    }
+
+    /// The object key in the bucket for a layout key (with the destination's prefix).
+    pub fn object_key(&self, key: &str) -> String {
+        match self.key_prefix() {
+            "" => key.to_string(),
+            p => format!("{p}/{key}"),
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Destination::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Destination::Dir { path } => write!(f, "file://{path}"),
+        }
+    }
+}
+
+impl From<Destination> for String {
+    fn from(d: Destination) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for Destination {
+    type Error = anyhow::Error;
+    fn try_from(s: String) -> Result<Self> {
+        Destination::parse(&s)
+    }
+}
+
+/// A mirror root: the key of a Spack build cache, with its destination and CDN URLs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MirrorLocation {
+    /// Key of the mirror root, relative to the destination (no trailing slash).
+    pub key: String,
+    /// `s3://...` or `file://...` URL of the root.
+    pub url: String,
+    /// Public HTTPS URL of the root, what `spack mirror add` takes.
+    pub cdn_url: String,
+}
+
+/// Where one tarball and its companions go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TarballLocation {
+    /// Tarball file name.
+    pub file_name: String,
+    pub key: String,
+    pub signature_key: String,
+    /// The folder's `SHA256SUMS` and its signature.
+    pub sums_key: String,
+    pub sums_signature_key: String,
+    pub url: String,
+    pub cdn_url: String,
+    pub signature_cdn_url: String,
+}
+
+/// The storage layout for one destination and CDN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub destination: Destination,
+    pub cdn_url: String,
+    pub templates: Templates,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            destination: Destination::S3 { bucket: DEFAULT_BUCKET.into(), prefix: String::new() },
+            cdn_url: DEFAULT_CDN_URL.into(),
+            templates: Templates::default(),
+        }
+    }
+}
+
+impl Layout {
+    /// A layout from optional overrides (flags or env), validated.
+    pub fn new(destination: Option<&str>, cdn_url: Option<&str>, templates: Templates) -> Result<Self> {
+        templates.validate()?;
+        let destination = match destination {
+            Some(d) => Destination::parse(d)?,
+            None => Layout::default().destination,
+        };
+        let cdn_url = cdn_url.unwrap_or(DEFAULT_CDN_URL).trim().trim_end_matches('/').to_string();
+        if !(cdn_url.starts_with("https://") || cdn_url.starts_with("http://")) || cdn_url.contains(char::is_whitespace) {
+            return Err(bad_input(format!("CDN URL {cdn_url:?} must be an http(s) URL")));
+        }
+        Ok(Layout { destination, cdn_url, templates })
+    }
+
+    /// The public URL of a layout key.
+    pub fn cdn_url_of(&self, key: &str) -> String {
+        format!("{}/{}", self.cdn_url, key)
+    }
+
+    fn mirror(&self, key: String) -> MirrorLocation {
+        MirrorLocation { url: self.destination.url_of(&key), cdn_url: self.cdn_url_of(&key), key }
+    }
+
+    /// `{toolchain}/slurm/deps`: Slurm's dependencies, shared by all versions of a toolchain.
+    pub fn deps_mirror(&self, toolchain: &Toolchain) -> MirrorLocation {
+        self.mirror(render(&self.templates.deps_mirror, toolchain.as_str(), None, ""))
+    }
+
+    /// `{toolchain}/slurm/{slurm_version}`: the Slurm packages of one version.
+    pub fn version_mirror(&self, toolchain: &Toolchain, version: &SlurmVersion) -> MirrorLocation {
+        self.mirror(render(&self.templates.version_mirror, toolchain.as_str(), Some(version.as_str()), ""))
+    }
+
+    /// The variant part of a tarball key: empty for amd64/cpu.
+    pub fn variant(arch: &Arch, build: &BuildKind) -> String {
+        let mut parts = Vec::new();
+        if arch.as_str() != PLAIN_ARCH {
+            parts.push(arch.as_str());
+        }
+        if build.as_str() != PLAIN_BUILD {
+            parts.push(build.as_str());
+        }
+        parts.join("-")
+    }
+
+    /// The tarball of one Slurm version, toolchain, arch and build.
+    pub fn tarball(&self, version: &SlurmVersion, toolchain: &Toolchain, arch: &Arch, build: &BuildKind) -> TarballLocation {
+        let variant = Self::variant(arch, build);
+        let template = if variant.is_empty() { &self.templates.tarball } else { &self.templates.tarball_variant };
+        let key = render(template, toolchain.as_str(), Some(version.as_str()), &variant);
+        let folder = key.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
+        let file_name = key.rsplit('/').next().unwrap_or(&key).to_string();
+        let join = |name: &str| if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") };
+        let signature_key = format!("{key}.asc");
+        TarballLocation {
+            file_name,
+            url: self.destination.url_of(&key),
+            cdn_url: self.cdn_url_of(&key),
+            signature_cdn_url: self.cdn_url_of(&signature_key),
+            sums_key: join(SHA256SUMS),
+            sums_signature_key: join(&format!("{SHA256SUMS}.asc")),
+            signature_key,
+            key,
+        }
+    }
+
+    /// The full cell later steps read, for one cell key.
+    pub fn cell(&self, m: &SupportMatrix, key: &CellKey) -> Cell {
+        let tc = m.toolchain(&key.toolchain);
+        let arch = m.arch(&key.arch);
+        let release = key.slurm_version.as_ref().map(|v| m.release(v));
+        Cell {
+            id: key.id(),
+            pipeline: key.pipeline.as_str().to_string(),
+            toolchain: tc.name.clone(),
+            os: tc.os.clone(),
+            os_family: tc.family.as_str().to_string(),
+            base_image: tc.base_image.clone(),
+            spack_os: tc.spack_os.clone(),
+            gcc: tc.gcc.clone(),
+            glibc: tc.glibc.clone(),
+            slurm_version: key.slurm_version.clone(),
+            slurm_spack_version: release.map(|r| r.spack_version.clone()),
+            arch: arch.name.clone(),
+            spack_target: arch.spack_target.clone(),
+            runner_labels: arch.runner_labels.clone(),
+            build: key.build.clone(),
+            gpu: key.build.is_gpu(),
+            deps_mirror: self.deps_mirror(&key.toolchain),
+            version_mirror: key.slurm_version.as_ref().map(|v| self.version_mirror(&key.toolchain, v)),
+            tarball: match (&key.slurm_version, key.pipeline) {
+                (Some(v), crate::matrix::Pipeline::Tarball | crate::matrix::Pipeline::Image) => {
+                    Some(self.tarball(v, &key.toolchain, &key.arch, &key.build))
+                }
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The name of the per-folder checksum file.
+pub const SHA256SUMS: &str = "SHA256SUMS";
+
+/// One cell of a job matrix: everything a later step needs, so no step re-derives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Cell {
+    /// Stable id: `{pipeline}-[{slurm_version}-]{toolchain}-{arch}-{build}`.
+    pub id: String,
+    pub pipeline: String,
+    pub toolchain: Toolchain,
+    pub os: String,
+    pub os_family: String,
+    pub base_image: String,
+    pub spack_os: Option<String>,
+    /// Expected system GCC version.
+    pub gcc: String,
+    pub glibc: String,
+    pub slurm_version: Option<SlurmVersion>,
+    /// The exact Spack package version built.
+    pub slurm_spack_version: Option<String>,
+    pub arch: Arch,
+    pub spack_target: String,
+    pub runner_labels: Vec<String>,
+    pub build: BuildKind,
+    pub gpu: bool,
+    pub deps_mirror: MirrorLocation,
+    pub version_mirror: Option<MirrorLocation>,
+    pub tarball: Option<TarballLocation>,
+}
+
+/// Keys inside one Spack build-cache mirror (layout 3), relative to the mirror root. Fixed by
+/// Spack (`url_buildcache.py`), so not templated.
+pub mod spack {
+    /// The layout marker, `{"signing": "gpg"}`.
+    pub const LAYOUT_JSON: &str = "v3/layout.json";
+    /// The package index manifest.
+    pub const INDEX_MANIFEST: &str = "v3/manifests/index/index.manifest.json";
+    /// The key index manifest.
+    pub const KEYS_MANIFEST: &str = "v3/manifests/key/keys.manifest.json";
+    /// Folder of spec manifests.
+    pub const SPEC_MANIFESTS_DIR: &str = "v3/manifests/spec";
+    /// Folder of key manifests.
+    pub const KEY_MANIFESTS_DIR: &str = "v3/manifests/key";
+    /// Folder of blobs.
+    pub const BLOBS_DIR: &str = "blobs";
+    /// Layout 2's root folder (read only).
+    pub const V2_ROOT: &str = "build_cache";
+
+    /// `blobs/<algo>/<first 2 hex>/<hex>`.
+    pub fn blob(algorithm: &str, checksum: &str) -> String {
+        let cc = checksum.get(..2).unwrap_or(checksum);
+        format!("{BLOBS_DIR}/{algorithm}/{cc}/{checksum}")
+    }
+
+    /// Spack's `polite_filename`: anything outside `[A-Za-z0-9_+.-]` becomes `_`.
+    pub fn polite_filename(s: &str) -> String {
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-') { c } else { '_' }).collect()
+    }
+
+    /// `v3/manifests/spec/<name>/<name>-<version>-<hash>.spec.manifest.json`.
+    pub fn spec_manifest(name: &str, version: &str, dag_hash: &str) -> String {
+        let base = polite_filename(&format!("{name}-{version}-{dag_hash}"));
+        format!("{SPEC_MANIFESTS_DIR}/{name}/{base}.spec.manifest.json")
+    }
+
+    /// `v3/manifests/key/<FPR>.key.manifest.json`.
+    pub fn key_manifest(fingerprint: &str) -> String {
+        format!("{KEY_MANIFESTS_DIR}/{fingerprint}.key.manifest.json")
+    }
+
+    /// Whether a mirror-relative key is an immutable, content-addressed blob.
+    pub fn is_blob(key: &str) -> bool {
+        key.starts_with(&format!("{BLOBS_DIR}/"))
+    }
+
+    /// Join a mirror root and a mirror-relative key.
+    pub fn join(root: &str, rel: &str) -> String {
+        let root = root.trim_end_matches('/');
+        if root.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{root}/{rel}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::{ListArg, Pipeline, Selection};
+
+    #[test]
+    fn default_keys_match_the_published_cache() {
+        let l = Layout::default();
+        let m = SupportMatrix::embedded();
+        let tc = m.toolchain_name("noble").unwrap();
+        let v = m.slurm_version("25.11").unwrap();
+        assert_eq!(l.deps_mirror(&tc).key, "noble/slurm/deps");
+        assert_eq!(
+            l.version_mirror(&tc, &v).cdn_url,
+            "https://slurm-factory-spack-binary-cache.vantagecompute.ai/noble/slurm/25.11"
+        );
+        assert_eq!(l.deps_mirror(&tc).url, "s3://slurm-factory-spack-buildcache-4b670/noble/slurm/deps");
+        let t = l.tarball(&v, &tc, &m.arch_name("amd64").unwrap(), &m.build_kind("cpu").unwrap());
+        assert_eq!(t.key, "builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
+        assert_eq!(t.signature_key, "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc");
+        assert_eq!(t.sums_key, "builds/25.11/noble/SHA256SUMS");
+        assert_eq!(t.sums_signature_key, "builds/25.11/noble/SHA256SUMS.asc");
+    }
+
+    #[test]
+    fn variants_never_share_a_tarball_key() {
+        let l = Layout::default();
+        let m = SupportMatrix::embedded();
+        let sel = Selection {
+            archs: ListArg::All,
+            builds: ListArg::All,
+            toolchains: ListArg::Named(vec!["noble".into()]),
+            slurm_versions: ListArg::Named(vec!["25.11".into()]),
+            ..Default::default()
+        };
+        let keys: Vec<String> = sel
+            .expand(&m, Pipeline::Tarball)
+            .unwrap()
+            .iter()
+            .map(|k| l.cell(&m, k).tarball.unwrap().key)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "builds/25.11/noble/slurm-25.11-noble-software.tar.gz",
+                "builds/25.11/noble/gpu/slurm-25.11-noble-gpu-software.tar.gz",
+                "builds/25.11/noble/arm64/slurm-25.11-noble-arm64-software.tar.gz",
+                "builds/25.11/noble/arm64-gpu/slurm-25.11-noble-arm64-gpu-software.tar.gz",
+            ]
+        );
+    }
+
+    #[test]
+    fn destinations_parse_and_reject() {
+        assert_eq!(
+            Destination::parse("s3://my-bucket/some/prefix/").unwrap().url_of("a/b"),
+            "s3://my-bucket/some/prefix/a/b"
+        );
+        assert_eq!(Destination::parse("file:///tmp/bucket").unwrap().url_of("a"), "file:///tmp/bucket/a");
+        for bad in ["http://x", "s3://A_B", "file://relative", "s3://ok-bucket/../x", "gs://b"] {
+            let e = Destination::parse(bad).unwrap_err();
+            assert_eq!(crate::exit::code_for(&e), 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn templates_are_validated() {
+        let mut t = Templates::default();
+        t.tarball = "builds/{version}/x.tar.gz".into();
+        assert!(t.validate().unwrap_err().to_string().contains("{version}"));
+        let mut t = Templates::default();
+        t.deps_mirror = "/abs/{toolchain}".into();
+        assert!(t.validate().is_err());
+        let mut t = Templates::default();
+        t.deps_mirror = "{toolchain}/../x".into();
+        assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn spack_paths() {
+        assert_eq!(
+            spack::blob("sha256", "e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1"),
+            "blobs/sha256/e1/e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1"
+        );
+        assert_eq!(
+            spack::spec_manifest("greet", "1.0", "vg6h5mxa7kdxvkzohnebjx3tcdjqufan"),
+            "v3/manifests/spec/greet/greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan.spec.manifest.json"
+        );
+        assert_eq!(spack::polite_filename("git.abc=1.0"), "git.abc_1.0");
+        assert!(spack::is_blob("blobs/sha256/aa/aa"));
+        assert!(!spack::is_blob(spack::INDEX_MANIFEST));
+    }
+}

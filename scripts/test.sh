@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Run every test of the project on a fresh machine.
+#
+# 1. installs the tools the tests use, from the package registries (Debian's apt, PyPI, crates),
+#    as listed in scripts/deps/*.apt, *.pip and *.cargo (one package per line, `#` comments);
+# 2. starts the servers the tests talk to, on 127.0.0.1 only (moto: S3, STS, CloudFront);
+# 3. runs the whole suite (cargo nextest, then doc tests, then the script checks);
+# 4. stops the servers, whatever happened.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+packages() { # packages EXT: every package named in scripts/deps/*.EXT
+    cat scripts/deps/*."$1" 2>/dev/null | sed -e 's/#.*//' -e 's/[[:space:]]*$//' | grep -v '^$' | sort -u || true
+}
+
+install_apt() {
+    local missing=()
+    for p in $(packages apt); do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        log "apt: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+install_pip() {
+    mapfile -t pkgs < <(packages pip)
+    if ((${#pkgs[@]})); then
+        log "pip: ${pkgs[*]}"
+        python3 -m pip install -q --disable-pip-version-check "${pkgs[@]}"
+    fi
+}
+
+install_cargo() {
+    local line name
+    while read -r line; do
+        [ -n "$line" ] || continue
+        name=${line%% *}
+        name=${name%@*}
+        if ! command -v "$name" >/dev/null 2>&1; then
+            log "cargo install $line"
+            # shellcheck disable=SC2086 # the line carries its own flags
+            cargo install -q $line
+        fi
+    done < <(packages cargo)
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+pids=()
+stop_servers() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_servers EXIT
+
+start_moto() {
+    local port
+    port=$(free_port)
+    mkdir -p "$root/target/test-servers"
+    moto_server -H 127.0.0.1 -p "$port" >"$root/target/test-servers/moto.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do
+        if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
+            export SF_TEST_MOTO_URL="http://127.0.0.1:$port"
+            log "moto server on $SF_TEST_MOTO_URL"
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "moto server did not start; its log:"
+    cat "$root/target/test-servers/moto.log" >&2
+    return 1
+}
+
+install_apt
+install_pip
+install_cargo
+start_moto
+
+
+log "cargo nextest run --workspace"
+cargo nextest run --workspace --no-fail-fast --failure-output final
+log "cargo test --doc"
+cargo test --workspace --doc -q
+for check in scripts/checks/*.sh; do
+    [ -e "$check" ] || continue
+    log "check: $check"
+    bash "$check"
+done
