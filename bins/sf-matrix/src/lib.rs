@@ -160,7 +160,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
 
     rec.output("count", cells.len()).output("chunks", chunks.len());
     rec.metric("cells", cells.len() as u64);
-    rec.finish(cli.results.results_dir.as_deref())?;
+    rec.finish_step(cli.results.results_dir.as_deref(), gha)?;
     Ok(())
 }
 

@@ -105,8 +105,9 @@ fn github_output_parses_as_the_runner_parses_it() {
     let stdout: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(matrix, stdout);
     assert_eq!(parsed["matrix-1"], parsed["matrix"]);
-    let records: Vec<_> = std::fs::read_dir(&results).unwrap().collect();
+    let records: Vec<_> = std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(records.len(), 1);
+    assert_eq!(parsed["result"], records[0].display().to_string());
 }
 
 #[test]

@@ -181,6 +181,18 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// [`Recorder::finish`], then tell later steps where the record is: the `result` output (the
+    /// GitHub Action exposes it as its `result` output).
+    pub fn finish_step(self, dir: Option<&Path>, gha: &crate::gha::Actions) -> Result<(ResultRecord, Option<PathBuf>)> {
+        let (record, path) = self.finish(dir)?;
+        if let Some(p) = &path {
+            gha.set_output("result", &p.display().to_string()).context("writing GITHUB_OUTPUT")?;
+        }
+        Ok((record, path))
+    }
+}
+
 /// Write a record as `<step>-<cell>-<random>.json` in `dir` (created if missing), atomically.
 pub fn write_record(dir: &Path, record: &ResultRecord) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating the results directory {}", dir.display()))?;
