@@ -1,0 +1,64 @@
+//! Where things are inside the build container: the contract between the files sf-spackenv writes
+//! and the mounts sf-build makes. The paths are fixed (not per cell) so the rendered files are the
+//! same bytes wherever the host keeps its caches; sf-build decides the host side of each mount.
+
+use serde::Serialize;
+
+/// The cell's output directory (spack.yaml, build.sh, modules/), mounted read-write: Spack keeps
+/// the environment's lock file and `.spack-env/` next to spack.yaml.
+pub const ENV_DIR: &str = "/opt/slurm-factory/env";
+/// Logs of each build step.
+pub const LOG_DIR: &str = "/opt/slurm-factory/env/logs";
+/// The host cache root (`~/.slurm-factory` or `SLURM_FACTORY_CACHE_DIR`), mounted read-write.
+pub const CACHE_DIR: &str = "/opt/slurm-factory-cache";
+/// The local build-cache mirror Spack pushes to, unsigned (seed 004's `buildcache/`).
+pub const LOCAL_MIRROR_DIR: &str = "/opt/slurm-factory-cache/buildcache";
+/// Downloaded sources (seed 004's `sourcecache/`).
+pub const SOURCE_CACHE_DIR: &str = "/opt/slurm-factory-cache/sourcecache";
+/// Spack's long-lived index caches.
+pub const MISC_CACHE_DIR: &str = "/opt/slurm-factory-cache/misccache";
+/// The cell's work tree (install tree, view, modules), mounted read-write per cell.
+pub const SLURM_ROOT: &str = "/opt/slurm";
+/// The padded install tree.
+pub const INSTALL_ROOT: &str = "/opt/slurm/software";
+/// The merged view the tarball is made from; also the modulefile's fallback prefix.
+pub const VIEW_ROOT: &str = "/opt/slurm/view";
+/// Where Spack writes Lmod modulefiles.
+pub const MODULES_ROOT: &str = "/opt/slurm/modules";
+/// Spack's checkout in the image.
+pub const SPACK_ROOT: &str = "/opt/spack";
+/// The build user's home: writable by any uid, because the uid is chosen at run time.
+pub const BUILD_HOME: &str = "/home/build";
+/// The image's default build user and group id (outside the system range; any uid works).
+pub const BUILD_UID: u32 = 10001;
+/// Name of the local mirror in spack.yaml (what `spack buildcache push` names).
+pub const LOCAL_MIRROR_NAME: &str = "local-buildcache";
+
+/// The paths above as data, for the JSON sf-build reads.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ContainerPaths {
+    pub env_dir: &'static str,
+    pub log_dir: &'static str,
+    pub cache_dir: &'static str,
+    pub local_mirror_dir: &'static str,
+    pub source_cache_dir: &'static str,
+    pub slurm_root: &'static str,
+    pub install_root: &'static str,
+    pub view_root: &'static str,
+    pub modules_root: &'static str,
+    pub build_home: &'static str,
+}
+
+/// The fixed container layout.
+pub const PATHS: ContainerPaths = ContainerPaths {
+    env_dir: ENV_DIR,
+    log_dir: LOG_DIR,
+    cache_dir: CACHE_DIR,
+    local_mirror_dir: LOCAL_MIRROR_DIR,
+    source_cache_dir: SOURCE_CACHE_DIR,
+    slurm_root: SLURM_ROOT,
+    install_root: INSTALL_ROOT,
+    view_root: VIEW_ROOT,
+    modules_root: MODULES_ROOT,
+    build_home: BUILD_HOME,
+};

@@ -1,0 +1,277 @@
+//! `sf-spackenv`: for one matrix cell, write everything its build container needs: the Spack
+//! environment (`spack.yaml`), the build image's recipe (`Dockerfile`), the script the container
+//! runs (`build.sh`) and, when the cell builds Slurm, the relocatable Lmod modulefile
+//! (`modules/slurm/{version}-{toolchain}.lua`).
+//!
+//! The cell comes from `sf-matrix` (`--cell FILE|-`) or from flags; either way it is checked
+//! against the support-matrix data file. Pins (Spack, package repositories, package versions) come
+//! from `data/spack-stack.yaml`. Output is deterministic: the same cell and data give the same
+//! bytes. Plan first, then write: `--dry-run` lists the plan, `--print` shows one file of it.
+
+pub mod cell;
+pub mod container;
+pub mod plan;
+pub mod render;
+pub mod spack_yaml;
+pub mod stack;
+pub mod template;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::Serialize;
+use serde_json::json;
+
+use sf_core::bad_input;
+use sf_core::cli::{MatrixFileArgs, ResultsArgs, StorageArgs};
+use sf_core::gha::Actions;
+use sf_core::matrix::Pipeline;
+use sf_core::record::{Artifact, Recorder};
+
+use crate::cell::CheckedCell;
+use crate::plan::{FileKind, Plan};
+use crate::stack::Stack;
+
+/// The cell file (`-` for stdin).
+pub const ENV_CELL: &str = "SF_CELL";
+/// The output directory.
+pub const ENV_OUT_DIR: &str = "SF_OUT_DIR";
+/// A stack data file to use instead of the embedded `data/spack-stack.yaml`.
+pub const ENV_STACK_FILE: &str = "SF_STACK_FILE";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sf-spackenv",
+    version,
+    about = "Write the Spack environment, build script, modulefile and container recipe for one matrix cell.",
+    after_help = "The cell is `--cell FILE|-` (as sf-matrix prints it: one cell, or {\"include\":[cell]}), \
+                  or --pipeline with --toolchain [--slurm-version --arch --build]. Files go to --out DIR; \
+                  --print shows one of them on stdout; --dry-run lists them."
+)]
+pub struct Cli {
+    /// The cell as sf-matrix prints it: a JSON file, or `-` for stdin.
+    #[arg(long, env = ENV_CELL, value_name = "FILE|-", conflicts_with_all = ["slurm_version", "toolchain", "arch", "build"])]
+    pub cell: Option<PathBuf>,
+    /// Without --cell: the pipeline (deps, version, tarball).
+    #[arg(long)]
+    pub pipeline: Option<Pipeline>,
+    /// Without --cell: the Slurm version (not for deps).
+    #[arg(long, value_name = "VERSION")]
+    pub slurm_version: Option<String>,
+    /// Without --cell: the toolchain.
+    #[arg(long)]
+    pub toolchain: Option<String>,
+    /// Without --cell: the architecture [default: the data file's default]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Without --cell: the build kind, cpu or gpu [default: the data file's default]
+    #[arg(long)]
+    pub build: Option<String>,
+    /// Directory to write the files into (created if missing).
+    #[arg(long, env = ENV_OUT_DIR, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print one file to stdout and write nothing.
+    #[arg(long, value_enum, value_name = "FILE", conflicts_with = "dry_run")]
+    pub print: Option<FileKind>,
+    /// List what would be written (JSON on stdout) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Stack data file (pins) to use instead of the embedded one.
+    #[arg(long, env = ENV_STACK_FILE, value_name = "FILE")]
+    pub stack_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub matrix_file: MatrixFileArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    match sf_core::exit::parse_cli::<Cli>() {
+        Ok(cli) => sf_core::exit::main_with(|| run(cli, &Actions::from_env())),
+        Err(code) => code,
+    }
+}
+
+/// The cell the CLI names, checked against the data file.
+pub fn resolve_cell(cli: &Cli) -> Result<CheckedCell> {
+    let m = cli.matrix_file.load()?;
+    match &cli.cell {
+        Some(source) => {
+            let origin = if source.as_os_str() == "-" {
+                "stdin".to_string()
+            } else {
+                source.display().to_string()
+            };
+            let text = cell::read_cell_text(source)?;
+            let checked = cell::check(&m, cell::parse_cell(&text, &origin)?)
+                .with_context(|| format!("checking the cell from {origin}"))?;
+            if let Some(p) = cli.pipeline {
+                if p != checked.pipeline {
+                    return Err(bad_input(format!(
+                        "--pipeline {p} disagrees with the cell's pipeline {}",
+                        checked.pipeline
+                    )));
+                }
+            }
+            Ok(checked)
+        }
+        None => {
+            let (Some(pipeline), Some(toolchain)) = (cli.pipeline, cli.toolchain.as_deref()) else {
+                return Err(bad_input(
+                    "no cell: give --cell FILE|- (from sf-matrix), or --pipeline and --toolchain",
+                ));
+            };
+            let layout = cli.storage.layout()?;
+            cell::from_flags(
+                &m,
+                &layout,
+                pipeline,
+                cli.slurm_version.as_deref(),
+                toolchain,
+                cli.arch.as_deref(),
+                cli.build.as_deref(),
+            )
+        }
+    }
+}
+
+/// One entry of the JSON listing.
+#[derive(Debug, Serialize)]
+pub struct FileEntry {
+    pub kind: FileKind,
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The build image tag for a Dockerfile: the toolchain and the recipe's digest, so an unchanged
+/// recipe reuses its image and a changed one never does.
+pub fn image_tag(cell: &CheckedCell, dockerfile_sha256: &str) -> String {
+    format!(
+        "slurm-factory-build:{}-{}",
+        cell.cell.toolchain,
+        &dockerfile_sha256[..12]
+    )
+}
+
+fn listing(plan: &Plan, out: Option<&Path>) -> Vec<FileEntry> {
+    plan.files
+        .iter()
+        .map(|f| FileEntry {
+            kind: f.kind,
+            path: match out {
+                Some(o) => o.join(&f.rel_path).display().to_string(),
+                None => f.rel_path.clone(),
+            },
+            size: f.bytes.len() as u64,
+            sha256: f.sha256(),
+        })
+        .collect()
+}
+
+fn summary(plan: &Plan, stack: &Stack, out: Option<&Path>, dry_run: bool) -> serde_json::Value {
+    let docker_sha = plan
+        .file(FileKind::Dockerfile)
+        .map(|f| f.sha256())
+        .unwrap_or_default();
+    json!({
+        "cell": plan.cell.id(),
+        "pipeline": plan.cell.pipeline,
+        "dry_run": dry_run,
+        "out_dir": out.map(|o| o.display().to_string()),
+        "files": listing(plan, out),
+        "image_tag": image_tag(&plan.cell, &docker_sha),
+        "spack": { "release": stack.spack.release, "commit": stack.spack.commit },
+        "container": container::PATHS,
+    })
+}
+
+/// Run with a given Actions context (tests pass their own).
+pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
+    let mut rec = Recorder::start("sf-spackenv");
+    let stack = Stack::load(cli.stack_file.as_deref())?;
+    let checked = resolve_cell(&cli)?;
+    let plan = plan::plan(&checked, &stack)?;
+
+    if let Some(kind) = cli.print {
+        let file = plan.file(kind).ok_or_else(|| {
+            bad_input(format!(
+                "cell {} builds no Slurm, so it has no {}",
+                checked.id(),
+                kind.as_str()
+            ))
+        })?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&file.bytes)?;
+        out.flush()?;
+        return Ok(());
+    }
+    if cli.dry_run {
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &summary(&plan, &stack, cli.out.as_deref(), true))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let Some(out_dir) = cli.out.as_deref() else {
+        return Err(bad_input(
+            "nowhere to write: give --out DIR (or --print FILE, or --dry-run)",
+        ));
+    };
+
+    rec.record.cell = Some(checked.id().to_string());
+    rec.record.cell_data = serde_json::to_value(&checked.cell).ok();
+    rec.input("pipeline", checked.pipeline.as_str())
+        .input("out_dir", out_dir.display().to_string());
+    rec.input("spack_commit", stack.spack.commit.as_str());
+
+    let written = plan.write(out_dir)?;
+    gha.log(&format!(
+        "sf-spackenv: wrote {} files for {} into {}",
+        written.len(),
+        checked.id(),
+        out_dir.display()
+    ));
+
+    let docker_sha = plan
+        .file(FileKind::Dockerfile)
+        .map(|f| f.sha256())
+        .unwrap_or_default();
+    let tag = image_tag(&checked, &docker_sha);
+    let mut outputs: Vec<(String, String)> = vec![
+        ("cell".into(), checked.id().to_string()),
+        ("out_dir".into(), out_dir.display().to_string()),
+        ("image_tag".into(), tag.clone()),
+    ];
+    for (file, path) in plan.files.iter().zip(&written) {
+        outputs.push((file.kind.output_name().into(), path.display().to_string()));
+        rec.record.artifacts.push(Artifact {
+            kind: file.kind.as_str().into(),
+            path: Some(path.display().to_string()),
+            size: Some(file.bytes.len() as u64),
+            sha256: Some(file.sha256()),
+            ..Default::default()
+        });
+    }
+    let pairs: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT")?;
+    for (k, v) in &outputs {
+        rec.output(k, v);
+    }
+    rec.metric("files", written.len() as u64);
+
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, &summary(&plan, &stack, Some(out_dir), false))?;
+    writeln!(stdout)?;
+    stdout.flush()?;
+    rec.finish(cli.results.results_dir.as_deref())?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! The Spack environment (`spack.yaml`) of one cell.
+//!
+//! The document is built as an ordered YAML mapping and serialised once, so the same cell and data
+//! files always give the same bytes. It uses only keys Spack v1.0's configuration schema knows
+//! (`lib/spack/spack/schema/*.py`); the tests walk the output against that key set.
+//!
+//! Pipelines differ in what they build: `deps` builds Slurm's dependencies (no Slurm, no view, no
+//! modules); `version` and `tarball` build Slurm, list the same dependencies again so the
+//! concretizer reuses the deps mirror's binaries, and add the merged view and the Lmod config.
+
+use serde_yaml::{Mapping, Value};
+
+use crate::cell::CheckedCell;
+use crate::container;
+use crate::stack::Stack;
+
+/// Mirror names in spack.yaml (what Spack's logs and `spack mirror list` show).
+pub const DEPS_MIRROR_NAME: &str = "slurm-factory-deps";
+pub const VERSION_MIRROR_NAME: &str = "slurm-factory-slurm";
+pub const SOURCE_MIRROR_NAME: &str = "spack-sources";
+
+/// Build a mapping from (key, value) pairs, in order.
+fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in entries {
+        m.insert(Value::from(k), v);
+    }
+    Value::Mapping(m)
+}
+
+fn strings<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> Value {
+    Value::Sequence(items.into_iter().map(|s| Value::from(s.as_ref())).collect())
+}
+
+/// The module name (and template path under `modules/`) of the cell's Slurm modulefile:
+/// `slurm/{slurm_version}-{toolchain}`.
+pub fn module_name(cell: &CheckedCell) -> Option<String> {
+    cell.cell
+        .slurm_version
+        .as_ref()
+        .map(|v| format!("slurm/{v}-{}", cell.cell.toolchain))
+}
+
+/// The specs the cell's environment installs, in order.
+pub fn specs(cell: &CheckedCell, stack: &Stack) -> Vec<String> {
+    let c = &cell.cell;
+    let mut specs = Vec::new();
+    if let Some(version) = &c.slurm_spack_version {
+        let s = &stack.slurm;
+        let gpu = if c.gpu {
+            &s.gpu_variants
+        } else {
+            &s.cpu_variants
+        };
+        let variants: Vec<&str> = [s.variants.as_str(), gpu.as_str()]
+            .into_iter()
+            .filter(|v| !v.trim().is_empty())
+            .collect();
+        specs.push(
+            format!("{}.slurm@{version} {}", s.namespace, variants.join(" "))
+                .trim_end()
+                .to_string(),
+        );
+        specs.extend(stack.with_slurm.iter().map(|p| p.spec()));
+    }
+    specs.extend(stack.dependencies.iter().map(|p| p.spec()));
+    if c.gpu {
+        specs.extend(stack.gpu_dependencies.iter().map(|p| p.spec()));
+    }
+    specs
+}
+
+fn repos(stack: &Stack) -> Value {
+    let mut m = Mapping::new();
+    for r in &stack.repos {
+        m.insert(
+            Value::from(r.namespace.as_str()),
+            map([
+                ("git", r.git.as_str().into()),
+                ("commit", r.commit.as_str().into()),
+            ]),
+        );
+    }
+    Value::Mapping(m)
+}
+
+fn mirrors(cell: &CheckedCell, stack: &Stack) -> Value {
+    let binary = |url: &str, signed: bool| {
+        map([
+            ("url", url.into()),
+            ("binary", true.into()),
+            ("source", false.into()),
+            ("signed", signed.into()),
+        ])
+    };
+    let mut m = Mapping::new();
+    // Order is priority: published binaries first (signed), then what this runner built before
+    // (unsigned, never published as is), then sources.
+    m.insert(
+        DEPS_MIRROR_NAME.into(),
+        binary(&cell.cell.deps_mirror.cdn_url, true),
+    );
+    if let Some(vm) = &cell.cell.version_mirror {
+        m.insert(VERSION_MIRROR_NAME.into(), binary(&vm.cdn_url, true));
+    }
+    m.insert(
+        container::LOCAL_MIRROR_NAME.into(),
+        binary(&format!("file://{}", container::LOCAL_MIRROR_DIR), false),
+    );
+    m.insert(
+        SOURCE_MIRROR_NAME.into(),
+        map([
+            ("url", stack.source_mirror.as_str().into()),
+            ("binary", false.into()),
+            ("source", true.into()),
+        ]),
+    );
+    Value::Mapping(m)
+}
+
+fn config(cell: &CheckedCell) -> Value {
+    let mut entries = vec![
+        (
+            "install_tree",
+            map([
+                ("root", container::INSTALL_ROOT.into()),
+                // Room for the prefix to grow when binaries are relocated into another tree.
+                ("padded_length", 128.into()),
+            ]),
+        ),
+        ("source_cache", container::SOURCE_CACHE_DIR.into()),
+        ("misc_cache", container::MISC_CACHE_DIR.into()),
+    ];
+    if cell.builds_slurm() {
+        // The Slurm modulefile template is the rendered modulefile itself, next to spack.yaml.
+        entries.push((
+            "template_dirs",
+            strings([format!("{}/modules", container::ENV_DIR)]),
+        ));
+    }
+    let mut m = Mapping::new();
+    for (k, v) in entries {
+        m.insert(k.into(), v);
+    }
+    Value::Mapping(m)
+}
+
+fn packages(cell: &CheckedCell) -> Value {
+    map([
+        (
+            "all",
+            map([
+                ("target", strings([cell.cell.spack_target.as_str()])),
+                (
+                    "providers",
+                    map([
+                        ("c", strings(["gcc"])),
+                        ("cxx", strings(["gcc"])),
+                        ("fortran", strings(["gcc"])),
+                        ("mpi", strings(["openmpi"])),
+                    ]),
+                ),
+            ]),
+        ),
+        // The toolchain's own compiler, registered in the image by `spack compiler find`; Spack
+        // must never build another one.
+        ("gcc", map([("buildable", false.into())])),
+    ])
+}
+
+fn view(stack: &Stack) -> Value {
+    map([(
+        "default",
+        map([
+            ("root", container::VIEW_ROOT.into()),
+            // Roots with their link and run dependencies: build-only dependencies stay out.
+            ("link", "all".into()),
+            // Copies, relocated by Spack into the view, so the tree stands alone in a tarball.
+            ("link_type", "copy".into()),
+            ("exclude", strings(&stack.view_exclude)),
+        ]),
+    )])
+}
+
+fn modules(module: &str) -> Value {
+    map([(
+        "default",
+        map([
+            ("enable", strings(["lmod"])),
+            ("roots", map([("lmod", container::MODULES_ROOT.into())])),
+            ("arch_folder", false.into()),
+            (
+                "lmod",
+                map([
+                    ("hierarchy", Value::Sequence(vec![])),
+                    ("hash_length", 0.into()),
+                    // Only Slurm gets a modulefile: nothing else is shipped as a module, so nothing
+                    // else may be autoloaded.
+                    ("exclude", strings(["platform=linux"])),
+                    ("include", strings(["slurm"])),
+                    ("projections", map([("slurm", module.into())])),
+                    ("all", map([("autoload", "none".into())])),
+                    (
+                        "slurm",
+                        map([
+                            ("template", format!("{module}.lua").into()),
+                            ("autoload", "none".into()),
+                            ("conflict", strings(["slurm"])),
+                        ]),
+                    ),
+                ]),
+            ),
+        ]),
+    )])
+}
+
+/// The whole environment as a YAML value.
+pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
+    let mut spack = Mapping::new();
+    let mut put = |k: &str, v: Value| {
+        spack.insert(Value::from(k), v);
+    };
+    put("specs", strings(specs(cell, stack)));
+    // `::` replaces Spack's default repos instead of merging into them: the default builtin entry
+    // follows a branch, and a merged entry would carry both.
+    put("repos::", repos(stack));
+    put(
+        "concretizer",
+        // One consistent DAG, reusing installed and cached binaries (the deps mirror's above all).
+        map([("unify", true.into()), ("reuse", true.into())]),
+    );
+    put("packages", packages(cell));
+    put("config", config(cell));
+    put("mirrors", mirrors(cell, stack));
+    match module_name(cell) {
+        Some(module) => {
+            put("view", view(stack));
+            put("modules", modules(&module));
+        }
+        // The deps pipeline ships a build cache, not a tree.
+        None => put("view", false.into()),
+    }
+    map([("spack", Value::Mapping(spack))])
+}
+
+/// The rendered file, with a header saying where it comes from.
+pub fn render(cell: &CheckedCell, stack: &Stack) -> String {
+    let body = serde_yaml::to_string(&document(cell, stack)).expect("a YAML value serialises");
+    format!(
+        "# Spack environment for cell {id}, written by sf-spackenv from data/matrix.yaml and\n\
+         # data/spack-stack.yaml (Spack {release}). Change those files, not this one.\n\
+         # Build jobs come from the runner's cores at install time (`spack install -j`).\n{body}",
+        id = cell.id(),
+        release = stack.spack.release,
+    )
+}

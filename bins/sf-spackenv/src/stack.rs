@@ -1,0 +1,381 @@
+//! The pinned Slurm stack: which Spack commit, which package-repository commits, which package
+//! versions and variants every cell builds, read from one data file (`data/spack-stack.yaml`,
+//! embedded) and validated when loaded.
+//!
+//! Everything here ends up inside YAML, a Dockerfile or a shell script, so values are checked
+//! against narrow character sets on load rather than escaped at each use.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use sf_core::bad_input;
+
+/// The data file compiled into the binary.
+pub const EMBEDDED: &str = include_str!("../../../data/spack-stack.yaml");
+
+/// A full 40-hex git commit: the only ref form accepted, because branches and tags move.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct GitCommit(String);
+
+impl GitCommit {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for GitCommit {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        if s.len() == 40
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(GitCommit(s))
+        } else {
+            Err(format!("{s:?} is not a full 40-character lowercase git commit (branches and tags move, so they are refused)"))
+        }
+    }
+}
+
+impl From<GitCommit> for String {
+    fn from(c: GitCommit) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for GitCommit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Spack itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpackPin {
+    pub git: String,
+    /// The release the commit is, for people and labels.
+    pub release: String,
+    pub commit: GitCommit,
+}
+
+/// One Spack package repository, pinned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoPin {
+    pub namespace: String,
+    pub git: String,
+    pub commit: GitCommit,
+}
+
+/// A package at a pinned version, with optional variants: `name@version variants`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedSpec {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub variants: Option<String>,
+}
+
+impl PinnedSpec {
+    /// The Spack spec string.
+    pub fn spec(&self) -> String {
+        match &self.variants {
+            Some(v) if !v.trim().is_empty() => {
+                format!("{}@{} {}", self.name, self.version, v.trim())
+            }
+            _ => format!("{}@{}", self.name, self.version),
+        }
+    }
+}
+
+/// How Slurm itself is specified (its version comes from the support matrix).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    pub namespace: String,
+    #[serde(default)]
+    pub variants: String,
+    pub gpu_variants: String,
+    pub cpu_variants: String,
+}
+
+/// Per-toolchain additions to the build image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolchainExtras {
+    /// Extra dnf repositories to enable when installing Lmod (EPEL's dependencies).
+    #[serde(default)]
+    pub dnf_repos: Vec<String>,
+}
+
+/// The whole data file, validated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    pub schema: u32,
+    pub spack: SpackPin,
+    pub repos: Vec<RepoPin>,
+    pub source_mirror: String,
+    pub slurm: SlurmSpec,
+    pub with_slurm: Vec<PinnedSpec>,
+    pub dependencies: Vec<PinnedSpec>,
+    #[serde(default)]
+    pub gpu_dependencies: Vec<PinnedSpec>,
+    #[serde(default)]
+    pub view_exclude: Vec<String>,
+    #[serde(default)]
+    pub toolchains: BTreeMap<String, ToolchainExtras>,
+}
+
+/// Package names, namespaces, repo names: Spack's identifier characters.
+fn is_package_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+}
+
+/// A version: digits, letters, dots, dashes, underscores.
+fn is_version(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Variants: `+x ~y key=value,value`. No quotes, no shell or YAML metacharacters.
+fn is_variant_list(s: &str) -> bool {
+    s.len() <= 256
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, ' ' | '+' | '~' | '=' | ',' | '.' | '-' | '_' | '/')
+        })
+}
+
+/// An https URL without characters that need quoting anywhere it is written.
+fn is_https_url(s: &str) -> bool {
+    s.starts_with("https://")
+        && s.len() > 8
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_' | '~'))
+}
+
+impl Stack {
+    /// The embedded data file.
+    pub fn embedded() -> Self {
+        Self::parse(EMBEDDED, "data/spack-stack.yaml").expect("the embedded stack file is valid")
+    }
+
+    /// Load from a file, or the embedded data when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        match path {
+            None => Ok(Self::embedded()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    bad_input(format!(
+                        "cannot read the stack data file {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                Self::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parse and validate; errors are bad input and name the file.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let s: Stack = serde_yaml::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}", l.line()))
+                .unwrap_or_default();
+            bad_input(format!("{origin}{at}: not a valid stack file: {e}"))
+        })?;
+        s.validate()
+            .map_err(|msg| bad_input(format!("{origin}: {msg}")))?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.schema != 1 {
+            return Err(format!("schema {} is not supported; valid: 1", self.schema));
+        }
+        if !is_https_url(&self.spack.git) {
+            return Err(format!(
+                "spack.git {:?} must be an https URL",
+                self.spack.git
+            ));
+        }
+        if !is_version(self.spack.release.trim_start_matches('v')) {
+            return Err(format!(
+                "spack.release {:?} is not a release name like v1.0.2",
+                self.spack.release
+            ));
+        }
+        if self.repos.is_empty() {
+            return Err("repos is empty; it needs at least Spack's builtin repository".into());
+        }
+        for r in &self.repos {
+            if !is_package_name(&r.namespace) {
+                return Err(format!(
+                    "repos: namespace {:?} is not a Spack namespace",
+                    r.namespace
+                ));
+            }
+            if !is_https_url(&r.git) {
+                return Err(format!(
+                    "repos.{}: git {:?} must be an https URL",
+                    r.namespace, r.git
+                ));
+            }
+        }
+        if !is_https_url(&self.source_mirror) {
+            return Err(format!(
+                "source_mirror {:?} must be an https URL",
+                self.source_mirror
+            ));
+        }
+        if !self
+            .repos
+            .iter()
+            .any(|r| r.namespace == self.slurm.namespace)
+        {
+            return Err(format!(
+                "slurm.namespace {:?} is not one of the repos",
+                self.slurm.namespace
+            ));
+        }
+        for (what, v) in [
+            ("slurm.variants", &self.slurm.variants),
+            ("slurm.gpu_variants", &self.slurm.gpu_variants),
+            ("slurm.cpu_variants", &self.slurm.cpu_variants),
+        ] {
+            if !is_variant_list(v) {
+                return Err(format!(
+                    "{what} {v:?} may only hold variants like +x ~y key=value"
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (section, list) in [
+            ("with_slurm", &self.with_slurm),
+            ("dependencies", &self.dependencies),
+            ("gpu_dependencies", &self.gpu_dependencies),
+        ] {
+            for p in list {
+                if !is_package_name(&p.name) {
+                    return Err(format!("{section}: {:?} is not a package name", p.name));
+                }
+                if !is_version(&p.version) {
+                    return Err(format!(
+                        "{section}.{}: version {:?} must be one exact version",
+                        p.name, p.version
+                    ));
+                }
+                if let Some(v) = &p.variants {
+                    if !is_variant_list(v) {
+                        return Err(format!(
+                            "{section}.{}: variants {v:?} may only hold +x ~y key=value",
+                            p.name
+                        ));
+                    }
+                }
+                if p.name == "slurm" {
+                    return Err(format!(
+                        "{section}: slurm is pinned by the support matrix, not here"
+                    ));
+                }
+                if !seen.insert(p.name.as_str()) {
+                    return Err(format!("{section}: {} is pinned twice", p.name));
+                }
+            }
+        }
+        if let Some(bad) = self.view_exclude.iter().find(|n| !is_package_name(n)) {
+            return Err(format!("view_exclude: {bad:?} is not a package name"));
+        }
+        for (tc, extras) in &self.toolchains {
+            if let Some(bad) = extras.dnf_repos.iter().find(|r| !is_package_name(r)) {
+                return Err(format!(
+                    "toolchains.{tc}: dnf repo {bad:?} is not a repository id"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Extras for a toolchain (none when it has no entry).
+    pub fn toolchain(&self, name: &str) -> ToolchainExtras {
+        self.toolchains.get(name).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_stack_is_valid_and_every_package_is_pinned() {
+        let s = Stack::embedded();
+        assert_eq!(
+            s.spack.commit.as_str(),
+            "5efd8eea1b8ea701074d72372a4acf0a972d736b"
+        );
+        for p in s
+            .dependencies
+            .iter()
+            .chain(&s.with_slurm)
+            .chain(&s.gpu_dependencies)
+        {
+            assert!(
+                p.spec().starts_with(&format!("{}@{}", p.name, p.version)),
+                "{}",
+                p.spec()
+            );
+        }
+        assert!(s.repos.iter().any(|r| r.namespace == "builtin"));
+    }
+
+    #[test]
+    fn moving_refs_and_metacharacters_are_refused() {
+        let branch = EMBEDDED.replacen(
+            "commit: 5efd8eea1b8ea701074d72372a4acf0a972d736b",
+            "commit: releases/v1.0",
+            1,
+        );
+        let e = Stack::parse(&branch, "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("40-character"), "{e}");
+        assert_eq!(sf_core::exit::code_for(&e), 2);
+
+        let inject = EMBEDDED.replacen(
+            "variants: +client_only",
+            "variants: \"+client_only; rm -rf /\"",
+            1,
+        );
+        assert!(Stack::parse(&inject, "s.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("mysql"));
+
+        let dup = EMBEDDED.replacen(
+            "{ name: lz4, version: 1.10.0 }",
+            "{ name: munge, version: 1.10.0 }",
+            1,
+        );
+        assert!(Stack::parse(&dup, "s.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+
+        let unknown = EMBEDDED.replacen("source_mirror:", "colour: red\nsource_mirror:", 1);
+        assert!(Stack::parse(&unknown, "s.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("colour"));
+    }
+}
