@@ -401,8 +401,11 @@ fn an_rpath_that_would_grow_is_a_clear_error() {
     assert!(!tmp.path().join("o.tgz").exists());
 }
 
+/// One raw tar member: name, type, link target.
+type Member<'a> = (&'a str, tar::EntryType, &'a str);
+
 /// Write a tar.gz with raw member names (as an attacker would), bypassing the tar crate's checks.
-fn evil_tarball(path: &Path, members: &[(&str, tar::EntryType, &str)]) {
+fn evil_tarball(path: &Path, members: &[Member]) {
     let f = fs::File::create(path).unwrap();
     let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
     let mut b = tar::Builder::new(gz);
@@ -431,7 +434,7 @@ fn evil_tarball(path: &Path, members: &[(&str, tar::EntryType, &str)]) {
 #[test]
 fn unsafe_archives_are_refused_before_anything_is_extracted() {
     use tar::EntryType::{Directory, Link, Regular, Symlink};
-    let cases: Vec<(Vec<(&str, tar::EntryType, &str)>, &str)> = vec![
+    let cases: Vec<(Vec<Member>, &str)> = vec![
         (
             vec![("ok", Regular, ""), ("/tmp/sf-evil-abs", Regular, "")],
             "absolute",

@@ -1,0 +1,300 @@
+//! `sf-build build`: run one cell's Spack build in a container.
+//!
+//! The build image comes from the environment directory's `Dockerfile` (sf-spackenv), tagged by
+//! toolchain and recipe digest, so it is built once per runner and reused by every cell. Each run
+//! gets its own work directory under `{cache}/builds/work/` holding a copy of the environment
+//! directory and the `/opt/slurm` tree (install tree, view, modules), so parallel cells never
+//! share one. The host caches (`buildcache/`, the unsigned local mirror; `sourcecache/`;
+//! `misccache/`) are mounted at sf-spackenv's container paths. The container runs as the caller's
+//! uid/gid, so everything it writes stays the runner's, and it gets no variable from our
+//! environment: no signing key, passphrase or cloud credential can reach it. On failure a debug
+//! bundle (build logs, `spack.yaml`, the script, the engine's output) is kept and its path reported.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use sf_core::bad_input;
+use sf_core::layout::Cell;
+
+use crate::engine::Engine;
+
+/// Container paths (sf-spackenv's contract, `bins/sf-spackenv/src/container.rs`).
+pub const CONTAINER_ENV_DIR: &str = "/opt/slurm-factory/env";
+pub const CONTAINER_CACHE_DIR: &str = "/opt/slurm-factory-cache";
+pub const CONTAINER_SLURM_ROOT: &str = "/opt/slurm";
+/// The cache subfolders mounted into the container (seed 004's layout plus Spack's misc cache).
+pub const MOUNTED_CACHES: [&str; 3] = ["buildcache", "sourcecache", "misccache"];
+
+/// One build.
+#[derive(Debug)]
+pub struct BuildRequest<'a> {
+    pub cell: &'a Cell,
+    pub env_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub engine: &'a Engine,
+    pub run_args: Vec<String>,
+    pub keep: bool,
+    pub user: (u32, u32),
+    pub jobs: Option<u32>,
+}
+
+/// What a successful build left.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildOutcome {
+    pub work_dir: PathBuf,
+    pub image: String,
+    pub view: Option<PathBuf>,
+    pub modules: Option<PathBuf>,
+    pub env_dir: PathBuf,
+    pub mirror: PathBuf,
+    pub logs: PathBuf,
+}
+
+/// A failed build: the error and the debug bundle kept for it.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub error: anyhow::Error,
+    pub bundle: Option<PathBuf>,
+}
+
+/// The default host cache root: `SLURM_FACTORY_CACHE_DIR`, else `~/.slurm-factory`.
+pub fn default_cache_dir() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".slurm-factory")
+}
+
+/// The build image tag: toolchain and the first 12 hex digits of the recipe's sha256, as
+/// sf-spackenv reports it.
+pub fn image_tag(cell: &Cell, dockerfile: &[u8]) -> String {
+    let digest = hex::encode(Sha256::digest(dockerfile));
+    format!(
+        "slurm-factory-build:{}-{}",
+        cell.toolchain.as_str(),
+        &digest[..12]
+    )
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let dest = to.join(entry.file_name());
+        if ft.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, &dest)?;
+        } else {
+            fs::copy(entry.path(), &dest)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Check the request before anything is created.
+pub fn check(req: &BuildRequest) -> Result<()> {
+    for f in ["Dockerfile", "build.sh"] {
+        let p = req.env_dir.join(f);
+        if !p.is_file() {
+            return Err(bad_input(format!(
+                "{} has no {f}: give --env-dir the directory sf-spackenv wrote for cell {}",
+                req.env_dir.display(),
+                req.cell.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Run the build.
+pub fn build(req: &BuildRequest) -> std::result::Result<BuildOutcome, BuildFailure> {
+    check(req).map_err(|error| BuildFailure {
+        error,
+        bundle: None,
+    })?;
+    let work = prepare(req).map_err(|error| BuildFailure {
+        error,
+        bundle: None,
+    })?;
+    match run_in(req, &work) {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => {
+            let bundle = debug_bundle(&work).ok();
+            Err(BuildFailure { error, bundle })
+        }
+    }
+}
+
+fn prepare(req: &BuildRequest) -> Result<PathBuf> {
+    for c in MOUNTED_CACHES {
+        fs::create_dir_all(req.cache_dir.join(c))
+            .with_context(|| format!("creating {}", req.cache_dir.join(c).display()))?;
+    }
+    let work = req.cache_dir.join("builds/work").join(format!(
+        "{}-{}",
+        req.cell.id,
+        sf_core::fsutil::random_hex(4)?
+    ));
+    fs::create_dir_all(work.join("slurm"))
+        .with_context(|| format!("creating {}", work.display()))?;
+    copy_tree(&req.env_dir, &work.join("env"))?;
+    fs::create_dir_all(work.join("env/logs"))?;
+    // Run as root for another uid (rootful Podman): hand it what it must write to. As the runner
+    // itself, everything is the runner's already.
+    if current_uid() == 0 && req.user.0 != 0 {
+        chown_tree(&work, req.user)?;
+        for c in MOUNTED_CACHES {
+            std::os::unix::fs::chown(req.cache_dir.join(c), Some(req.user.0), Some(req.user.1))?;
+        }
+    }
+    Ok(work)
+}
+
+fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
+    let dockerfile = work.join("env/Dockerfile");
+    let recipe = fs::read(&dockerfile)?;
+    let image = image_tag(req.cell, &recipe);
+    let engine_log = work.join("engine.log");
+    if req.engine.image_exists(&image) {
+        eprintln!("sf-build: reusing the build image {image}");
+    } else {
+        eprintln!("sf-build: building the build image {image}");
+        // The context is the copied environment directory: recipe and scripts, nothing else.
+        req.engine.build(
+            &dockerfile,
+            &work.join("env"),
+            std::slice::from_ref(&image),
+            &[],
+            &engine_log,
+        )?;
+    }
+    let name = format!(
+        "sf-build-{}-{}",
+        req.cell.id,
+        sf_core::fsutil::random_hex(4)?
+    );
+    let mut args: Vec<String> = vec!["run".into()];
+    if !req.keep {
+        args.push("--rm".into());
+    }
+    args.extend([
+        "--name".into(),
+        name.clone(),
+        "--user".into(),
+        format!("{}:{}", req.user.0, req.user.1),
+    ]);
+    args.extend(req.run_args.iter().cloned());
+    let mount = |host: &Path, inside: &str| format!("{}:{inside}", host.display());
+    args.extend([
+        "--volume".into(),
+        mount(&work.join("env"), CONTAINER_ENV_DIR),
+    ]);
+    args.extend([
+        "--volume".into(),
+        mount(&work.join("slurm"), CONTAINER_SLURM_ROOT),
+    ]);
+    for c in MOUNTED_CACHES {
+        args.extend([
+            "--volume".into(),
+            mount(
+                &req.cache_dir.join(c),
+                &format!("{CONTAINER_CACHE_DIR}/{c}"),
+            ),
+        ]);
+    }
+    if let Some(j) = req.jobs {
+        args.extend(["--env".into(), format!("SF_BUILD_JOBS={j}")]);
+    }
+    args.extend([
+        image.clone(),
+        "/bin/bash".into(),
+        format!("{CONTAINER_ENV_DIR}/build.sh"),
+    ]);
+    eprintln!("sf-build: running cell {} in container {name}", req.cell.id);
+    req.engine
+        .run_logged(&args, &work.join("container.log"))
+        .with_context(|| format!("the build of cell {} failed", req.cell.id))?;
+    let view = work.join("slurm/view");
+    let modules = work.join("slurm/modules");
+    Ok(BuildOutcome {
+        work_dir: work.to_path_buf(),
+        image,
+        view: view.is_dir().then_some(view),
+        modules: modules.is_dir().then_some(modules),
+        env_dir: work.join("env"),
+        mirror: req.cache_dir.join("buildcache"),
+        logs: work.join("env/logs"),
+    })
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {}", path.display()))?;
+    if fs::symlink_metadata(path)?.is_dir() {
+        for e in fs::read_dir(path)? {
+            chown_tree(&e?.path(), (uid, gid))?;
+        }
+    }
+    Ok(())
+}
+
+/// Gather what explains a failure into `{work}/debug-bundle`.
+fn debug_bundle(work: &Path) -> Result<PathBuf> {
+    let bundle = work.join("debug-bundle");
+    fs::create_dir_all(&bundle)?;
+    let env = work.join("env");
+    if env.join("logs").is_dir() {
+        copy_tree(&env.join("logs"), &bundle.join("logs"))?;
+    }
+    for f in ["spack.yaml", "spack.lock", "build.sh", "Dockerfile"] {
+        if env.join(f).is_file() {
+            fs::copy(env.join(f), bundle.join(f))?;
+        }
+    }
+    for f in ["container.log", "engine.log"] {
+        if work.join(f).is_file() {
+            fs::copy(work.join(f), bundle.join(f))?;
+        }
+    }
+    // Spack's per-package build logs, when the install step got that far.
+    let stage = work.join("slurm");
+    if stage.is_dir() {
+        collect_spack_logs(&stage, &bundle.join("spack-build-logs"), 0)?;
+    }
+    Ok(bundle)
+}
+
+fn collect_spack_logs(dir: &Path, out: &Path, depth: u32) -> Result<()> {
+    if depth > 12 {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ft.is_dir() {
+            collect_spack_logs(&entry.path(), out, depth + 1)?;
+        } else if ft.is_file() && (name == "spack-build-out.txt" || name == "spack-build-env.txt") {
+            fs::create_dir_all(out)?;
+            let parent = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            fs::copy(entry.path(), out.join(format!("{parent}-{name}")))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The container engine (Docker or Podman) driven through its CLI.
+//!
+//! Every engine process gets an environment reduced to what an engine needs to find its
+//! configuration, storage and registry credentials file: nothing else from the caller's
+//! environment (signing keys, passphrases, AWS or GitHub credentials) can reach a build through
+//! the engine, its build arguments or an image layer. Containers get only the variables passed
+//! with `--env` explicitly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result};
+
+use sf_core::bad_input;
+
+/// Which engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineKind {
+    Podman,
+    Docker,
+}
+
+impl EngineKind {
+    pub fn program(self) -> &'static str {
+        match self {
+            EngineKind::Podman => "podman",
+            EngineKind::Docker => "docker",
+        }
+    }
+}
+
+/// Variables an engine process may see (exact names, then prefixes).
+const PASS_ENV: [&str; 10] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "REGISTRY_AUTH_FILE",
+];
+const PASS_ENV_PREFIXES: [&str; 4] = ["CONTAINERS_", "DOCKER_", "BUILDAH_", "STORAGE_"];
+
+/// A found, working engine and the global options every call gets (`--root`, `--runtime`, ...).
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub kind: EngineKind,
+    pub program: PathBuf,
+    pub global_args: Vec<String>,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Engine {
+    /// The engine asked for, or the first of podman, docker on PATH; checked to answer.
+    pub fn find(kind: Option<EngineKind>, global_args: Vec<String>) -> Result<Engine> {
+        let candidates: Vec<EngineKind> = match kind {
+            Some(k) => vec![k],
+            None => vec![EngineKind::Podman, EngineKind::Docker],
+        };
+        let Some((kind, program)) = candidates
+            .iter()
+            .find_map(|k| on_path(k.program()).map(|p| (*k, p)))
+        else {
+            let what = kind
+                .map(|k| k.program().to_string())
+                .unwrap_or_else(|| "podman or docker".into());
+            return Err(bad_input(format!(
+                "no container engine: {what} is not on PATH; install one (apt-get install podman runc) or pass --engine"
+            )));
+        };
+        let engine = Engine {
+            kind,
+            program,
+            global_args,
+        };
+        let out = engine
+            .command(["info"])
+            .output()
+            .with_context(|| format!("running {} info", kind.program()))?;
+        if !out.status.success() {
+            let hint = match kind {
+                EngineKind::Docker => "start the Docker daemon (systemctl start docker) or use --engine podman",
+                EngineKind::Podman => "check `podman info` (storage driver, runtime: --engine-arg=--storage-driver=vfs --engine-arg=--runtime=runc)",
+            };
+            return Err(anyhow::anyhow!(
+                "{} is installed but not working ({}): {hint}",
+                kind.program(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(engine)
+    }
+
+    /// A command for the engine with the reduced environment and the global options.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = Command::new(&self.program);
+        c.env_clear();
+        for (k, v) in std::env::vars_os() {
+            let Some(name) = k.to_str() else { continue };
+            if PASS_ENV.contains(&name) || PASS_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                c.env(&k, v);
+            }
+        }
+        c.args(&self.global_args);
+        c.args(args);
+        c
+    }
+
+    /// Run to completion, capturing output; an error carries the engine's stderr.
+    pub fn output<I, S>(&self, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = self.command(args);
+        let shown = format!("{c:?}");
+        let out = c
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {shown}"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "{} failed: {}",
+                shown,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn image_exists(&self, image: &str) -> bool {
+        self.command(["image", "inspect", image])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Build `dockerfile` with `context` as the build context, tagged `tag`, logging to `log`.
+    pub fn build(
+        &self,
+        dockerfile: &Path,
+        context: &Path,
+        tags: &[String],
+        labels: &[(String, String)],
+        log: &Path,
+    ) -> Result<()> {
+        let mut args: Vec<String> = vec![
+            "build".into(),
+            "--file".into(),
+            dockerfile.display().to_string(),
+        ];
+        for t in tags {
+            args.push("--tag".into());
+            args.push(t.clone());
+        }
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(context.display().to_string());
+        self.run_logged(&args, log)
+            .with_context(|| format!("building {} (log: {})", dockerfile.display(), log.display()))
+    }
+
+    /// Run to completion with stdout and stderr appended to `log` (and echoed to our stderr).
+    pub fn run_logged(&self, args: &[String], log: &Path) -> Result<()> {
+        use std::io::Write;
+        let mut c = self.command(args);
+        let shown = format!("{} {}", self.kind.program(), args.join(" "));
+        let out = c
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {shown}"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        writeln!(f, "$ {shown}")?;
+        f.write_all(&out.stdout)?;
+        f.write_all(&out.stderr)?;
+        let _ = std::io::stderr().write_all(&out.stderr);
+        if !out.status.success() {
+            let tail: String = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            anyhow::bail!("{shown} exited with {}: {}", out.status, tail.trim());
+        }
+        Ok(())
+    }
+}

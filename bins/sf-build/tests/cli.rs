@@ -1,0 +1,1000 @@
+//! The real binary against real tools: gcc-built Slurm stand-ins, real Lmod, real tar/gzip,
+//! shellcheck, and real Podman (runc, vfs storage) with a Debian base image made by debootstrap.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use assert_cmd::Command as Bin;
+use serde_json::Value;
+
+use sf_core::layout::{Cell, Layout};
+use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
+use sf_testkit::require_tool;
+
+const SLURM_VERSION: &str = "25.11";
+/// The local base image the container tests use (debootstrap + podman import, cached under target/).
+const BASE_IMAGE: &str = "localhost/sf-test-base:bookworm";
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Lmod is a shell function, not a command: its init script must be there.
+fn require_lmod() {
+    assert!(
+        Path::new("/usr/share/lmod/lmod/init/bash").is_file(),
+        "Lmod is not installed: `scripts/test.sh` installs it (scripts/deps/build.apt)"
+    );
+}
+
+/// A real tarball cell for Slurm 25.11 on noble, as sf-matrix makes it.
+fn cell() -> Cell {
+    let m = SupportMatrix::embedded();
+    let sel = Selection {
+        slurm_versions: ListArg::Named(vec![SLURM_VERSION.into()]),
+        toolchains: ListArg::Named(vec!["noble".into()]),
+        ..Default::default()
+    };
+    let keys = sel.expand(&m, Pipeline::Tarball).unwrap();
+    Layout::default().cell(&m, &keys[0])
+}
+
+fn slurm_full_version(c: &Cell) -> String {
+    c.slurm_spack_version
+        .clone()
+        .unwrap_or_else(|| SLURM_VERSION.to_string())
+}
+
+fn write_cell(dir: &Path, c: &Cell) -> PathBuf {
+    let p = dir.join("cell.json");
+    fs::write(&p, serde_json::to_vec_pretty(c).unwrap()).unwrap();
+    p
+}
+
+/// A small relocatable modulefile (what sf-spackenv's template does, reduced to its contract).
+const MODULEFILE: &str = r#"-- test modulefile: prefix from SLURM_INSTALL_PREFIX, default /opt/slurm/view
+local prefix = os.getenv("SLURM_INSTALL_PREFIX") or "/opt/slurm/view"
+conflict("slurm")
+prepend_path("PATH", pathJoin(prefix, "bin"))
+prepend_path("PATH", pathJoin(prefix, "sbin"))
+prepend_path("LD_LIBRARY_PATH", pathJoin(prefix, "lib"))
+prepend_path("MANPATH", pathJoin(prefix, "share", "man"))
+setenv("SLURM_ROOT", prefix)
+"#;
+
+/// Compile a libslurm stand-in, an `sinfo` that prints `slurm {version}` through it, and a plugin,
+/// with RPATHs into `{install}/slurm-{version}-abcdefgh/lib`. Returns the files to put in a view:
+/// (view-relative path, host path).
+fn compile_slurm(work: &Path, install: &str, version: &str) -> Vec<(String, PathBuf)> {
+    require_tool("gcc");
+    let out = work.join("compiled");
+    fs::create_dir_all(&out).unwrap();
+    let libdir =
+        format!("{install}/linux-ubuntu24.04-x86_64_v3/gcc-13.3.0/slurm-{version}-abcdefgh/lib");
+    fs::write(
+        out.join("slurm.c"),
+        format!("const char *slurm_version_str(void) {{ return \"slurm {version}\"; }}\n"),
+    )
+    .unwrap();
+    fs::write(
+        out.join("sinfo.c"),
+        "#include <stdio.h>\n#include <string.h>\nconst char *slurm_version_str(void);\n\
+         int main(int c, char **v) { if (c > 1 && !strcmp(v[1], \"--version\")) { puts(slurm_version_str()); return 0; } return 2; }\n",
+    )
+    .unwrap();
+    fs::write(out.join("plugin.c"), "const char *slurm_version_str(void);\nconst char *p(void) { return slurm_version_str(); }\n").unwrap();
+    sh(Command::new("gcc")
+        .args(["-shared", "-fPIC", "-Wl,-soname,libslurm.so.1", "-o"])
+        .arg(out.join("libslurm.so.1"))
+        .arg(out.join("slurm.c")));
+    std::os::unix::fs::symlink("libslurm.so.1", out.join("libslurm.so")).ok();
+    let rpath = format!("-Wl,-rpath,{libdir}");
+    sh(Command::new("gcc")
+        .arg("-o")
+        .arg(out.join("sinfo"))
+        .arg(out.join("sinfo.c"))
+        .arg(format!("-L{}", out.display()))
+        .args(["-lslurm", &rpath]));
+    sh(Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(out.join("auth_test.so"))
+        .arg(out.join("plugin.c"))
+        .arg(format!("-L{}", out.display()))
+        .args(["-lslurm", &rpath]));
+    vec![
+        ("bin/sinfo".into(), out.join("sinfo")),
+        ("lib/libslurm.so.1".into(), out.join("libslurm.so.1")),
+        ("lib/slurm/auth_test.so".into(), out.join("auth_test.so")),
+    ]
+}
+
+fn make_view(view: &Path, files: &[(String, PathBuf)]) {
+    for (rel, src) in files {
+        let dest = view.join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(src, &dest).unwrap();
+    }
+    fs::create_dir_all(view.join("share/man/man1")).unwrap();
+    fs::write(view.join("share/man/man1/sinfo.1"), ".TH SINFO 1\n").unwrap();
+}
+
+/// A padded host install root, like Spack's.
+fn padded(base: &Path) -> String {
+    format!(
+        "{}/software/{}",
+        base.display(),
+        "__spack_path_placeholder__".repeat(4)
+    )
+}
+
+fn bin() -> Bin {
+    let mut b = Bin::cargo_bin("sf-build").unwrap();
+    b.env_remove("GITHUB_ACTIONS")
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("SF_RESULTS_DIR");
+    b
+}
+
+/// A view, cell and modulefile on this host; returns (cell file, view, modulefile, build prefix).
+fn local_fixture(dir: &Path, break_it: bool) -> (PathBuf, PathBuf, PathBuf, String) {
+    let c = cell();
+    let prefix = padded(dir);
+    let files = compile_slurm(dir, &prefix, &slurm_full_version(&c));
+    let view = dir.join("view");
+    let files: Vec<_> = files
+        .into_iter()
+        .filter(|(r, _)| !(break_it && r.starts_with("lib/libslurm")))
+        .collect();
+    make_view(&view, &files);
+    let modulefile = dir.join("module.lua");
+    fs::write(&modulefile, MODULEFILE).unwrap();
+    (write_cell(dir, &c), view, modulefile, prefix)
+}
+
+fn pack(
+    dir: &Path,
+    cell: &Path,
+    view: &Path,
+    modulefile: &Path,
+    prefix: &str,
+    out: &Path,
+) -> Value {
+    let o = bin()
+        .arg("pack")
+        .arg("--cell")
+        .arg(cell)
+        .arg("--view")
+        .arg(view)
+        .arg("--modulefile")
+        .arg(modulefile)
+        .arg("--build-prefix")
+        .arg(prefix)
+        .arg("--out")
+        .arg(out)
+        .arg("--results-dir")
+        .arg(dir.join("results"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pack failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn pack_and_test_locally_with_real_lmod() {
+    require_lmod();
+    require_tool("ldd");
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let out = tmp.path().join("slurm.tar.gz");
+    let v = pack(tmp.path(), &cell, &view, &modulefile, &prefix, &out);
+    assert_eq!(v["tarball"], out.display().to_string());
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(v["buildinfo"]["slurm_version"], SLURM_VERSION);
+    assert_eq!(v["buildinfo"]["toolchain"], "noble");
+    assert_eq!(
+        v["buildinfo"]["relocation"]["elf_relocated"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let listing = sh(Command::new("tar").arg("-tzf").arg(&out));
+    for want in [
+        "modules/slurm/25.11-noble.lua",
+        "data/slurm_assets/slurm_install.sh",
+        "data/slurm_assets/defaults/slurmd.service",
+        "data/slurm_assets/slurm/topology.conf.template",
+        "data/slurm_assets/mysql/slurm_acct_db.sql",
+        "view/bin/sinfo",
+        "BUILDINFO.json",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == want),
+            "{want} missing from\n{listing}"
+        );
+    }
+    // The build tree never existed on disk: the test passes on relocation alone.
+    assert!(!tmp.path().join("software").exists());
+    let o = bin()
+        .args(["test", "--local", "--cell"])
+        .arg(&cell)
+        .arg("--tarball")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "test failed: {stderr}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["passed"], true);
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&slurm_full_version(&self::cell())),
+        "{v}"
+    );
+    assert!(
+        stderr.contains("ELF files checked, 0 with missing"),
+        "{stderr}"
+    );
+    // One record per step.
+    assert_eq!(fs::read_dir(tmp.path().join("results")).unwrap().count(), 1);
+}
+
+#[test]
+fn a_tarball_missing_a_library_fails_the_test() {
+    require_lmod();
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), true);
+    let out = tmp.path().join("broken.tar.gz");
+    pack(tmp.path(), &cell, &view, &modulefile, &prefix, &out);
+    let results = tmp.path().join("results-test");
+    let o = bin()
+        .args(["test", "--local", "--cell"])
+        .arg(&cell)
+        .arg("--tarball")
+        .arg(&out)
+        .arg("--results-dir")
+        .arg(&results)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("FAIL: sinfo --version failed"), "{stderr}");
+    assert!(stderr.contains("libslurm.so.1 => not found"), "{stderr}");
+    let rec: Value = serde_json::from_slice(
+        &fs::read(
+            fs::read_dir(&results)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["status"], "failed");
+    assert!(Path::new(rec["error"]["logs"].as_str().unwrap())
+        .join("test.log")
+        .is_file());
+}
+
+#[test]
+fn a_wrong_version_fails_the_test() {
+    require_lmod();
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell_file, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let out = tmp.path().join("t.tar.gz");
+    pack(tmp.path(), &cell_file, &view, &modulefile, &prefix, &out);
+    let mut c = cell();
+    c.slurm_spack_version = Some("24.11.6".into());
+    let other = tmp.path().join("other.json");
+    fs::write(&other, serde_json::to_vec(&c).unwrap()).unwrap();
+    let o = bin()
+        .args(["test", "--local", "--cell"])
+        .arg(&other)
+        .arg("--tarball")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected Slurm 24.11.6"));
+}
+
+#[test]
+fn install_script_passes_shellcheck_and_its_dry_run_describes_this_host() {
+    require_tool("shellcheck");
+    let root = sf_testkit::repo_root();
+    sh(Command::new("shellcheck")
+        .arg(root.join("data/slurm_assets/slurm_install.sh"))
+        .arg(root.join("bins/sf-build/scripts/test-tarball.sh")));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let out = tmp.path().join("t.tar.gz");
+    pack(tmp.path(), &cell, &view, &modulefile, &prefix, &out);
+    let x = tmp.path().join("x");
+    fs::create_dir(&x).unwrap();
+    sh(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(&x));
+    let conf = tmp.path().join("etc-slurm");
+    let units = tmp.path().join("units");
+    let target = tmp.path().join("opt-slurm");
+    let o = sh(Command::new(x.join("data/slurm_assets/slurm_install.sh"))
+        .args([
+            "--dry-run",
+            "--full-init",
+            "--cluster-name",
+            "mycluster",
+            "--prefix",
+        ])
+        .arg(&target)
+        .arg("--conf-dir")
+        .arg(&conf)
+        .arg("--systemd-dir")
+        .arg(&units));
+    let host = sh(Command::new("hostname").arg("-s")).trim().to_string();
+    let cpus = sh(&mut Command::new("nproc")).trim().to_string();
+    for want in [
+        format!(
+            "would: copy {}/view to {}/view",
+            x.display(),
+            target.display()
+        ),
+        "ClusterName=mycluster".to_string(),
+        format!("SlurmctldHost={host}"),
+        format!("NodeName={host} CPUs={cpus} "),
+        format!("PluginDir={}/view/lib/slurm", target.display()),
+        format!("would: write {}/slurm.conf (mode 644)", conf.display()),
+        format!("would: write {}/slurmdbd.conf (mode 600)", conf.display()),
+        format!("would: write {}/slurmd.service", units.display()),
+        format!("ExecStart={}/view/sbin/slurmd", target.display()),
+        format!("Environment=SLURM_CONF={}/slurm.conf", conf.display()),
+        "SwitchName=s0".to_string(),
+    ] {
+        assert!(o.contains(&want), "{want:?} not in dry run output:\n{o}");
+    }
+    let mem_mib: u64 = fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 95
+        / 100
+        / 1024;
+    assert!(o.contains(&format!("RealMemory={mem_mib}")), "{o}");
+    // A dry run changes nothing.
+    assert!(!conf.exists() && !units.exists() && !target.exists());
+
+    // A real install (no --full-init) copies view/ and modules/ to the prefix.
+    sh(Command::new(x.join("data/slurm_assets/slurm_install.sh"))
+        .arg("--prefix")
+        .arg(&target));
+    assert!(target.join("view/bin/sinfo").is_file());
+    assert!(target.join("modules/slurm/25.11-noble.lua").is_file());
+    // It refuses to overwrite, and to start with a bad cluster name, before doing anything.
+    let o = Command::new(x.join("data/slurm_assets/slurm_install.sh"))
+        .arg("--prefix")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    let o = Command::new(x.join("data/slurm_assets/slurm_install.sh"))
+        .args(["--dry-run", "--full-init", "--cluster-name", "Bad Name"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_is_exit_2_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let results = tmp.path().join("results");
+    let run = |args: &[&str]| {
+        let o = bin()
+            .args(args)
+            .arg("--results-dir")
+            .arg(&results)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let c = cell.to_str().unwrap();
+    let m = modulefile.to_str().unwrap();
+    let out = tmp.path().join("o.tar.gz");
+    let o = out.to_str().unwrap();
+    // A missing view.
+    let (code, err) = run(&[
+        "pack",
+        "--cell",
+        c,
+        "--view",
+        "/nonexistent/view",
+        "--modulefile",
+        m,
+        "--out",
+        o,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/view"), "{err}");
+    // No modulefile anywhere.
+    let (code, err) = run(&[
+        "pack",
+        "--cell",
+        c,
+        "--view",
+        view.to_str().unwrap(),
+        "--out",
+        o,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--env-dir") && err.contains("--modulefile"),
+        "{err}"
+    );
+    // A deps cell has no tarball.
+    let mut deps = self::cell();
+    deps.slurm_version = None;
+    deps.slurm_spack_version = None;
+    let deps_file = tmp.path().join("deps.json");
+    fs::write(&deps_file, serde_json::to_vec(&deps).unwrap()).unwrap();
+    let (code, err) = run(&[
+        "pack",
+        "--cell",
+        deps_file.to_str().unwrap(),
+        "--view",
+        view.to_str().unwrap(),
+        "--modulefile",
+        m,
+        "--out",
+        o,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("deps cell"), "{err}");
+    // A cell that is not JSON.
+    let (code, _) = run(&[
+        "pack",
+        "--cell",
+        m,
+        "--view",
+        view.to_str().unwrap(),
+        "--modulefile",
+        m,
+        "--out",
+        o,
+    ]);
+    assert_eq!(code, Some(2));
+    // An existing tarball without --force.
+    fs::write(&out, "old").unwrap();
+    let (code, err) = run(&[
+        "pack",
+        "--cell",
+        c,
+        "--view",
+        view.to_str().unwrap(),
+        "--modulefile",
+        m,
+        "--build-prefix",
+        &prefix,
+        "--out",
+        o,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--force"));
+    assert_eq!(fs::read(&out).unwrap(), b"old");
+    // An engine that is not installed (an empty PATH: nothing is).
+    let e = bin()
+        .args(["test", "--engine", "docker", "--cell", c, "--tarball", o])
+        .arg("--results-dir")
+        .arg(&results)
+        .env("PATH", tmp.path().join("empty-path"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert_eq!(e.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("docker is not on PATH") && err.contains("apt-get install podman"),
+        "{err}"
+    );
+    // A tarball that does not exist.
+    let (code, _) = run(&[
+        "test",
+        "--local",
+        "--cell",
+        c,
+        "--tarball",
+        "/nonexistent.tar.gz",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(!results.exists(), "bad input wrote a result record");
+    // With --force the old file is replaced.
+    let o2 = bin()
+        .args([
+            "pack",
+            "--force",
+            "--cell",
+            c,
+            "--view",
+            view.to_str().unwrap(),
+            "--modulefile",
+            m,
+            "--build-prefix",
+            &prefix,
+            "--out",
+            o,
+        ])
+        .output()
+        .unwrap();
+    assert!(o2.status.success());
+    sh(Command::new("gzip").arg("-t").arg(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine path: real Podman.
+
+/// Global options for every podman call: runc, vfs storage kept under target/ (so the base image
+/// survives between runs), cgroupfs and file events (no systemd here).
+fn podman_args() -> Vec<String> {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
+    vec![
+        format!("--root={}", root.join("storage").display()),
+        "--runroot=/tmp/sf-build-podman-run".into(),
+        "--storage-driver=vfs".into(),
+        "--runtime=runc".into(),
+        "--cgroup-manager=cgroupfs".into(),
+        "--events-backend=file".into(),
+    ]
+}
+
+const RUN_ARGS: [&str; 2] = [
+    "--run-arg=--ulimit=nofile=20000:20000",
+    "--run-arg=--ulimit=nproc=32768:32768",
+];
+
+fn podman() -> Command {
+    require_tool("podman");
+    require_tool("runc");
+    let mut c = Command::new("podman");
+    c.args(podman_args());
+    c
+}
+
+/// The Debian base image: `debootstrap --variant=minbase bookworm` (with Lmod, which the
+/// toolchains' images get from their package manager) imported into the test storage once.
+fn base_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        require_tool("debootstrap");
+        require_tool("flock");
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
+        fs::create_dir_all(&root).unwrap();
+        // One process builds it; concurrent test processes wait on the lock, then find it.
+        let script = format!(
+            "set -e; if podman {args} image exists {BASE_IMAGE}; then exit 0; fi; \
+             d=$(mktemp -d {root}/debootstrap.XXXXXX); \
+             debootstrap --variant=minbase --include=lmod bookworm \"$d/root\" http://deb.debian.org/debian >\"$d.log\" 2>&1 || {{ cat \"$d.log\" >&2; exit 1; }}; \
+             tar -C \"$d/root\" -c . | podman {args} import - {BASE_IMAGE} >/dev/null; rm -rf \"$d\" \"$d.log\"",
+            args = podman_args().join(" "),
+            root = root.display()
+        );
+        sh(Command::new("flock").arg(root.join("base.lock")).args(["bash", "-c", &script]));
+    });
+    BASE_IMAGE
+}
+
+fn with_engine(b: &mut Bin) -> &mut Bin {
+    b.args(["--engine", "podman"]);
+    for a in podman_args() {
+        b.arg(format!("--engine-arg={a}"));
+    }
+    b.args(RUN_ARGS)
+}
+
+#[test]
+fn test_in_a_clean_container_passes_on_a_good_tarball_and_fails_on_a_broken_one() {
+    let image = base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    for (broken, name) in [(false, "good"), (true, "broken")] {
+        let dir = tmp.path().join(name);
+        fs::create_dir(&dir).unwrap();
+        let (cell, view, modulefile, prefix) = local_fixture(&dir, broken);
+        let out = dir.join("slurm.tar.gz");
+        pack(&dir, &cell, &view, &modulefile, &prefix, &out);
+        let o = with_engine(
+            bin()
+                .args(["test", "--image", image, "--cell"])
+                .arg(&cell)
+                .arg("--tarball")
+                .arg(&out),
+        )
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if broken {
+            assert_eq!(o.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("libslurm.so.1 => not found"), "{stderr}");
+        } else {
+            assert!(o.status.success(), "{stderr}");
+            assert!(
+                stderr.contains("module slurm/25.11-noble loaded"),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("ELF files checked, 0 with missing"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// An environment directory like sf-spackenv's, for an image without Spack: the build script
+/// copies prebuilt binaries into the padded install tree, assembles the view and the modules,
+/// pushes a file into the local mirror, and records what it could see.
+fn fake_env_dir(dir: &Path, fail: bool) -> PathBuf {
+    let env = dir.join("env");
+    fs::create_dir_all(env.join("payload")).unwrap();
+    fs::create_dir_all(env.join("modules/slurm")).unwrap();
+    let install = format!(
+        "/opt/slurm/software/{}",
+        "__spack_path_placeholder__".repeat(4)
+    );
+    for (rel, src) in compile_slurm(dir, &install, &slurm_full_version(&cell())) {
+        let dest = env.join("payload").join(&rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(src, dest).unwrap();
+    }
+    fs::write(env.join("modules/slurm/25.11-noble.lua"), MODULEFILE).unwrap();
+    fs::write(env.join("spack.yaml"), "spack:\n  specs: [slurm@25.11]\n").unwrap();
+    fs::write(
+        env.join("Dockerfile"),
+        format!(
+            "FROM {BASE_IMAGE}\nRUN mkdir -p /opt/slurm-factory/env /opt/slurm-factory-cache /opt/slurm /home/build \\\n \
+             && chmod 1777 /opt/slurm-factory/env /opt/slurm-factory-cache /opt/slurm /home/build\nENV HOME=/home/build\n"
+        ),
+    )
+    .unwrap();
+    let fail_line = if fail {
+        "echo 'spack install: slurm failed to build' >\"$LOGS/install.log\"; exit 3"
+    } else {
+        ""
+    };
+    fs::write(
+        env.join("build.sh"),
+        format!(
+            r#"#!/bin/bash
+set -euo pipefail
+LOGS=/opt/slurm-factory/env/logs
+mkdir -p "$LOGS"
+id -u >"$LOGS/uid"
+env >"$LOGS/env.txt"
+tr '\0' '\n' </proc/1/environ >"$LOGS/pid1-env.txt"
+{fail_line}
+pkg={install}/linux-ubuntu24.04-x86_64_v3/gcc-13.3.0/slurm-{v}-abcdefgh
+mkdir -p "$pkg"
+cp -r /opt/slurm-factory/env/payload/. "$pkg/"
+mkdir -p /opt/slurm/view /opt/slurm/modules
+cp -r "$pkg/." /opt/slurm/view/
+cp -r /opt/slurm-factory/env/modules/. /opt/slurm/modules/
+mkdir -p /opt/slurm-factory-cache/buildcache/v3
+echo '{{"signing": "gpg"}}' >/opt/slurm-factory-cache/buildcache/v3/layout.json
+echo done >"$LOGS/done.log"
+"#,
+            v = slurm_full_version(&cell())
+        ),
+    )
+    .unwrap();
+    env
+}
+
+fn all_text_under(dir: &Path) -> String {
+    let mut s = String::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            s.push_str(&all_text_under(&e.path()));
+        } else if ft.is_file() {
+            s.push_str(&String::from_utf8_lossy(&fs::read(e.path()).unwrap()));
+        }
+    }
+    s
+}
+
+const SECRETS: [(&str, &str); 5] = [
+    ("GPG_PRIVATE_KEY", "sekrit-key-4711"),
+    ("GPG_PASSPHRASE", "sekrit-pass-4712"),
+    ("AWS_SECRET_ACCESS_KEY", "sekrit-aws-4713"),
+    ("AWS_SESSION_TOKEN", "sekrit-sts-4714"),
+    ("GITHUB_TOKEN", "sekrit-gh-4715"),
+];
+
+#[test]
+fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_secret() {
+    base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fake_env_dir(tmp.path(), false);
+    let cache = tmp.path().join("cache");
+    let cell = write_cell(tmp.path(), &cell());
+    let results = tmp.path().join("results");
+    let mut b = bin();
+    b.args(["build", "--user", "4321:4321", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--results-dir")
+        .arg(&results)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    for (k, v) in SECRETS {
+        b.env(k, v);
+    }
+    let o = with_engine(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let work = PathBuf::from(v["build"]["work_dir"].as_str().unwrap());
+    assert!(work.starts_with(cache.join("builds/work")));
+    let logs = PathBuf::from(v["build"]["logs"].as_str().unwrap());
+    assert_eq!(fs::read_to_string(logs.join("uid")).unwrap().trim(), "4321");
+    // Everything the container wrote belongs to the uid/gid it ran as.
+    for p in [
+        work.join("slurm/view/bin/sinfo"),
+        cache.join("buildcache/v3/layout.json"),
+        logs.join("done.log"),
+    ] {
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (4321, 4321), "{}", p.display());
+    }
+    assert_eq!(
+        v["build"]["mirror"],
+        cache.join("buildcache").display().to_string()
+    );
+    // No secret reached the container, its logs, or the image.
+    let seen = all_text_under(&work) + &all_text_under(&cache.join("buildcache"));
+    let image = v["build"]["image"].as_str().unwrap();
+    let inspect = sh(podman().args(["image", "inspect", image]));
+    let history = sh(podman().args(["history", "--no-trunc", image]));
+    for (k, secret) in SECRETS {
+        assert!(!seen.contains(secret), "{k} leaked into the build");
+        assert!(
+            !inspect.contains(secret) && !history.contains(secret),
+            "{k} leaked into the image"
+        );
+        assert!(!stderr.contains(secret), "{k} printed");
+    }
+    assert!(fs::read_to_string(logs.join("env.txt"))
+        .unwrap()
+        .contains("HOME=/home/build"));
+    // The tarball was packed from the view and passes the test in a clean container.
+    let tarball = PathBuf::from(v["tarball"]["tarball"].as_str().unwrap());
+    assert_eq!(
+        tarball,
+        cache.join("builds/slurm-25.11-noble-software.tar.gz")
+    );
+    let o = with_engine(
+        bin()
+            .args(["test", "--image", BASE_IMAGE, "--cell"])
+            .arg(&cell)
+            .arg("--tarball")
+            .arg(&tarball),
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A second run gets its own work directory and reuses the build image.
+    let mut b = bin();
+    b.args(["build", "--no-pack", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache);
+    let o = with_engine(&mut b).output().unwrap();
+    assert!(o.status.success());
+    let v2: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_ne!(v2["build"]["work_dir"], v["build"]["work_dir"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("reusing the build image"));
+}
+
+#[test]
+fn a_failed_container_build_keeps_a_debug_bundle() {
+    base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fake_env_dir(tmp.path(), true);
+    let cache = tmp.path().join("cache");
+    let cell = write_cell(tmp.path(), &cell());
+    let results = tmp.path().join("results");
+    let mut b = bin();
+    b.args(["build", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--results-dir")
+        .arg(&results);
+    let o = with_engine(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let rec: Value = serde_json::from_slice(
+        &fs::read(
+            fs::read_dir(&results)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let bundle = PathBuf::from(rec["error"]["logs"].as_str().unwrap());
+    assert!(stderr.contains(&bundle.display().to_string()), "{stderr}");
+    assert!(fs::read_to_string(bundle.join("logs/install.log"))
+        .unwrap()
+        .contains("slurm failed to build"));
+    for f in ["spack.yaml", "build.sh", "Dockerfile", "container.log"] {
+        assert!(bundle.join(f).is_file(), "{f} missing from the bundle");
+    }
+    assert!(fs::read_to_string(bundle.join("container.log"))
+        .unwrap()
+        .contains("exit"));
+    // A missing build script is bad input.
+    fs::remove_file(env.join("build.sh")).unwrap();
+    let mut b = bin();
+    b.args(["build", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache);
+    let o = with_engine(&mut b).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no build.sh"));
+}
+
+#[test]
+fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
+    base_image();
+    let registry_bin = require_tool("docker-registry");
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let tarball = tmp.path().join("slurm-25.11-noble-software.tar.gz");
+    let packed = pack(tmp.path(), &cell, &view, &modulefile, &prefix, &tarball);
+
+    // A local registry (Debian's docker-registry) on a free port, storing under the temp dir.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = tmp.path().join("registry.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            tmp.path().join("registry").display()
+        ),
+    )
+    .unwrap();
+    let mut registry = Command::new(registry_bin)
+        .arg("serve")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let reg = format!("127.0.0.1:{port}/sf-test");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut b = bin();
+    b.args([
+        "image",
+        "--push",
+        "--insecure-registry",
+        "--tag-version",
+        "--base-image",
+        BASE_IMAGE,
+        "--revision",
+        "0123abc",
+        "--cell",
+    ])
+    .arg(&cell)
+    .arg("--tarball")
+    .arg(&tarball)
+    .arg("--registry")
+    .arg(&reg)
+    .env("SF_REGISTRY_TOKEN", "sekrit-registry-token");
+    let o = with_engine(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let listed = Command::new("curl")
+        .arg("-fsS")
+        .arg(format!(
+            "http://127.0.0.1:{port}/v2/sf-test/slurm/tags/list"
+        ))
+        .output();
+    let _ = registry.kill();
+    let _ = registry.wait();
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains("sekrit-registry-token"));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let main_tag = format!("{reg}/slurm:25.11-noble");
+    assert_eq!(
+        v["tags"],
+        serde_json::json!([main_tag, format!("{reg}/slurm:25.11")])
+    );
+    let tags = String::from_utf8_lossy(&listed.unwrap().stdout).into_owned();
+    assert!(
+        tags.contains("\"25.11-noble\"") && tags.contains("\"25.11\""),
+        "{tags}"
+    );
+
+    let labels: Value = serde_json::from_str(&sh(podman().args([
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Labels}}",
+        &main_tag,
+    ])))
+    .unwrap();
+    assert_eq!(
+        labels["org.opencontainers.image.version"],
+        slurm_full_version(&self::cell())
+    );
+    assert_eq!(labels["org.opencontainers.image.revision"], "0123abc");
+    assert_eq!(labels["io.slurm-factory.toolchain"], "noble");
+    assert_eq!(labels["io.slurm-factory.tarball.sha256"], packed["sha256"]);
+    assert!(labels["org.opencontainers.image.source"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://github.com/"));
+    // Slurm runs in the image, from PATH, without the module.
+    let out = sh(podman().args([
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=32768:32768",
+        &main_tag,
+        "sinfo",
+        "--version",
+    ]));
+    assert_eq!(
+        out.trim(),
+        format!("slurm {}", slurm_full_version(&self::cell()))
+    );
+    let _ = Command::new("podman")
+        .args(podman_args())
+        .args(["rmi", "-f", &main_tag, &format!("{reg}/slurm:25.11")])
+        .output();
+}

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Install Slurm from an extracted Slurm Factory tarball.
+#
+# The tarball holds view/ (Slurm and its libraries), modules/ (the Lmod modulefile) and
+# data/slurm_assets/ (this script, systemd units, configuration templates, the accounting
+# database SQL). This script copies view/ and modules/ into a prefix (nothing to copy when the
+# tarball was extracted there) and, with --full-init, writes this host's configuration from the
+# templates and installs the systemd units pointing at the prefix.
+#
+# It checks everything first and only then acts, so it never stops half-way for a reason it could
+# have seen; --dry-run prints the plan and changes nothing.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Usage: slurm_install.sh [options]
+
+Install Slurm from an extracted Slurm Factory tarball into a prefix.
+
+Options:
+  --prefix DIR          install prefix (default /opt/slurm; view/ and modules/ go under it)
+  --full-init           also write configs and systemd units and create the slurm user/dirs
+  --cluster-name NAME   cluster name for slurm.conf (default: slurm-cluster)
+  --conf-dir DIR        where configs go (default /etc/slurm)
+  --systemd-dir DIR     where units go (default /etc/systemd/system)
+  --force               replace existing configs and units
+  --dry-run             print what would be done, change nothing
+  -h, --help            this help
+
+After installing:
+  export MODULEPATH=PREFIX/modules:$MODULEPATH SLURM_INSTALL_PREFIX=PREFIX/view
+  module load slurm/VERSION-TOOLCHAIN
+USAGE
+}
+
+die() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The tarball's root: data/slurm_assets/ is two levels below it.
+source_root=$(cd "$here/../.." && pwd)
+
+prefix=/opt/slurm
+full_init=false
+cluster_name=slurm-cluster
+conf_dir=/etc/slurm
+systemd_dir=/etc/systemd/system
+force=false
+dry_run=false
+
+while (($#)); do
+    case "$1" in
+    --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
+    --prefix=*) prefix=${1#*=}; shift ;;
+    --full-init) full_init=true; shift ;;
+    --cluster-name) cluster_name=${2:?--cluster-name needs a name}; shift 2 ;;
+    --cluster-name=*) cluster_name=${1#*=}; shift ;;
+    --conf-dir) conf_dir=${2:?--conf-dir needs a directory}; shift 2 ;;
+    --conf-dir=*) conf_dir=${1#*=}; shift ;;
+    --systemd-dir) systemd_dir=${2:?--systemd-dir needs a directory}; shift 2 ;;
+    --systemd-dir=*) systemd_dir=${1#*=}; shift ;;
+    --force) force=true; shift ;;
+    --dry-run) dry_run=true; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option '$1'" ;;
+    esac
+done
+
+# ---- checks: everything that could stop us, before anything changes ----
+[[ "$prefix" == /* ]] || die "--prefix must be an absolute path, got '$prefix'"
+prefix=${prefix%/}
+[[ "$cluster_name" =~ ^[a-z0-9][a-z0-9_-]{0,39}$ ]] ||
+    die "--cluster-name '$cluster_name' is not valid: lowercase letters, digits, '-' and '_', at most 40 characters"
+[ -x "$source_root/view/bin/sinfo" ] || die "$source_root/view/bin/sinfo is missing: run this script from an extracted tarball"
+[ -d "$source_root/modules" ] || die "$source_root/modules is missing: run this script from an extracted tarball"
+for f in defaults/slurmd.service defaults/slurmctld.service defaults/slurmdbd.service \
+    slurm/slurm.conf.template slurm/slurmdbd.conf.template slurm/cgroup.conf.template \
+    slurm/topology.conf.template mysql/slurm_acct_db.sql; do
+    [ -f "$here/$f" ] || die "$here/$f is missing from the tarball"
+done
+
+copy_tree=true
+if [ -d "$prefix" ] && [ "$(cd "$source_root" && pwd -P)" = "$(cd "$prefix" && pwd -P)" ]; then
+    copy_tree=false
+fi
+if $copy_tree && [ -e "$prefix/view" ] && ! $force; then
+    die "$prefix/view already exists; pass --force to replace it"
+fi
+
+if $full_init; then
+    if ! $dry_run && [ "$(id -u)" -ne 0 ]; then
+        die "--full-init creates the slurm user and writes $conf_dir and $systemd_dir: run it as root (or add --dry-run)"
+    fi
+    for f in slurm.conf slurmdbd.conf cgroup.conf topology.conf; do
+        if [ -e "$conf_dir/$f" ] && ! $force; then
+            die "$conf_dir/$f already exists; pass --force to replace it"
+        fi
+    done
+    for u in slurmd slurmctld slurmdbd; do
+        if [ -e "$systemd_dir/$u.service" ] && ! $force; then
+            die "$systemd_dir/$u.service already exists; pass --force to replace it"
+        fi
+    done
+    host=$(hostname -s 2>/dev/null || hostname)
+    cpus=$(nproc)
+    mem_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+    # Leave 5% to the OS, as slurmd refuses a node that reports less than RealMemory.
+    real_memory=$((mem_kib * 95 / 100 / 1024))
+    sockets=$(lscpu 2>/dev/null | awk -F: '/^Socket\(s\)/ { gsub(/ /, "", $2); print $2 }')
+    threads=$(lscpu 2>/dev/null | awk -F: '/^Thread\(s\) per core/ { gsub(/ /, "", $2); print $2 }')
+    sockets=${sockets:-1}
+    threads=${threads:-1}
+    cores_per_socket=$((cpus / sockets / threads))
+    ((cores_per_socket > 0)) || cores_per_socket=1
+    if $dry_run; then
+        db_password='<generated at install>'
+    else
+        db_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32 || true)
+    fi
+fi
+
+# ---- acting (or, with --dry-run, saying what would be done) ----
+act() { # act DESCRIPTION CMD...: run CMD, or print DESCRIPTION on a dry run
+    local what=$1
+    shift
+    if $dry_run; then
+        echo "would: $what"
+    else
+        echo "==> $what"
+        "$@"
+    fi
+}
+
+replace_tree() { # replace_tree SRC DEST: copy beside DEST, then swap, so DEST is never half-copied
+    rm -rf "$2.new"
+    cp -a "$1" "$2.new"
+    rm -rf "$2"
+    mv "$2.new" "$2"
+}
+
+render() { # render TEMPLATE DEST MODE
+    local tmp
+    if $dry_run; then
+        echo "would: write $2 (mode $3) from $(basename "$1")"
+        sed -e "s|@CLUSTER_NAME@|$cluster_name|g" -e "s|@HOSTNAME@|$host|g" -e "s|@CPUS@|$cpus|g" \
+            -e "s|@REAL_MEMORY@|$real_memory|g" -e "s|@SOCKETS@|$sockets|g" \
+            -e "s|@CORES_PER_SOCKET@|$cores_per_socket|g" -e "s|@THREADS_PER_CORE@|$threads|g" \
+            -e "s|@PREFIX@|$prefix|g" -e "s|@CONF_DIR@|$conf_dir|g" -e "s|@DB_PASSWORD@|$db_password|g" \
+            "$1" | grep -v '^#' | sed 's/^/    | /'
+        return
+    fi
+    echo "==> write $2"
+    tmp=$(mktemp "$2.XXXXXX")
+    sed -e "s|@CLUSTER_NAME@|$cluster_name|g" -e "s|@HOSTNAME@|$host|g" -e "s|@CPUS@|$cpus|g" \
+        -e "s|@REAL_MEMORY@|$real_memory|g" -e "s|@SOCKETS@|$sockets|g" \
+        -e "s|@CORES_PER_SOCKET@|$cores_per_socket|g" -e "s|@THREADS_PER_CORE@|$threads|g" \
+        -e "s|@PREFIX@|$prefix|g" -e "s|@CONF_DIR@|$conf_dir|g" -e "s|@DB_PASSWORD@|$db_password|g" \
+        "$1" >"$tmp"
+    chmod "$3" "$tmp"
+    mv -f "$tmp" "$2"
+}
+
+if $copy_tree; then
+    act "create $prefix" mkdir -p "$prefix"
+    for d in view modules; do
+        act "copy $source_root/$d to $prefix/$d" replace_tree "$source_root/$d" "$prefix/$d"
+    done
+else
+    echo "note: the tarball is already at $prefix; nothing to copy"
+fi
+
+if $full_init; then
+    if ! id slurm >/dev/null 2>&1; then
+        act "create the system user slurm" useradd --system --no-create-home --shell /usr/sbin/nologin slurm
+    fi
+    act "create $conf_dir, /var/spool/slurmd, /var/spool/slurmctld, /var/log/slurm" \
+        mkdir -p "$conf_dir" /var/spool/slurmd /var/spool/slurmctld /var/log/slurm
+    act "give /var/spool/slurmctld and /var/log/slurm to slurm" chown slurm:slurm /var/spool/slurmctld /var/log/slurm
+    echo "cluster $cluster_name on $host: $cpus CPUs ($sockets sockets x $cores_per_socket cores x $threads threads), RealMemory=$real_memory MiB"
+    render "$here/slurm/slurm.conf.template" "$conf_dir/slurm.conf" 644
+    render "$here/slurm/cgroup.conf.template" "$conf_dir/cgroup.conf" 644
+    render "$here/slurm/topology.conf.template" "$conf_dir/topology.conf" 644
+    render "$here/slurm/slurmdbd.conf.template" "$conf_dir/slurmdbd.conf" 600
+    act "give $conf_dir/slurmdbd.conf to slurm" chown slurm:slurm "$conf_dir/slurmdbd.conf"
+    act "create $systemd_dir" mkdir -p "$systemd_dir"
+    for u in slurmd slurmctld slurmdbd; do
+        render "$here/defaults/$u.service" "$systemd_dir/$u.service" 644
+    done
+    if [ -d /run/systemd/system ]; then
+        act "reload systemd" systemctl daemon-reload
+    fi
+    echo "next: create the accounting database with"
+    echo "  sed 's/@DB_PASSWORD@/<StoragePass from $conf_dir/slurmdbd.conf>/' $here/mysql/slurm_acct_db.sql | mysql -u root"
+    echo "then: systemctl enable --now munge slurmdbd slurmctld slurmd"
+fi
+echo "done: export MODULEPATH=$prefix/modules:\$MODULEPATH SLURM_INSTALL_PREFIX=$prefix/view; module avail slurm"
