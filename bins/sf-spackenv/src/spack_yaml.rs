@@ -247,9 +247,9 @@ pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
 pub fn render(cell: &CheckedCell, stack: &Stack) -> String {
     let body = serde_yaml::to_string(&document(cell, stack)).expect("a YAML value serialises");
     format!(
-        "# Spack environment for cell {id}, written by sf-spackenv from data/matrix.yaml and\n\
-         # data/spack-stack.yaml (Spack {release}). Change those files, not this one.\n\
-         # Build jobs come from the runner's cores at install time (`spack install -j`).\n{body}",
+        "# Spack environment of cell {id}.\n\
+         # Written by sf-spackenv from data/matrix.yaml and data/spack-stack.yaml (Spack {release});\n\
+         # change those files, not this one. Build jobs follow the runner's cores (`spack install -j`).\n{body}",
         id = cell.id(),
         release = stack.spack.release,
     )

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Build cell version-23.11-rockylinux8-amd64-cpu inside its build container: written by sf-spackenv, run by sf-build.
+#
+# Steps: check the compiler, trust the published mirrors' keys, concretize, install, push every
+# package (roots, link/run and build dependencies) unsigned to the local mirror, then (when Slurm
+# is built) regenerate the view and refresh the modules. Each step logs to its own file under
+# the log directory; a failure names the step and the log. Signing happens later, outside.
+set -Eeuo pipefail
+
+readonly CELL_ID="version-23.11-rockylinux8-amd64-cpu"
+readonly ENV_DIR="${SF_ENV_DIR:-/opt/slurm-factory/env}"
+readonly LOG_DIR="${SF_LOG_DIR:-/opt/slurm-factory/env/logs}"
+readonly LOCAL_MIRROR="local-buildcache"
+readonly EXPECTED_GCC="8.5.0"
+readonly BUILDS_SLURM=true
+# Build jobs follow the runner's cores unless the caller says otherwise.
+JOBS="${SF_BUILD_JOBS:-$(nproc)}"
+readonly JOBS
+
+mkdir -p "$LOG_DIR"
+step_name="setup"
+step_log="$LOG_DIR/setup.log"
+
+on_error() {
+    local status=$?
+    echo "error: [$CELL_ID] step '$step_name' failed (exit $status); its log is $step_log (all logs: $LOG_DIR)" >&2
+    exit "$status"
+}
+trap on_error ERR
+
+# step NAME: start a step; its output goes to $LOG_DIR/NAME.log and to stderr.
+step() {
+    step_name=$1
+    step_log="$LOG_DIR/$1.log"
+    : >"$step_log"
+    echo "==> [$CELL_ID] $1 (log: $step_log)" >&2
+}
+
+# run CMD...: run a command of the current step, keeping its output in the step's log.
+run() {
+    "$@" 2>&1 | tee -a "$step_log" >&2
+}
+
+spack_env() {
+    spack --env-dir "$ENV_DIR" "$@"
+}
+
+step compiler
+gcc_version=$(gcc -dumpfullversion -dumpversion)
+echo "gcc $gcc_version (expected $EXPECTED_GCC)" | tee -a "$step_log" >&2
+echo "$gcc_version" >"$LOG_DIR/gcc-version"
+case "$gcc_version" in
+    "$EXPECTED_GCC" | "$EXPECTED_GCC".*) ;;
+    *) echo "warning: [$CELL_ID] the image's gcc is $gcc_version, the data file expects $EXPECTED_GCC" | tee -a "$step_log" >&2 ;;
+esac
+run spack compiler list
+
+step trust-keys
+run spack_env buildcache keys --install --trust
+
+step concretize
+run spack_env concretize --force
+
+step install
+run spack_env install --fail-fast --jobs "$JOBS"
+
+step push
+run spack_env buildcache push --unsigned --update-index --with-build-dependencies "$LOCAL_MIRROR"
+
+if [[ "$BUILDS_SLURM" == true ]]; then
+    step view
+    run spack_env env view regenerate
+
+    step modules
+    run spack_env module lmod refresh --delete-tree --yes-to-all
+fi
+
+step finished
+echo "[$CELL_ID] build finished; logs in $LOG_DIR" | tee -a "$step_log" >&2

@@ -1,0 +1,2 @@
+#![allow(dead_code)] // each test binary uses a different part of the shared support
+pub mod snapshots;
