@@ -47,12 +47,8 @@ pub fn specs(cell: &CheckedCell, stack: &Stack) -> Vec<String> {
     let mut specs = Vec::new();
     if let Some(version) = &c.slurm_spack_version {
         let s = &stack.slurm;
-        let gpu = if c.gpu {
-            &s.gpu_variants
-        } else {
-            &s.cpu_variants
-        };
-        let variants: Vec<&str> = [s.variants.as_str(), gpu.as_str()]
+        let gpu = s.gpu_switch(c.gpu, c.arch.as_str());
+        let variants: Vec<&str> = [s.variants.as_str(), gpu]
             .into_iter()
             .filter(|v| !v.trim().is_empty())
             .collect();
@@ -65,7 +61,13 @@ pub fn specs(cell: &CheckedCell, stack: &Stack) -> Vec<String> {
     }
     specs.extend(stack.dependencies.iter().map(|p| p.spec()));
     if c.gpu {
-        specs.extend(stack.gpu_dependencies.iter().map(|p| p.spec()));
+        specs.extend(
+            stack
+                .gpu_dependencies
+                .iter()
+                .filter(|p| p.applies_to(c.arch.as_str()))
+                .map(|p| p.spec()),
+        );
     }
     specs
 }
@@ -253,4 +255,109 @@ pub fn render(cell: &CheckedCell, stack: &Stack) -> String {
         id = cell.id(),
         release = stack.spack.release,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_core::layout::Layout;
+    use sf_core::matrix::{CellKey, Pipeline, SupportMatrix};
+
+    fn cell(pipeline: Pipeline, v: Option<&str>, arch: &str, build: &str) -> CheckedCell {
+        let m = SupportMatrix::embedded();
+        let key = CellKey {
+            pipeline,
+            slurm_version: v.map(|v| m.slurm_version(v).unwrap()),
+            toolchain: m.toolchain_name("noble").unwrap(),
+            arch: m.arch_name(arch).unwrap(),
+            build: m.build_kind(build).unwrap(),
+        };
+        crate::cell::check(&m, Layout::default().cell(&m, &key)).unwrap()
+    }
+
+    #[test]
+    fn deps_build_the_dependencies_and_slurm_cells_reuse_them() {
+        let stack = Stack::embedded();
+        let deps = specs(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack);
+        let slurm = specs(
+            &cell(Pipeline::Version, Some("25.11"), "amd64", "cpu"),
+            &stack,
+        );
+        assert!(deps.iter().all(|s| !s.contains("slurm")), "{deps:?}");
+        assert_eq!(
+            slurm[0],
+            "slurm_factory.slurm@25.11.4 sysconfdir=/etc/slurm ~nvml ~rsmi"
+        );
+        assert!(slurm[1].starts_with("openmpi@") && slurm[1].contains("schedulers=slurm"));
+        assert!(
+            deps.iter().all(|d| slurm.contains(d)),
+            "every deps spec is listed again for reuse"
+        );
+    }
+
+    #[test]
+    fn gpu_builds_add_nvml_and_rsmi_where_rocm_exists() {
+        let stack = Stack::embedded();
+        let amd = specs(
+            &cell(Pipeline::Tarball, Some("24.11"), "amd64", "gpu"),
+            &stack,
+        );
+        assert!(amd[0].ends_with("+nvml +rsmi"));
+        assert!(
+            amd.iter().any(|s| s.starts_with("cuda@"))
+                && amd.iter().any(|s| s.starts_with("rocm-smi-lib@"))
+        );
+        let arm = specs(
+            &cell(Pipeline::Tarball, Some("24.11"), "arm64", "gpu"),
+            &stack,
+        );
+        assert!(arm[0].ends_with("+nvml ~rsmi"), "{}", arm[0]);
+        assert!(
+            arm.iter().any(|s| s.starts_with("cuda@"))
+                && !arm.iter().any(|s| s.starts_with("rocm"))
+        );
+    }
+
+    #[test]
+    fn mirrors_come_from_the_cell_in_priority_order() {
+        let stack = Stack::embedded();
+        let c = cell(Pipeline::Version, Some("23.11"), "amd64", "cpu");
+        let doc = document(&c, &stack);
+        let mirrors = doc["spack"]["mirrors"].as_mapping().unwrap();
+        let names: Vec<&str> = mirrors.keys().map(|k| k.as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            vec![
+                DEPS_MIRROR_NAME,
+                VERSION_MIRROR_NAME,
+                container::LOCAL_MIRROR_NAME,
+                SOURCE_MIRROR_NAME
+            ]
+        );
+        assert_eq!(
+            mirrors[DEPS_MIRROR_NAME]["url"].as_str(),
+            Some(c.cell.deps_mirror.cdn_url.as_str())
+        );
+        assert_eq!(
+            mirrors[VERSION_MIRROR_NAME]["url"].as_str(),
+            Some(c.cell.version_mirror.as_ref().unwrap().cdn_url.as_str())
+        );
+        assert_eq!(mirrors[VERSION_MIRROR_NAME]["signed"].as_bool(), Some(true));
+        assert_eq!(
+            mirrors[container::LOCAL_MIRROR_NAME]["signed"].as_bool(),
+            Some(false)
+        );
+        assert_eq!(
+            doc["spack"]["config"]["install_tree"]["padded_length"].as_u64(),
+            Some(128)
+        );
+        assert_eq!(
+            doc["spack"]["packages"]["all"]["target"][0].as_str(),
+            Some("x86_64_v3")
+        );
+        assert_eq!(
+            doc["spack"]["repos::"]["builtin"]["commit"].as_str(),
+            Some(stack.repos[1].commit.as_str())
+        );
+    }
 }

@@ -80,9 +80,17 @@ pub struct PinnedSpec {
     pub version: String,
     #[serde(default)]
     pub variants: Option<String>,
+    /// Only for these architectures (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archs: Vec<String>,
 }
 
 impl PinnedSpec {
+    /// Whether the spec is built for an architecture.
+    pub fn applies_to(&self, arch: &str) -> bool {
+        self.archs.is_empty() || self.archs.iter().any(|a| a == arch)
+    }
+
     /// The Spack spec string.
     pub fn spec(&self) -> String {
         match &self.variants {
@@ -103,6 +111,20 @@ pub struct SlurmSpec {
     pub variants: String,
     pub gpu_variants: String,
     pub cpu_variants: String,
+    /// GPU variants for architectures where the default set does not build.
+    #[serde(default)]
+    pub gpu_variants_by_arch: BTreeMap<String, String>,
+}
+
+impl SlurmSpec {
+    /// The variants that turn GPU support on or off for a build on `arch`.
+    pub fn gpu_switch(&self, gpu: bool, arch: &str) -> &str {
+        match (gpu, self.gpu_variants_by_arch.get(arch)) {
+            (false, _) => &self.cpu_variants,
+            (true, Some(v)) => v,
+            (true, None) => &self.gpu_variants,
+        }
+    }
 }
 
 /// Per-toolchain additions to the build image.
@@ -251,11 +273,19 @@ impl Stack {
                 self.slurm.namespace
             ));
         }
+        let by_arch = self
+            .slurm
+            .gpu_variants_by_arch
+            .values()
+            .map(|v| ("slurm.gpu_variants_by_arch", v));
         for (what, v) in [
             ("slurm.variants", &self.slurm.variants),
             ("slurm.gpu_variants", &self.slurm.gpu_variants),
             ("slurm.cpu_variants", &self.slurm.cpu_variants),
-        ] {
+        ]
+        .into_iter()
+        .chain(by_arch)
+        {
             if !is_variant_list(v) {
                 return Err(format!(
                     "{what} {v:?} may only hold variants like +x ~y key=value"
@@ -285,6 +315,12 @@ impl Stack {
                             p.name
                         ));
                     }
+                }
+                if let Some(bad) = p.archs.iter().find(|a| !is_package_name(a)) {
+                    return Err(format!(
+                        "{section}.{}: arch {bad:?} is not an architecture name",
+                        p.name
+                    ));
                 }
                 if p.name == "slurm" {
                     return Err(format!(

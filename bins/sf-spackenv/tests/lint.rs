@@ -113,3 +113,39 @@ fn which(name: &str) -> bool {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .any(|d| d.join(name).is_file())
 }
+
+#[test]
+fn no_secret_reaches_the_image_or_the_build() {
+    for (bytes, cell) in distinct(FileKind::Dockerfile) {
+        let text = String::from_utf8(bytes).unwrap();
+        for line in text.lines().map(str::trim) {
+            assert!(
+                !line.starts_with("ARG "),
+                "{cell}: the build image takes no build arguments: {line}"
+            );
+            for word in [
+                "type=secret",
+                "GPG",
+                "AWS_",
+                "TOKEN",
+                "PASSPHRASE",
+                "PRIVATE",
+            ] {
+                assert!(
+                    !line.to_uppercase().contains(&word.to_uppercase()),
+                    "{cell}: {line}"
+                );
+            }
+        }
+    }
+    for (bytes, cell) in distinct(FileKind::BuildScript) {
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains("buildcache push --unsigned"),
+            "{cell} pushes unsigned"
+        );
+        for word in ["gpg ", "GPG_", "AWS_", "--key"] {
+            assert!(!text.contains(word), "{cell}: {word}");
+        }
+    }
+}
