@@ -19,6 +19,9 @@ pub const DEPS_MIRROR_NAME: &str = "slurm-factory-deps";
 pub const VERSION_MIRROR_NAME: &str = "slurm-factory-slurm";
 pub const SOURCE_MIRROR_NAME: &str = "spack-sources";
 
+/// The key of the repos section: `repos:` plus YAML's own `:` is Spack's `repos::` override.
+pub const REPOS_OVERRIDE_KEY: &str = "repos:";
+
 /// Build a mapping from (key, value) pairs, in order.
 fn map<const N: usize>(entries: [(&str, Value); N]) -> Value {
     let mut m = Mapping::new();
@@ -223,9 +226,10 @@ pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
         spack.insert(Value::from(k), v);
     };
     put("specs", strings(specs(cell, stack)));
-    // `::` replaces Spack's default repos instead of merging into them: the default builtin entry
-    // follows a branch, and a merged entry would carry both.
-    put("repos::", repos(stack));
+    // `repos::` replaces Spack's default repos instead of merging into them: the default builtin
+    // entry follows a branch, and a merged entry would carry both. In YAML `repos::` is the key
+    // `repos:` (Spack reads the trailing colon as "override"), which is what is stored here.
+    put(REPOS_OVERRIDE_KEY, repos(stack));
     put(
         "concretizer",
         // One consistent DAG, reusing installed and cached binaries (the deps mirror's above all).
@@ -248,6 +252,9 @@ pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
 /// The rendered file, with a header saying where it comes from.
 pub fn render(cell: &CheckedCell, stack: &Stack) -> String {
     let body = serde_yaml::to_string(&document(cell, stack)).expect("a YAML value serialises");
+    // serde_yaml quotes a key ending in ':'; write it the way Spack's documentation does. Both
+    // spellings parse to the same key.
+    let body = body.replacen("\n  'repos:':\n", "\n  repos::\n", 1);
     format!(
         "# Spack environment of cell {id}.\n\
          # Written by sf-spackenv from data/matrix.yaml and data/spack-stack.yaml (Spack {release});\n\
@@ -319,6 +326,21 @@ mod tests {
     }
 
     #[test]
+    fn the_repos_section_replaces_spacks_defaults() {
+        let stack = Stack::embedded();
+        let text = render(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack);
+        assert!(text.contains("\n  repos::\n    slurm_factory:\n"), "{text}");
+        // Parsed as YAML (as Spack parses it), the key is `repos:`: Spack strips the colon and
+        // marks the section as an override.
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        assert!(doc["spack"].as_mapping().unwrap().contains_key("repos:"));
+        assert_eq!(
+            doc,
+            document(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack)
+        );
+    }
+
+    #[test]
     fn mirrors_come_from_the_cell_in_priority_order() {
         let stack = Stack::embedded();
         let c = cell(Pipeline::Version, Some("23.11"), "amd64", "cpu");
@@ -356,7 +378,7 @@ mod tests {
             Some("x86_64_v3")
         );
         assert_eq!(
-            doc["spack"]["repos::"]["builtin"]["commit"].as_str(),
+            doc["spack"][REPOS_OVERRIDE_KEY]["builtin"]["commit"].as_str(),
             Some(stack.repos[1].commit.as_str())
         );
     }
