@@ -193,6 +193,7 @@ impl Engine {
         writeln!(f, "$ {shown}")?;
         f.write_all(&out.stdout)?;
         f.write_all(&out.stderr)?;
+        writeln!(f, "# {} exited with {}", self.kind.program(), out.status)?;
         let _ = std::io::stderr().write_all(&out.stderr);
         if !out.status.success() {
             let tail: String = String::from_utf8_lossy(&out.stderr)
