@@ -61,16 +61,13 @@ fn write_cell(dir: &Path, c: &Cell) -> PathBuf {
     p
 }
 
-/// A small relocatable modulefile (what sf-spackenv's template does, reduced to its contract).
-const MODULEFILE: &str = r#"-- test modulefile: prefix from SLURM_INSTALL_PREFIX, default /opt/slurm/view
-local prefix = os.getenv("SLURM_INSTALL_PREFIX") or "/opt/slurm/view"
-conflict("slurm")
-prepend_path("PATH", pathJoin(prefix, "bin"))
-prepend_path("PATH", pathJoin(prefix, "sbin"))
-prepend_path("LD_LIBRARY_PATH", pathJoin(prefix, "lib"))
-prepend_path("MANPATH", pathJoin(prefix, "share", "man"))
-setenv("SLURM_ROOT", prefix)
-"#;
+/// The cell's relocatable modulefile, rendered by sf-spackenv exactly as a real run writes it.
+fn modulefile_text(c: &Cell) -> String {
+    let checked = sf_spackenv::cell::check(&SupportMatrix::embedded(), c.clone()).unwrap();
+    sf_spackenv::render::modulefile(&checked)
+        .unwrap()
+        .expect("a Slurm cell has a modulefile")
+}
 
 /// Compile a libslurm stand-in, an `sinfo` that prints `slurm {version}` through it, and a plugin,
 /// with RPATHs into `{install}/slurm-{version}-abcdefgh/lib`. Returns the files to put in a view:
@@ -157,7 +154,7 @@ fn local_fixture(dir: &Path, break_it: bool) -> (PathBuf, PathBuf, PathBuf, Stri
         .collect();
     make_view(&view, &files);
     let modulefile = dir.join("module.lua");
-    fs::write(&modulefile, MODULEFILE).unwrap();
+    fs::write(&modulefile, modulefile_text(&cell())).unwrap();
     (write_cell(dir, &c), view, modulefile, prefix)
 }
 
@@ -668,7 +665,11 @@ fn fake_env_dir(dir: &Path, fail: bool) -> PathBuf {
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
         fs::copy(src, dest).unwrap();
     }
-    fs::write(env.join("modules/slurm/25.11-noble.lua"), MODULEFILE).unwrap();
+    fs::write(
+        env.join("modules/slurm/25.11-noble.lua"),
+        modulefile_text(&cell()),
+    )
+    .unwrap();
     fs::write(env.join("spack.yaml"), "spack:\n  specs: [slurm@25.11]\n").unwrap();
     fs::write(
         env.join("Dockerfile"),
