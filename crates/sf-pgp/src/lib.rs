@@ -13,6 +13,9 @@ pub mod verify;
 pub use key::{Fingerprint, KeyPin, SigningKey};
 pub use verify::{Certs, Verified};
 
+/// A passphrase, kept in protected memory and zeroed when dropped.
+pub use sequoia_openpgp::crypto::Password;
+
 /// The policy every signature is made and checked under (no SHA-1, no weak keys).
 pub(crate) fn policy() -> &'static sequoia_openpgp::policy::StandardPolicy<'static> {
     static POLICY: sequoia_openpgp::policy::StandardPolicy<'static> =
