@@ -48,8 +48,9 @@ pub const ENV_STACK_FILE: &str = "SF_STACK_FILE";
     version,
     about = "Write the Spack environment, build script, modulefile and container recipe for one matrix cell.",
     after_help = "The cell is `--cell FILE|-` (as sf-matrix prints it: one cell, or {\"include\":[cell]}), \
-                  or --pipeline with --toolchain [--slurm-version --arch --build]. Files go to --out DIR; \
-                  --print shows one of them on stdout; --dry-run lists them."
+                  or --pipeline with --toolchain [--slurm-version --arch --build]. Mirror URLs come from \
+                  the cell; --destination and --cdn-url only shape cells made from flags. Files go to \
+                  --out DIR; --print shows one of them on stdout; --dry-run lists them."
 )]
 pub struct Cli {
     /// The cell as sf-matrix prints it: a JSON file, or `-` for stdin.
