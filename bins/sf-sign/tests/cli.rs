@@ -1,0 +1,1068 @@
+//! The real `sf-sign` binary against real peers: keys made by gpg and by sequoia in the test,
+//! signatures checked by `gpg --verify` and `sqv`, gpg's signatures checked by `sf-sign verify`,
+//! and the real Spack fixtures signed and verified.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::time::{Duration, SystemTime};
+
+use assert_cmd::Command;
+use sequoia_openpgp as openpgp;
+use serde_json::Value;
+
+use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::serialize::SerializeInto;
+use sf_testkit::{fixture, parse_file_commands, require_tool};
+
+fn sf_sign() -> Command {
+    let mut c = Command::cargo_bin("sf-sign").unwrap();
+    // A clean slate: no runner variables, SF_* settings or keys leak in from the caller.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_") || k.starts_with("GITHUB_") || k.starts_with("GPG_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn json(out: &[u8]) -> Value {
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out)))
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A throwaway gpg home; its agent is stopped when dropped.
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    fn new() -> Self {
+        require_tool("gpg");
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Gpg { home }
+    }
+
+    fn cmd(&self) -> StdCommand {
+        let mut c = StdCommand::new("gpg");
+        c.arg("--homedir").arg(self.home.path()).args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+        ]);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(out.status.success(), "gpg {args:?}: {}", stderr(&out));
+        out
+    }
+
+    /// Generate a signing key; returns its fingerprint.
+    fn generate(&self, uid: &str, algo: &str, passphrase: &str) -> String {
+        self.run(&[
+            "--passphrase",
+            passphrase,
+            "--quick-gen-key",
+            uid,
+            algo,
+            "sign",
+            "never",
+        ]);
+        let out = self.run(&["--with-colons", "--list-keys", uid]);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .unwrap()
+    }
+
+    fn export_secret(&self, fpr: &str, passphrase: &str) -> String {
+        String::from_utf8(
+            self.run(&[
+                "--passphrase",
+                passphrase,
+                "--armor",
+                "--export-secret-keys",
+                fpr,
+            ])
+            .stdout,
+        )
+        .unwrap()
+    }
+
+    fn export_public(&self, fpr: &str, to: &Path) {
+        let out = self.run(&["--armor", "--export", fpr]);
+        fs::write(to, out.stdout).unwrap();
+    }
+
+    fn import(&self, file: &Path) {
+        self.run(&["--import", file.to_str().unwrap()]);
+    }
+
+    fn verifies(&self, signature: &Path, data: Option<&Path>) -> bool {
+        let mut c = self.cmd();
+        c.arg("--verify").arg(signature);
+        if let Some(d) = data {
+            c.arg(d);
+        }
+        let out = c.output().unwrap();
+        out.status.success() && stderr(&out).contains("Good signature")
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = StdCommand::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "all"])
+            .status();
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    let out = StdCommand::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    out.stdin.as_ref().unwrap().write_all(bytes).unwrap();
+    String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap()
+}
+
+/// A sequoia-made key: (armoured secret key, public key file, fingerprint).
+struct TestKey {
+    secret: String,
+    public: PathBuf,
+    fpr: String,
+    _dir: tempfile::TempDir,
+}
+
+fn sequoia_key(builder: CertBuilder) -> TestKey {
+    let (cert, _) = builder.generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("pub.asc");
+    fs::write(&public, cert.armored().to_vec().unwrap()).unwrap();
+    let secret = cert.as_tsk().armored().to_vec().unwrap();
+    TestKey {
+        secret: String::from_utf8(secret).unwrap(),
+        public,
+        fpr: cert.fingerprint().to_hex(),
+        _dir: dir,
+    }
+}
+
+fn new_key() -> TestKey {
+    sequoia_key(CertBuilder::general_purpose(Some(
+        "Mirror Signer <m@example.invalid>",
+    )))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Every file under a folder with its bytes, by relative path.
+fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_string_lossy().into_owned(),
+                    fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn fixture_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mirror");
+    copy_dir(&fixture(name), &dir);
+    (tmp, dir)
+}
+
+const SIGNED_FPR: &str = "756149701D5AF77338F02F92169016E7389B3308";
+
+#[test]
+fn rsa4096_gpg_key_with_passphrase_signs_files_gpg_and_sqv_verify() {
+    require_tool("sqv");
+    let gpg = Gpg::new();
+    let pass = "s3cret passphrase";
+    let fpr = gpg.generate("Tarball Signer <t@example.invalid>", "rsa4096", pass);
+    let secret = gpg.export_secret(&fpr, pass);
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("pub.asc");
+    gpg.export_public(&fpr, &public);
+    let a = dir.path().join("slurm-25.11-noble-software.tar.gz");
+    let b = dir.path().join("other.tar.gz");
+    fs::write(
+        &a,
+        (0..3_000_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    fs::write(&b, b"small").unwrap();
+    let results = dir.path().join("results");
+    let output = dir.path().join("github_output");
+    fs::write(&output, "").unwrap();
+
+    // As CI stores it: base64 of the armoured key.
+    let secret_b64 = base64(secret.as_bytes());
+    let out = sf_sign()
+        .args([
+            "file",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--fingerprint",
+            &fpr[24..],
+        ])
+        .env("GPG_PRIVATE_KEY", &secret_b64)
+        .env("GPG_PASSPHRASE", pass)
+        .env("SF_RESULTS_DIR", &results)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .assert()
+        .success();
+    let o = out.get_output();
+    let report = json(&o.stdout);
+    assert_eq!(report["fingerprint"], fpr.as_str());
+    assert_eq!(report["algorithm"], "SHA512");
+    assert_eq!(report["files"][0]["size"], 3_000_000);
+
+    // Secrets: masked, and nowhere else in any output.
+    let err = stderr(o);
+    assert!(err.contains(&format!("::add-mask::{pass}")), "{err}");
+    assert!(err.contains(&format!("::add-mask::{secret_b64}")));
+    let secret_line = &secret_b64[100..160];
+    for line in err.lines().filter(|l| !l.starts_with("::add-mask::")) {
+        assert!(
+            !line.contains(pass) && !line.contains(secret_line),
+            "{line}"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!stdout.contains(pass) && !stdout.contains(secret_line));
+
+    let outputs = parse_file_commands(&fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["fingerprint"], fpr);
+    assert_eq!(outputs["algorithm"], "SHA512");
+    assert_eq!(outputs["signed-count"], "2");
+    let record: Value = json(
+        &fs::read(
+            fs::read_dir(&results)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(record["step"], "sf-sign file");
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["artifacts"][0]["signed_by"], fpr.as_str());
+    let record_text = record.to_string();
+    assert!(!record_text.contains(pass) && !record_text.contains(secret_line));
+
+    for f in [&a, &b] {
+        let asc = PathBuf::from(format!("{}.asc", f.display()));
+        assert!(fs::read_to_string(&asc)
+            .unwrap()
+            .starts_with("-----BEGIN PGP SIGNATURE-----"));
+        assert!(
+            gpg.verifies(&asc, Some(f)),
+            "gpg --verify {}",
+            asc.display()
+        );
+        let sqv = StdCommand::new("sqv")
+            .arg("--keyring")
+            .arg(&public)
+            .arg(&asc)
+            .arg(f)
+            .output()
+            .unwrap();
+        assert!(sqv.status.success(), "sqv: {}", stderr(&sqv));
+        assert_eq!(String::from_utf8_lossy(&sqv.stdout).trim(), fpr);
+    }
+    sf_sign()
+        .args([
+            "verify",
+            "file",
+            a.to_str().unwrap(),
+            "--cert",
+            public.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+
+    // One changed byte: gpg, sqv and sf-sign all reject it.
+    let mut bytes = fs::read(&a).unwrap();
+    bytes[1_500_000] ^= 0x01;
+    fs::write(&a, bytes).unwrap();
+    let asc = PathBuf::from(format!("{}.asc", a.display()));
+    assert!(!gpg.verifies(&asc, Some(&a)));
+    assert!(!StdCommand::new("sqv")
+        .arg("--keyring")
+        .arg(&public)
+        .arg(&asc)
+        .arg(&a)
+        .status()
+        .unwrap()
+        .success());
+    let out = sf_sign()
+        .args([
+            "verify",
+            "file",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--cert",
+            public.to_str().unwrap(),
+        ])
+        .assert()
+        .code(1);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("1 item(s) failed")
+            && err.contains("slurm-25.11-noble-software.tar.gz: bad signature"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gpg_made_signatures_verify_with_sf_sign_and_ed25519_gpg_keys_sign() {
+    require_tool("sqv");
+    let gpg = Gpg::new();
+    let fpr = gpg.generate("Ed Signer <e@example.invalid>", "ed25519", "");
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("pub.asc");
+    gpg.export_public(&fpr, &public);
+    let data = dir.path().join("data.tar.gz");
+    fs::write(&data, b"payload ".repeat(10_000)).unwrap();
+
+    // gpg signs (armoured and binary); sf-sign verifies, pinned to the fingerprint.
+    gpg.run(&[
+        "--local-user",
+        &fpr,
+        "--detach-sign",
+        "--armor",
+        data.to_str().unwrap(),
+    ]);
+    let bin_sig = dir.path().join("data.sig");
+    gpg.run(&[
+        "--local-user",
+        &fpr,
+        "--output",
+        bin_sig.to_str().unwrap(),
+        "--detach-sign",
+        data.to_str().unwrap(),
+    ]);
+    let out = sf_sign()
+        .args([
+            "verify",
+            "file",
+            data.to_str().unwrap(),
+            "--cert",
+            public.to_str().unwrap(),
+            "--fingerprint",
+            &fpr,
+        ])
+        .assert()
+        .success();
+    let v = json(&out.get_output().stdout);
+    assert_eq!(v["items"][0]["signer"], fpr.as_str());
+    sf_sign()
+        .args([
+            "verify",
+            "file",
+            data.to_str().unwrap(),
+            "--signature",
+            bin_sig.to_str().unwrap(),
+        ])
+        .args(["--cert", public.to_str().unwrap()])
+        .assert()
+        .success();
+
+    // Another key's certificate does not verify it, and a pin on another key is refused.
+    let other = new_key();
+    let out = sf_sign()
+        .args([
+            "verify",
+            "file",
+            data.to_str().unwrap(),
+            "--cert",
+            other.public.to_str().unwrap(),
+        ])
+        .assert()
+        .code(1);
+    assert!(
+        stderr(out.get_output()).contains("not the expected key"),
+        "{}",
+        stderr(out.get_output())
+    );
+    sf_sign()
+        .args([
+            "verify",
+            "file",
+            data.to_str().unwrap(),
+            "--cert",
+            public.to_str().unwrap(),
+            "--fingerprint",
+            &other.fpr,
+        ])
+        .assert()
+        .code(2);
+
+    // The Ed25519 key from gpg signs here; gpg and sqv accept the result.
+    fs::remove_file(format!("{}.asc", data.display())).unwrap();
+    sf_sign()
+        .args(["file", data.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", gpg.export_secret(&fpr, ""))
+        .assert()
+        .success();
+    let asc = dir.path().join("data.tar.gz.asc");
+    assert!(gpg.verifies(&asc, Some(&data)));
+    assert!(StdCommand::new("sqv")
+        .arg("--keyring")
+        .arg(&public)
+        .arg(&asc)
+        .arg(&data)
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
+fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifies_it() {
+    let gpg = Gpg::new();
+    let key = new_key();
+    let (tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    let before = snapshot(&mirror);
+    let key_file = tmp.path().join("secret.asc");
+    fs::write(&key_file, &key.secret).unwrap();
+
+    let out = sf_sign()
+        .args([
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--key-file",
+            key_file.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let report = json(&out.get_output().stdout);
+    assert_eq!(report["signed"].as_array().unwrap().len(), 3);
+    assert_eq!(report["fingerprint"], key.fpr.as_str());
+    let after = snapshot(&mirror);
+
+    // Same shape as the fixture Spack signed: the unsigned tree plus two blobs and two key manifests.
+    let signed_fixture = snapshot(&fixture("spack-v3-signed"));
+    let shape = |s: &BTreeMap<String, Vec<u8>>, fpr: &str| -> Vec<String> {
+        s.keys()
+            .map(|k| {
+                if k.starts_with("blobs/") {
+                    "blob".to_string()
+                } else {
+                    k.replace(fpr, "<FPR>")
+                }
+            })
+            .collect()
+    };
+    assert_eq!(shape(&after, &key.fpr), shape(&signed_fixture, SIGNED_FPR));
+    assert_eq!(after["v3/layout.json"], b"{\"signing\": \"gpg\"}");
+    for (k, unsigned) in before
+        .iter()
+        .filter(|(k, _)| k.ends_with(".spec.manifest.json"))
+    {
+        let signed = String::from_utf8(after[k].clone()).unwrap();
+        let head = format!("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{}\n-----BEGIN PGP SIGNATURE-----\n", String::from_utf8_lossy(unsigned));
+        assert!(signed.starts_with(&head), "{k}:\n{signed}");
+        // Spack's own signed manifest has exactly that framing too.
+        assert!(
+            String::from_utf8_lossy(&signed_fixture[k]).starts_with(&head),
+            "{k} in the fixture"
+        );
+    }
+    for (k, v) in &before {
+        if !k.ends_with(".spec.manifest.json") {
+            assert_eq!(&after[k], v, "{k} must be untouched");
+        }
+    }
+    let keys_manifest: Value = json(&after["v3/manifests/key/keys.manifest.json"]);
+    let index_sum = keys_manifest["data"][0]["checksum"].as_str().unwrap();
+    assert_eq!(
+        keys_manifest["data"][0]["mediaType"],
+        "application/vnd.spack.keyindex.v1+json"
+    );
+    let index_blob = &after[&format!("blobs/sha256/{}/{index_sum}", &index_sum[..2])];
+    assert_eq!(
+        String::from_utf8_lossy(index_blob),
+        format!("{{\"keys\":{{\"{}\":{{}}}}}}", key.fpr)
+    );
+    let key_manifest: Value =
+        json(&after[&format!("v3/manifests/key/{}.key.manifest.json", key.fpr)]);
+    assert_eq!(key_manifest["data"][0]["mediaType"], "application/pgp-keys");
+    assert_eq!(key_manifest["data"][0]["compression"], "none");
+    let key_sum = key_manifest["data"][0]["checksum"].as_str().unwrap();
+    let key_blob = tmp
+        .path()
+        .join("mirror")
+        .join(format!("blobs/sha256/{}/{key_sum}", &key_sum[..2]));
+
+    // gpg, given only the key the mirror publishes, verifies every manifest.
+    gpg.import(&key_blob);
+    for k in after.keys().filter(|k| k.ends_with(".spec.manifest.json")) {
+        assert!(gpg.verifies(&mirror.join(k), None), "gpg --verify {k}");
+    }
+    let out = sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--fingerprint",
+            &key.fpr,
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        json(&out.get_output().stdout)["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--cert",
+            key.public.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+
+    // Idempotent: a second run changes no byte.
+    let out = sf_sign()
+        .args(["mirror", mirror.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    let again = json(&out.get_output().stdout);
+    assert_eq!(again["signed"].as_array().unwrap().len(), 0);
+    assert_eq!(again["already_signed"].as_array().unwrap().len(), 3);
+    assert_eq!(snapshot(&mirror), after);
+}
+
+#[test]
+fn the_signed_fixture_verifies_with_its_own_key_and_fails_with_another() {
+    let dir = fixture("spack-v3-signed");
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            dir.to_str().unwrap(),
+            "--fingerprint",
+            SIGNED_FPR,
+        ])
+        .assert()
+        .success();
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            dir.to_str().unwrap(),
+            "--fingerprint",
+            "169016E7389B3308",
+        ])
+        .assert()
+        .success();
+    let other = new_key();
+    let out = sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            dir.to_str().unwrap(),
+            "--cert",
+            other.public.to_str().unwrap(),
+        ])
+        .assert()
+        .code(1);
+    let err = stderr(out.get_output());
+    assert!(err.contains("3 item(s) failed"), "{err}");
+    assert!(
+        err.contains("greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan.spec.manifest.json: signed by"),
+        "{err}"
+    );
+    let out = sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            dir.to_str().unwrap(),
+            "--fingerprint",
+            &other.fpr,
+        ])
+        .assert()
+        .code(1);
+    assert!(
+        stderr(out.get_output()).contains("publishes no key matching"),
+        "{}",
+        stderr(out.get_output())
+    );
+    // Unsigned manifests are not a signed mirror.
+    let out = sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            fixture("spack-v3-unsigned").to_str().unwrap(),
+            "--cert",
+            other.public.to_str().unwrap(),
+        ])
+        .assert()
+        .code(1);
+    assert!(stderr(out.get_output()).contains("not signed"));
+}
+
+#[test]
+fn one_changed_byte_in_a_blob_or_a_manifest_fails_verification() {
+    let key = new_key();
+    let (_tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    sf_sign()
+        .args(["mirror", mirror.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    let verify = || {
+        sf_sign()
+            .args([
+                "verify",
+                "mirror",
+                mirror.to_str().unwrap(),
+                "--fingerprint",
+                &key.fpr,
+            ])
+            .assert()
+    };
+    verify().success();
+
+    let blob = mirror
+        .join("blobs/sha256/e1/e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1");
+    let original = fs::read(&blob).unwrap();
+    let mut changed = original.clone();
+    changed[42] ^= 0x20;
+    fs::write(&blob, &changed).unwrap();
+    let out = verify().code(1);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan.spec.manifest.json")
+            && err.contains("e1321a274399"),
+        "{err}"
+    );
+    fs::write(&blob, &original).unwrap();
+    verify().success();
+
+    let manifest = mirror.join("v3/manifests/spec/libgreet/libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap();
+    fs::write(
+        &manifest,
+        text.replacen("\"contentLength\":3542", "\"contentLength\":3543", 1),
+    )
+    .unwrap();
+    let out = verify().code(1);
+    assert!(stderr(out.get_output())
+        .contains("libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json"));
+}
+
+#[test]
+fn resigning_merges_the_key_index_and_is_needed_for_another_keys_manifests() {
+    let key = new_key();
+    let (_tmp, mirror) = fixture_copy("spack-v3-signed");
+    let before = snapshot(&mirror);
+    let out = sf_sign()
+        .args(["mirror", mirror.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("already signed") && err.contains("--resign"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&mirror), before, "nothing changed");
+
+    sf_sign()
+        .args(["mirror", mirror.to_str().unwrap(), "--resign"])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    let keys_manifest: Value =
+        json(&fs::read(mirror.join("v3/manifests/key/keys.manifest.json")).unwrap());
+    let sum = keys_manifest["data"][0]["checksum"].as_str().unwrap();
+    let index =
+        fs::read_to_string(mirror.join(format!("blobs/sha256/{}/{sum}", &sum[..2]))).unwrap();
+    assert_eq!(
+        index,
+        format!(
+            "{{\"keys\":{{\"{SIGNED_FPR}\":{{}},\"{}\":{{}}}}}}",
+            key.fpr
+        )
+    );
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--fingerprint",
+            &key.fpr,
+        ])
+        .assert()
+        .success();
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--fingerprint",
+            SIGNED_FPR,
+        ])
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn bad_mirrors_are_refused_with_exit_2_and_left_untouched() {
+    let key = new_key();
+    let (_tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    fs::remove_file(
+        mirror.join(
+            "blobs/sha256/51/51fa65b66213869fb8178d9971994f34e76e913719b54a8626c9a60faa98eecf",
+        ),
+    )
+    .unwrap();
+    let before = snapshot(&mirror);
+    let out = sf_sign()
+        .args(["mirror", mirror.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("greetdata-1.0-laaqxpl6kiffa27mif5bylcjualzweos.spec.manifest.json")
+            && err.contains("51fa65b66213")
+            && err.contains("is missing"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"));
+    assert_eq!(snapshot(&mirror), before);
+
+    let (_tmp2, v2) = fixture_copy("spack-v2-signed");
+    let before = snapshot(&v2);
+    let out = sf_sign()
+        .args(["mirror", v2.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .code(2);
+    assert!(
+        stderr(out.get_output()).contains("layout-2"),
+        "{}",
+        stderr(out.get_output())
+    );
+    assert_eq!(snapshot(&v2), before);
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            v2.to_str().unwrap(),
+            "--fingerprint",
+            &key.fpr,
+        ])
+        .assert()
+        .code(2);
+
+    let empty = tempfile::tempdir().unwrap();
+    sf_sign()
+        .args(["mirror", empty.path().to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn bad_keys_are_refused_with_exit_2_naming_why_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.tar.gz");
+    fs::write(&target, b"data").unwrap();
+    let protected =
+        sequoia_key(CertBuilder::general_purpose(Some("p")).set_password(Some("right".into())));
+    let now = SystemTime::now();
+    let expired = sequoia_key(
+        CertBuilder::general_purpose(Some("e"))
+            .set_creation_time(now - Duration::from_secs(3 * 86400))
+            .set_validity_period(Duration::from_secs(86400)),
+    );
+    let (cert, rev) = CertBuilder::general_purpose(Some("r"))
+        .set_cipher_suite(CipherSuite::Cv25519)
+        .generate()
+        .unwrap();
+    let revoked_cert = cert.insert_packets(rev).unwrap().0;
+    let revoked = String::from_utf8(revoked_cert.as_tsk().armored().to_vec().unwrap()).unwrap();
+    let good = new_key();
+    let public_only = fs::read_to_string(&good.public).unwrap();
+
+    // (case, environment, extra arguments, what the error must say)
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "wrong passphrase",
+            vec![
+                ("GPG_PRIVATE_KEY", protected.secret.clone()),
+                ("GPG_PASSPHRASE", "wrong-pass-123".into()),
+            ],
+            vec![],
+            "wrong passphrase",
+        ),
+        (
+            "no passphrase",
+            vec![("GPG_PRIVATE_KEY", protected.secret.clone())],
+            vec![],
+            "GPG_PASSPHRASE",
+        ),
+        ("no key", vec![], vec![], "no secret key"),
+        (
+            "public key only",
+            vec![("GPG_PRIVATE_KEY", public_only)],
+            vec![],
+            "only public keys",
+        ),
+        (
+            "garbage",
+            vec![("GPG_PRIVATE_KEY", "not-a-key-garbage!!".into())],
+            vec![],
+            "not an OpenPGP key",
+        ),
+        (
+            "expired",
+            vec![("GPG_PRIVATE_KEY", expired.secret.clone())],
+            vec![],
+            "expired",
+        ),
+        (
+            "revoked",
+            vec![("GPG_PRIVATE_KEY", revoked)],
+            vec![],
+            "revoked",
+        ),
+        (
+            "fingerprint mismatch",
+            vec![("GPG_PRIVATE_KEY", good.secret.clone())],
+            vec!["--fingerprint", "DFB92630BCA5AB71"],
+            "not the pinned key DFB92630BCA5AB71",
+        ),
+        (
+            "bad fingerprint",
+            vec![("GPG_PRIVATE_KEY", good.secret.clone())],
+            vec!["--fingerprint", "xyz"],
+            "not a key fingerprint",
+        ),
+    ];
+    for (name, envs, args, expect) in cases {
+        let mut c = sf_sign();
+        c.arg("file").arg(&target).args(&args);
+        for (k, v) in &envs {
+            c.env(k, v);
+        }
+        let out = c.assert().code(2);
+        let o = out.get_output();
+        let err = stderr(o);
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(o.stdout.is_empty(), "{name}");
+        assert!(
+            !err.contains("wrong-pass-123") && !err.contains("not-a-key-garbage"),
+            "{name}: {err}"
+        );
+        for (_, v) in &envs {
+            if let Some(body) = v.lines().find(|l| l.len() > 40) {
+                assert!(!err.contains(body), "{name}: key material in {err}");
+            }
+        }
+        assert!(
+            !dir.path().join("t.tar.gz.asc").exists(),
+            "{name}: a signature was written"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "{name}: stray files"
+        );
+    }
+    // The right passphrase from a file works.
+    let pw = dir.path().join("pw");
+    fs::write(&pw, "right\n").unwrap();
+    sf_sign()
+        .args([
+            "file",
+            target.to_str().unwrap(),
+            "--passphrase-file",
+            pw.to_str().unwrap(),
+        ])
+        .env("GPG_PRIVATE_KEY", &protected.secret)
+        .assert()
+        .success();
+    fs::remove_file(&pw).unwrap();
+    // Missing files are bad input too, and nothing is signed when one of several is missing.
+    fs::remove_file(dir.path().join("t.tar.gz.asc")).unwrap();
+    sf_sign()
+        .args([
+            "file",
+            target.to_str().unwrap(),
+            dir.path().join("missing").to_str().unwrap(),
+        ])
+        .env("GPG_PRIVATE_KEY", &good.secret)
+        .assert()
+        .code(2);
+    assert!(!dir.path().join("t.tar.gz.asc").exists());
+}
+
+#[test]
+fn sums_are_what_sha256sum_checks_and_gpg_verifies() {
+    let gpg = Gpg::new();
+    let key = new_key();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("builds");
+    fs::create_dir(&folder).unwrap();
+    fs::write(
+        folder.join("slurm-25.11-noble-software.tar.gz"),
+        vec![1u8; 200_000],
+    )
+    .unwrap();
+    fs::write(
+        folder.join("slurm-25.11-noble-software.tar.gz.asc"),
+        b"old signature",
+    )
+    .unwrap();
+    fs::write(folder.join("BUILDINFO.json"), b"{}").unwrap();
+    fs::write(folder.join(".hidden"), b"x").unwrap();
+
+    let out = sf_sign()
+        .args(["sums", folder.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    let report = json(&out.get_output().stdout);
+    let names: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["BUILDINFO.json", "slurm-25.11-noble-software.tar.gz"]
+    );
+
+    require_tool("sha256sum");
+    let check = StdCommand::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&folder)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    gpg.import(&key.public);
+    assert!(gpg.verifies(
+        &folder.join("SHA256SUMS.asc"),
+        Some(&folder.join("SHA256SUMS"))
+    ));
+    let verify = || {
+        sf_sign()
+            .args([
+                "verify",
+                "sums",
+                folder.to_str().unwrap(),
+                "--cert",
+                key.public.to_str().unwrap(),
+                "--fingerprint",
+                &key.fpr,
+            ])
+            .assert()
+    };
+    verify().success();
+
+    let tarball = folder.join("slurm-25.11-noble-software.tar.gz");
+    let mut bytes = fs::read(&tarball).unwrap();
+    bytes[100_000] = 2;
+    fs::write(&tarball, bytes).unwrap();
+    let out = verify().code(1);
+    assert!(
+        stderr(out.get_output()).contains("slurm-25.11-noble-software.tar.gz: sha256"),
+        "{}",
+        stderr(out.get_output())
+    );
+
+    // A changed list fails on its signature.
+    let sums = folder.join("SHA256SUMS");
+    let text = fs::read_to_string(&sums).unwrap();
+    fs::write(&sums, text.replace("BUILDINFO", "BUILDINFX")).unwrap();
+    let out = verify().code(1);
+    assert!(
+        stderr(out.get_output()).contains("bad signature"),
+        "{}",
+        stderr(out.get_output())
+    );
+
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    sf_sign()
+        .args(["sums", empty.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn help_names_the_secret_variables_and_usage_errors_exit_2() {
+    let out = sf_sign().arg("--help").assert().success();
+    let help = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        help.contains("GPG_PRIVATE_KEY") && help.contains("GPG_PASSPHRASE"),
+        "{help}"
+    );
+    sf_sign().arg("file").assert().code(2);
+    sf_sign().args(["verify", "file", "x"]).assert().code(2);
+}
