@@ -293,7 +293,7 @@ mod tests {
         assert!(deps.iter().all(|s| !s.contains("slurm")), "{deps:?}");
         assert_eq!(
             slurm[0],
-            "slurm_factory.slurm@25.11.4 sysconfdir=/etc/slurm ~nvml ~rsmi"
+            "slurm_factory.slurm@25-11-6-1 sysconfdir=/etc/slurm ~nvml ~rsmi"
         );
         assert!(slurm[1].starts_with("openmpi@") && slurm[1].contains("schedulers=slurm"));
         assert!(

@@ -305,10 +305,14 @@ impl SupportMatrix {
             if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
                 return err(line_of(text, "name", v.name.as_str(), 0), format!("slurm version {:?} must be a release series like 25.11", v.name.as_str()));
             }
-            if !v.spack_version.starts_with(&format!("{}.", v.name)) || !is_safe_name(&v.spack_version) {
+            // Spack names Slurm releases after their tags (25-11-6-1); plain 25.11.6 is accepted too.
+            let dashed = v.name.as_str().replace('.', "-");
+            if !(v.spack_version.starts_with(&format!("{}.", v.name)) || v.spack_version.starts_with(&format!("{dashed}-")))
+                || !is_safe_name(&v.spack_version)
+            {
                 return err(
                     line_of(text, "spack_version", &v.spack_version, 0),
-                    format!("spack_version {:?} must be a {} release such as {}.0", v.spack_version, v.name, v.name),
+                    format!("spack_version {:?} must be a {} release such as {}-0-1", v.spack_version, v.name, dashed),
                 );
             }
         }

@@ -1,18 +1,18 @@
 -- -*- lua -*-
--- Slurm 23.11.11 for Ubuntu 20.04 (focal), amd64, cpu: modulefile
+-- Slurm 23-11-11-1 for Ubuntu 20.04 (focal), amd64, cpu: modulefile
 -- slurm/23.11-focal, written by sf-spackenv for cell tarball-23.11-focal-amd64-cpu.
 --
 -- Relocatable: the prefix is SLURM_INSTALL_PREFIX when it is set, /opt/slurm/view otherwise.
 -- Nothing else is loaded with this module; the binaries find their libraries on their own.
 
 whatis("Name: Slurm")
-whatis("Version: 23.11.11")
+whatis("Version: 23-11-11-1")
 whatis("Toolchain: focal (Ubuntu 20.04)")
 whatis("Target: x86_64_v3 (amd64, cpu)")
 whatis("URL: https://slurm.schedmd.com")
 
 help([[
-Slurm 23.11.11 built for Ubuntu 20.04 (focal) by Slurm Factory.
+Slurm 23-11-11-1 built for Ubuntu 20.04 (focal) by Slurm Factory.
 
 Before loading, set SLURM_INSTALL_PREFIX to the directory that holds Slurm's bin/, sbin/ and
 lib/ (the tarball's view/) when it is not /opt/slurm/view. SLURM_CONF keeps its value when

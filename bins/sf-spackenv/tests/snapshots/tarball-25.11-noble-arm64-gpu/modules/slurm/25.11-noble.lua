@@ -1,18 +1,18 @@
 -- -*- lua -*-
--- Slurm 25.11.4 for Ubuntu 24.04 (noble), arm64, gpu: modulefile
+-- Slurm 25-11-6-1 for Ubuntu 24.04 (noble), arm64, gpu: modulefile
 -- slurm/25.11-noble, written by sf-spackenv for cell tarball-25.11-noble-arm64-gpu.
 --
 -- Relocatable: the prefix is SLURM_INSTALL_PREFIX when it is set, /opt/slurm/view otherwise.
 -- Nothing else is loaded with this module; the binaries find their libraries on their own.
 
 whatis("Name: Slurm")
-whatis("Version: 25.11.4")
+whatis("Version: 25-11-6-1")
 whatis("Toolchain: noble (Ubuntu 24.04)")
 whatis("Target: aarch64 (arm64, gpu)")
 whatis("URL: https://slurm.schedmd.com")
 
 help([[
-Slurm 25.11.4 built for Ubuntu 24.04 (noble) by Slurm Factory.
+Slurm 25-11-6-1 built for Ubuntu 24.04 (noble) by Slurm Factory.
 
 Before loading, set SLURM_INSTALL_PREFIX to the directory that holds Slurm's bin/, sbin/ and
 lib/ (the tarball's view/) when it is not /opt/slurm/view. SLURM_CONF keeps its value when

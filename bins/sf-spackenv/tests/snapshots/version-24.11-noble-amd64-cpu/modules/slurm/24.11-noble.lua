@@ -1,18 +1,18 @@
 -- -*- lua -*-
--- Slurm 24.11.7 for Ubuntu 24.04 (noble), amd64, cpu: modulefile
+-- Slurm 24-11-6-1 for Ubuntu 24.04 (noble), amd64, cpu: modulefile
 -- slurm/24.11-noble, written by sf-spackenv for cell version-24.11-noble-amd64-cpu.
 --
 -- Relocatable: the prefix is SLURM_INSTALL_PREFIX when it is set, /opt/slurm/view otherwise.
 -- Nothing else is loaded with this module; the binaries find their libraries on their own.
 
 whatis("Name: Slurm")
-whatis("Version: 24.11.7")
+whatis("Version: 24-11-6-1")
 whatis("Toolchain: noble (Ubuntu 24.04)")
 whatis("Target: x86_64_v3 (amd64, cpu)")
 whatis("URL: https://slurm.schedmd.com")
 
 help([[
-Slurm 24.11.7 built for Ubuntu 24.04 (noble) by Slurm Factory.
+Slurm 24-11-6-1 built for Ubuntu 24.04 (noble) by Slurm Factory.
 
 Before loading, set SLURM_INSTALL_PREFIX to the directory that holds Slurm's bin/, sbin/ and
 lib/ (the tarball's view/) when it is not /opt/slurm/view. SLURM_CONF keeps its value when

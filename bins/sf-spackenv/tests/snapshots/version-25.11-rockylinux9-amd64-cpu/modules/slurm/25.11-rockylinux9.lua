@@ -1,18 +1,18 @@
 -- -*- lua -*-
--- Slurm 25.11.4 for Rocky Linux 9 (rockylinux9), amd64, cpu: modulefile
+-- Slurm 25-11-6-1 for Rocky Linux 9 (rockylinux9), amd64, cpu: modulefile
 -- slurm/25.11-rockylinux9, written by sf-spackenv for cell version-25.11-rockylinux9-amd64-cpu.
 --
 -- Relocatable: the prefix is SLURM_INSTALL_PREFIX when it is set, /opt/slurm/view otherwise.
 -- Nothing else is loaded with this module; the binaries find their libraries on their own.
 
 whatis("Name: Slurm")
-whatis("Version: 25.11.4")
+whatis("Version: 25-11-6-1")
 whatis("Toolchain: rockylinux9 (Rocky Linux 9)")
 whatis("Target: x86_64_v3 (amd64, cpu)")
 whatis("URL: https://slurm.schedmd.com")
 
 help([[
-Slurm 25.11.4 built for Rocky Linux 9 (rockylinux9) by Slurm Factory.
+Slurm 25-11-6-1 built for Rocky Linux 9 (rockylinux9) by Slurm Factory.
 
 Before loading, set SLURM_INSTALL_PREFIX to the directory that holds Slurm's bin/, sbin/ and
 lib/ (the tarball's view/) when it is not /opt/slurm/view. SLURM_CONF keeps its value when
