@@ -58,5 +58,11 @@ pub const GITHUB_OUTPUT: &str = "GITHUB_OUTPUT";
 pub const GITHUB_ENV: &str = "GITHUB_ENV";
 pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+/// REST API base URL (`https://api.github.com`, or a GitHub Enterprise Server's).
+pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
+/// `owner/name` of the repository the workflow runs in.
+pub const GITHUB_REPOSITORY: &str = "GITHUB_REPOSITORY";
+/// The commit the workflow runs for.
+pub const GITHUB_SHA: &str = "GITHUB_SHA";
 pub const ACTIONS_ID_TOKEN_REQUEST_URL: &str = "ACTIONS_ID_TOKEN_REQUEST_URL";
 pub const ACTIONS_ID_TOKEN_REQUEST_TOKEN: &str = "ACTIONS_ID_TOKEN_REQUEST_TOKEN";

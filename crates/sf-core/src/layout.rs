@@ -246,6 +246,35 @@ impl Layout {
         Ok(Layout { destination, cdn_url, templates })
     }
 
+    /// The URL path of a key on the CDN (`/` + the key, percent-encoded where RFC 1738 calls a
+    /// character unsafe; `*` too, which CloudFront would read as a wildcard). A key prefix the
+    /// distribution's origin path already covers is removed first, when given.
+    pub fn cdn_path(key: &str, origin_prefix: &str) -> String {
+        let origin_prefix = origin_prefix.trim_matches('/');
+        let rel = if origin_prefix.is_empty() {
+            key
+        } else {
+            key.strip_prefix(origin_prefix)
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(key)
+        };
+        let mut out = String::with_capacity(rel.len() + 1);
+        out.push('/');
+        for b in rel.bytes() {
+            if b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'/' | b'-' | b'_' | b'.' | b'+' | b'$' | b'!' | b'\'' | b'(' | b')' | b','
+                )
+            {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+
     /// The public URL of a layout key.
     pub fn cdn_url_of(&self, key: &str) -> String {
         format!("{}/{}", self.cdn_url, key)
@@ -335,6 +364,141 @@ impl Layout {
 /// The name of the per-folder checksum file.
 pub const SHA256SUMS: &str = "SHA256SUMS";
 
+/// A tarball key read back through the templates: what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TarballKeyParts {
+    pub slurm_version: String,
+    pub toolchain: String,
+    /// Empty for amd64/cpu, else e.g. `arm64`, `gpu`, `arm64-gpu`.
+    pub variant: String,
+}
+
+/// A mirror root key read back through the templates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MirrorKeyParts {
+    pub toolchain: String,
+    /// `None` for the deps mirror.
+    pub slurm_version: Option<String>,
+}
+
+impl Layout {
+    /// Recognise a tarball key (relative to the destination) made by this layout's templates.
+    pub fn parse_tarball_key(&self, key: &str) -> Option<TarballKeyParts> {
+        let b = match_template(&self.templates.tarball, key)
+            .filter(|b| !b.contains_key("variant"))
+            .or_else(|| {
+                match_template(&self.templates.tarball_variant, key)
+                    .filter(|b| b.get("variant").is_some_and(|v| !v.is_empty()))
+            })?;
+        Some(TarballKeyParts {
+            slurm_version: b.get("slurm_version")?.clone(),
+            toolchain: b.get("toolchain")?.clone(),
+            variant: b.get("variant").cloned().unwrap_or_default(),
+        })
+    }
+
+    /// Recognise a mirror root key (relative to the destination); the deps mirror is tried first.
+    pub fn parse_mirror_key(&self, key: &str) -> Option<MirrorKeyParts> {
+        let key = key.trim_end_matches('/');
+        if let Some(b) = match_template(&self.templates.deps_mirror, key) {
+            return Some(MirrorKeyParts {
+                toolchain: b.get("toolchain")?.clone(),
+                slurm_version: None,
+            });
+        }
+        let b = match_template(&self.templates.version_mirror, key)?;
+        Some(MirrorKeyParts {
+            toolchain: b.get("toolchain")?.clone(),
+            slurm_version: Some(b.get("slurm_version")?.clone()),
+        })
+    }
+
+    /// Whether a folder (a key prefix without trailing slash, `""` for the root) is a mirror root
+    /// or an ancestor of one the mirror templates can make, so that a wildcard over it would also
+    /// reach immutable blobs.
+    pub fn could_hold_mirror(&self, dir: &str) -> bool {
+        let dir = dir.trim_matches('/');
+        if dir.is_empty() {
+            return true;
+        }
+        let segs: Vec<&str> = dir.split('/').collect();
+        [&self.templates.deps_mirror, &self.templates.version_mirror]
+            .iter()
+            .any(|t| {
+                let tsegs: Vec<&str> = t.trim_matches('/').split('/').collect();
+                segs.len() <= tsegs.len()
+                    && segs.iter().zip(&tsegs).all(|(s, t)| {
+                        if t.contains('{') {
+                            match_template(t, s).is_some()
+                        } else {
+                            s == t
+                        }
+                    })
+            })
+    }
+
+    /// The key of the `SHA256SUMS` file in a folder, and of its signature.
+    pub fn sums_keys(folder: &str) -> (String, String) {
+        let folder = folder.trim_end_matches('/');
+        let join = |name: &str| {
+            if folder.is_empty() {
+                name.to_string()
+            } else {
+                format!("{folder}/{name}")
+            }
+        };
+        (join(SHA256SUMS), join(&format!("{SHA256SUMS}.asc")))
+    }
+}
+
+/// Match `key` against a template, binding each placeholder to a non-empty run of key characters
+/// without `/`; a placeholder that occurs twice must bind the same text both times.
+fn match_template(template: &str, key: &str) -> Option<std::collections::BTreeMap<String, String>> {
+    #[derive(Debug)]
+    enum Tok<'a> {
+        Lit(&'a str),
+        Ph(&'a str),
+    }
+    let mut toks = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = open + rest[open..].find('}')?;
+        if open > 0 {
+            toks.push(Tok::Lit(&rest[..open]));
+        }
+        toks.push(Tok::Ph(&rest[open + 1..close]));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        toks.push(Tok::Lit(rest));
+    }
+    fn go(toks: &[Tok<'_>], key: &str, b: &mut std::collections::BTreeMap<String, String>) -> bool {
+        match toks.split_first() {
+            None => key.is_empty(),
+            Some((Tok::Lit(l), tail)) => key.strip_prefix(l).is_some_and(|k| go(tail, k, b)),
+            Some((Tok::Ph(p), tail)) => {
+                if let Some(v) = b.get(*p).cloned() {
+                    return key.strip_prefix(v.as_str()).is_some_and(|k| go(tail, k, b));
+                }
+                let limit = key.find('/').unwrap_or(key.len());
+                for end in 1..=limit {
+                    if !key.is_char_boundary(end) {
+                        continue;
+                    }
+                    b.insert(p.to_string(), key[..end].to_string());
+                    if go(tail, &key[end..], b) {
+                        return true;
+                    }
+                    b.remove(*p);
+                }
+                false
+            }
+        }
+    }
+    let mut b = std::collections::BTreeMap::new();
+    go(&toks, key, &mut b).then_some(b)
+}
+
 /// One cell of a job matrix: everything a later step needs, so no step re-derives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Cell {
@@ -400,6 +564,12 @@ pub mod spack {
     /// `v3/manifests/key/<FPR>.key.manifest.json`.
     pub fn key_manifest(fingerprint: &str) -> String {
         format!("{KEY_MANIFESTS_DIR}/{fingerprint}.key.manifest.json")
+    }
+
+    /// Whether a bucket key lies in the blobs of any mirror under it (`<root>/blobs/...`), wherever
+    /// the mirror root is.
+    pub fn is_blob_anywhere(key: &str) -> bool {
+        is_blob(key) || key.match_indices('/').any(|(i, _)| is_blob(&key[i + 1..]))
     }
 
     /// Whether a mirror-relative key is an immutable, content-addressed blob.
@@ -494,6 +664,82 @@ mod tests {
         let mut t = Templates::default();
         t.deps_mirror = "{toolchain}/../x".into();
         assert!(t.validate().is_err());
+    }
+
+    #[test]
+    fn keys_read_back_through_the_templates() {
+        let l = Layout::default();
+        let m = SupportMatrix::embedded();
+        let v = m.slurm_version("25.11").unwrap();
+        let tc = m.toolchain_name("noble").unwrap();
+        for (arch, build) in [("amd64", "cpu"), ("arm64", "gpu"), ("amd64", "gpu")] {
+            let (a, b) = (m.arch_name(arch).unwrap(), m.build_kind(build).unwrap());
+            let t = l.tarball(&v, &tc, &a, &b);
+            let parts = l.parse_tarball_key(&t.key).unwrap();
+            assert_eq!(
+                (parts.slurm_version.as_str(), parts.toolchain.as_str()),
+                ("25.11", "noble")
+            );
+            assert_eq!(parts.variant, Layout::variant(&a, &b));
+        }
+        assert_eq!(l.parse_tarball_key("builds/25.11/noble/SHA256SUMS"), None);
+        assert_eq!(
+            l.parse_tarball_key("builds/25.11/noble/slurm-25.11-jammy-software.tar.gz"),
+            None
+        );
+        assert_eq!(
+            l.parse_mirror_key("noble/slurm/deps/"),
+            Some(MirrorKeyParts {
+                toolchain: "noble".into(),
+                slurm_version: None
+            })
+        );
+        assert_eq!(
+            l.parse_mirror_key("jammy/slurm/24.11"),
+            Some(MirrorKeyParts {
+                toolchain: "jammy".into(),
+                slurm_version: Some("24.11".into())
+            })
+        );
+        assert_eq!(l.parse_mirror_key("builds/25.11"), None);
+        assert_eq!(
+            Layout::sums_keys("builds/25.11/noble").1,
+            "builds/25.11/noble/SHA256SUMS.asc"
+        );
+    }
+
+    #[test]
+    fn wildcard_safety_and_cdn_paths() {
+        let l = Layout::default();
+        for d in [
+            "",
+            "noble",
+            "builds",
+            "noble/slurm",
+            "noble/slurm/deps",
+            "jammy/slurm/25.11",
+        ] {
+            // `builds` too: as far as the templates know it could be a toolchain folder.
+            assert!(l.could_hold_mirror(d), "{d}");
+        }
+        for d in [
+            "builds/25.11/noble",
+            "noble/slurm/deps/v3",
+            "noble/other",
+        ] {
+            assert!(!l.could_hold_mirror(d), "{d}");
+        }
+        assert!(spack::is_blob_anywhere(
+            "noble/slurm/deps/blobs/sha256/ab/abcd"
+        ));
+        assert!(!spack::is_blob_anywhere(
+            "noble/slurm/deps/v3/manifests/index/index.manifest.json"
+        ));
+        assert_eq!(
+            Layout::cdn_path("a b/c*d%e+f.json", ""),
+            "/a%20b/c%2Ad%25e+f.json"
+        );
+        assert_eq!(Layout::cdn_path("cache/builds/x", "cache/"), "/builds/x");
     }
 
     #[test]

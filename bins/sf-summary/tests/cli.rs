@@ -1,0 +1,607 @@
+//! The real `sf-summary` binary: result records in; Markdown, JSON, the job summary file, outputs
+//! and GitHub calls (to a local server speaking GitHub's wire format) out.
+
+mod github_server;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+use sf_core::layout::Layout;
+use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
+use sf_core::record::{write_record, Artifact, ErrorInfo, ResultRecord, Status, SCHEMA_VERSION};
+use sf_testkit::parse_file_commands;
+
+use github_server::{FakeGitHub, OWNER, REPO, TOKEN};
+
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn sf_summary() -> Command {
+    let mut c = Command::cargo_bin("sf-summary").unwrap();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_") || k.starts_with("GITHUB_") || k.starts_with("ACTIONS_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn record(
+    step: &str,
+    cell: &sf_core::layout::Cell,
+    status: Status,
+    minute: u32,
+    duration_ms: u64,
+) -> ResultRecord {
+    ResultRecord {
+        schema_version: SCHEMA_VERSION,
+        step: step.into(),
+        cell: Some(cell.id.clone()),
+        cell_data: Some(serde_json::to_value(cell).unwrap()),
+        status,
+        reason: None,
+        started_at: format!("2026-11-21T10:{minute:02}:00Z"),
+        finished_at: format!("2026-11-21T10:{minute:02}:30Z"),
+        duration_ms,
+        inputs: Default::default(),
+        outputs: Default::default(),
+        artifacts: vec![],
+        metrics: Default::default(),
+        timings_ms: Default::default(),
+        error: None,
+    }
+}
+
+/// An 18-cell tarball run (3 Slurm versions x 6 toolchains): two builds fail, two cells are
+/// skipped as already published, the rest build, sign and publish. One artifact folder per job.
+fn eighteen_cell_run(root: &Path) -> PathBuf {
+    let m = SupportMatrix::embedded();
+    let layout = Layout::default();
+    let sel = Selection {
+        slurm_versions: ListArg::All,
+        toolchains: ListArg::All,
+        ..Default::default()
+    };
+    let cells: Vec<_> = sel
+        .expand(&m, Pipeline::Tarball)
+        .unwrap()
+        .iter()
+        .map(|k| layout.cell(&m, k))
+        .collect();
+    assert_eq!(cells.len(), 18);
+    let dir = root.join("artifacts");
+    for (i, c) in cells.iter().enumerate() {
+        let job = dir.join(format!("results-{}", c.id));
+        let t = c.tarball.clone().unwrap();
+        let size = 150_000_000 + i as u64 * 1_000_003;
+        let sha = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(t.file_name.as_bytes()))
+        };
+        match i {
+            0 | 7 => {
+                let mut r = record("sf-build", c, Status::Failed, 1, 1_234_567);
+                r.error = Some(ErrorInfo {
+                    message: format!(
+                        "spack install failed for slurm@{}",
+                        c.slurm_spack_version.clone().unwrap()
+                    ),
+                    chain: vec![
+                        "==> Error: ProcessError: Command exited with status 2: 'make' '-j8'"
+                            .into(),
+                        "see the build log | tail".into(),
+                    ],
+                    exit_code: 1,
+                    logs: Some(format!(
+                        "/home/runner/.slurm-factory/logs/{}/debug-bundle.tar.gz",
+                        c.id
+                    )),
+                });
+                write_record(&job, &r).unwrap();
+            }
+            3 | 12 => {
+                let mut r = record("sf-publish tarball", c, Status::Skipped, 2, 850);
+                r.reason = Some("already published with the same sha256".into());
+                write_record(&job, &r).unwrap();
+            }
+            _ => {
+                let mut b = record(
+                    "sf-build",
+                    c,
+                    Status::Success,
+                    1,
+                    2_000_000 + i as u64 * 1000,
+                );
+                b.artifacts.push(Artifact {
+                    kind: "tarball".into(),
+                    path: Some(format!("out/{}", t.file_name)),
+                    size: Some(size),
+                    sha256: Some(sha.clone()),
+                    ..Default::default()
+                });
+                write_record(&job, &b).unwrap();
+                let mut s = record("sf-sign file", c, Status::Success, 40, 4_200);
+                s.artifacts.push(Artifact {
+                    kind: "signature".into(),
+                    path: Some(format!("out/{}.asc", t.file_name)),
+                    signed_by: Some("50734A75360D09856541FA105F3F251E9B3A56B1".into()),
+                    ..Default::default()
+                });
+                write_record(&job, &s).unwrap();
+                let mut p = record("sf-publish tarball", c, Status::Success, 45, 61_000);
+                p.artifacts.push(Artifact {
+                    kind: "tarball".into(),
+                    key: Some(t.key.clone()),
+                    url: Some(t.url.clone()),
+                    cdn_url: Some(t.cdn_url.clone()),
+                    size: Some(size),
+                    sha256: Some(sha.clone()),
+                    ..Default::default()
+                });
+                p.artifacts.push(Artifact {
+                    kind: "signature".into(),
+                    key: Some(t.signature_key.clone()),
+                    cdn_url: Some(t.signature_cdn_url.clone()),
+                    ..Default::default()
+                });
+                write_record(&job, &p).unwrap();
+            }
+        }
+    }
+    // A step for the whole run, and a file that is not a record.
+    let mut inv = ResultRecord {
+        cell: None,
+        cell_data: None,
+        ..record("sf-invalidate", &cells[0], Status::Success, 50, 3_100)
+    };
+    inv.reason = None;
+    write_record(&dir.join("results-invalidate"), &inv).unwrap();
+    std::fs::write(
+        dir.join("results-invalidate/changes.json"),
+        br#"{"changed":[]}"#,
+    )
+    .unwrap();
+    dir
+}
+
+fn snapshot(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("SF_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b);
+        panic!(
+            "{} differs from the output (first differing line {first:?}); rerun with SF_UPDATE_SNAPSHOTS=1 after checking it.\n--- actual ---\n{actual}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn eighteen_mixed_cells_give_the_expected_markdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = eighteen_cell_run(tmp.path());
+    let summary = tmp.path().join("summary.md");
+    let output = tmp.path().join("output");
+    let out = sf_summary()
+        .arg(&dir)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_OUTPUT", &output)
+        .env("SF_RESULTS_DIR", tmp.path().join("own"))
+        .assert()
+        .success();
+    let md = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    snapshot("summary-18.md", &md);
+    assert_eq!(
+        std::fs::read_to_string(&summary).unwrap(),
+        md,
+        "the job summary gets what stdout got"
+    );
+    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["cells"], "18");
+    assert_eq!(outputs["failed"], "2");
+    assert_eq!(outputs["skipped"], "2");
+    assert_eq!(outputs["check-run-url"], "");
+    let own: Vec<_> = std::fs::read_dir(tmp.path().join("own")).unwrap().collect();
+    assert_eq!(own.len(), 1, "its own result record");
+}
+
+#[test]
+fn json_format_prints_the_merged_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = eighteen_cell_run(tmp.path());
+    let out = sf_summary()
+        .arg(&dir)
+        .args(["--format", "json"])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["totals"]["cells"], 18);
+    assert_eq!(v["totals"]["succeeded"], 14);
+    let p = &v["pipelines"][0];
+    assert_eq!(p["pipeline"], "tarball");
+    // Failures come first, with their chain and logs.
+    assert_eq!(p["cells"][0]["status"], "failed");
+    assert!(p["cells"][0]["failures"][0]["logs"]
+        .as_str()
+        .unwrap()
+        .ends_with("debug-bundle.tar.gz"));
+    let ok = p["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["status"] == "success")
+        .unwrap();
+    assert_eq!(ok["steps"].as_array().unwrap().len(), 3);
+    assert_eq!(ok["signed_by"], "50734A75360D09856541FA105F3F251E9B3A56B1");
+    assert_eq!(ok["cdn_urls"].as_array().unwrap().len(), 2);
+    assert_eq!(v["run_steps"][0]["step"], "sf-invalidate");
+}
+
+#[test]
+fn a_thousand_cells_stay_under_one_mebibyte_with_whole_markdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = SupportMatrix::embedded();
+    let layout = Layout::default();
+    let key = Selection::default().expand(&m, Pipeline::Tarball).unwrap()[0].clone();
+    let base = layout.cell(&m, &key);
+    let dir = tmp.path().join("records");
+    for i in 0..1000 {
+        let mut cell = base.clone();
+        cell.id = format!("tarball-25.11-noble-amd64-cpu-{i:04}");
+        let status = if i % 2 == 0 {
+            Status::Failed
+        } else {
+            Status::Success
+        };
+        let mut r = record("sf-build", &cell, status, 1, 1000);
+        let long = "x".repeat(380);
+        if status == Status::Failed {
+            r.error = Some(ErrorInfo {
+                message: format!("cell {i}: {long}"),
+                chain: vec![long.clone(); 5],
+                exit_code: 1,
+                logs: Some(format!("/logs/{i}/{long}")),
+            });
+        }
+        let t = cell.tarball.clone().unwrap();
+        r.artifacts = (0..4)
+            .map(|j| Artifact {
+                kind: "tarball".into(),
+                cdn_url: Some(format!("{}?{i}-{j}", t.cdn_url)),
+                size: Some(1 << 30),
+                sha256: Some("e".repeat(64)),
+                ..Default::default()
+            })
+            .collect();
+        write_record(&dir.join(format!("job-{}", i % 10)), &r).unwrap();
+    }
+    // Something else already wrote to this step's summary.
+    let summary = tmp.path().join("summary.md");
+    std::fs::write(&summary, "# earlier\n".repeat(20_000)).unwrap();
+    let out = sf_summary()
+        .arg(&dir)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .assert()
+        .success();
+    let md = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        md.len() as u64 <= sf_core::gha::SUMMARY_LIMIT,
+        "stdout {} bytes",
+        md.len()
+    );
+    let file = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        file.len() as u64 <= sf_core::gha::SUMMARY_LIMIT,
+        "summary file {} bytes",
+        file.len()
+    );
+    assert!(
+        file.len() > 900_000,
+        "the summary uses the room it has ({} bytes)",
+        file.len()
+    );
+    for text in [&md, &file] {
+        assert!(
+            text.contains("more cells not shown"),
+            "says the table was shortened"
+        );
+        for line in text.lines().filter(|l| l.starts_with('|')) {
+            assert!(line.ends_with('|'), "a table row cut in half: {line}");
+        }
+        assert!(text.ends_with('\n'));
+    }
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("of 1000 cells"));
+}
+
+#[test]
+fn records_of_another_schema_version_are_refused_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = eighteen_cell_run(tmp.path());
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(
+            std::fs::read_dir(dir.join("results-invalidate"))
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with("sf-invalidate"))
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    v["schema_version"] = 2.into();
+    std::fs::write(dir.join("future.json"), v.to_string()).unwrap();
+    let summary = tmp.path().join("summary.md");
+    sf_summary()
+        .arg(&dir)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("schema_version 2"));
+    assert!(!summary.exists(), "nothing written on bad input");
+    sf_summary()
+        .arg(tmp.path().join("missing"))
+        .assert()
+        .code(2);
+    sf_summary().assert().code(2);
+}
+
+#[test]
+fn check_run_is_posted_after_a_secondary_rate_limit_and_a_server_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = eighteen_cell_run(tmp.path());
+    let gh = FakeGitHub::start(|s| {
+        s.rate_limit_first = 1;
+        s.bad_gateway = 1;
+    });
+    let output = tmp.path().join("output");
+    let out = sf_summary()
+        .arg(&dir)
+        .args(["--github-backoff", "10ms"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &gh.url)
+        .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
+        .env("GITHUB_SHA", SHA)
+        .env("GITHUB_OUTPUT", &output)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains(&format!("::add-mask::{TOKEN}")),
+        "token masked first: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches(TOKEN).count(),
+        1,
+        "the token appears only in the mask command"
+    );
+    assert!(!String::from_utf8_lossy(&out.get_output().stdout).contains(TOKEN));
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    let reqs = gh.requests();
+    assert_eq!(reqs.len(), 3, "403 rate limit, 502, then 201");
+    assert!(reqs
+        .iter()
+        .all(|r| r.method == "POST" && r.target == format!("/repos/{OWNER}/{REPO}/check-runs")));
+    let body = reqs[2].json();
+    assert_eq!(body["head_sha"], SHA);
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["conclusion"], "failure");
+    assert_eq!(body["output"]["title"], "14 succeeded, 2 failed, 2 skipped");
+    assert!(body["output"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("### Pipeline `tarball`"));
+    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    assert!(outputs["check-run-url"]
+        .starts_with("https://github.com/vantagecompute/slurm-factory/runs/"));
+}
+
+#[test]
+fn a_token_without_rights_is_a_warning_unless_strict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = eighteen_cell_run(tmp.path());
+    let gh = FakeGitHub::start(|s| s.no_rights = true);
+    let run = |strict: bool| {
+        let mut c = sf_summary();
+        c.arg(&dir)
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", &gh.url)
+            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
+            .env("GITHUB_SHA", SHA);
+        if strict {
+            c.arg("--strict");
+        }
+        c.assert()
+    };
+    let ok = run(false).success();
+    assert!(String::from_utf8_lossy(&ok.get_output().stderr)
+        .contains("Resource not accessible by integration"));
+    let failed = run(true).code(2);
+    let err = String::from_utf8_lossy(&failed.get_output().stderr).to_string();
+    assert!(err.contains("checks: write"), "{err}");
+    assert!(!err.contains(TOKEN));
+}
+
+/// A file:// bucket with two tarball folders and a real Spack mirror.
+fn bucket(root: &Path) -> PathBuf {
+    use sha2::Digest;
+    let b = root.join("bucket");
+    for (folder, name, signed) in [
+        (
+            "builds/25.11/noble",
+            "slurm-25.11-noble-software.tar.gz",
+            true,
+        ),
+        (
+            "builds/25.11/noble/arm64-gpu",
+            "slurm-25.11-noble-arm64-gpu-software.tar.gz",
+            false,
+        ),
+        (
+            "builds/24.11/jammy",
+            "slurm-24.11-jammy-software.tar.gz",
+            true,
+        ),
+    ] {
+        let d = b.join(folder);
+        std::fs::create_dir_all(&d).unwrap();
+        let data = format!("tarball {name}").into_bytes();
+        std::fs::write(d.join(name), &data).unwrap();
+        std::fs::write(
+            d.join("SHA256SUMS"),
+            format!("{}  {name}\n", hex::encode(sha2::Sha256::digest(&data))),
+        )
+        .unwrap();
+        if signed {
+            std::fs::write(
+                d.join(format!("{name}.asc")),
+                "-----BEGIN PGP SIGNATURE-----\n",
+            )
+            .unwrap();
+            std::fs::write(d.join("SHA256SUMS.asc"), "-----BEGIN PGP SIGNATURE-----\n").unwrap();
+        }
+    }
+    let mirror = b.join("noble/slurm/25.11");
+    std::fs::create_dir_all(&mirror).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(sf_testkit::fixture("spack-v3-signed").join("."))
+        .arg(&mirror)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    b
+}
+
+#[test]
+fn catalog_lists_tarballs_and_mirrors_of_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bucket(tmp.path());
+    let dest = format!("file://{}", b.display());
+    let out = sf_summary()
+        .args(["catalog", &dest, "--format", "json"])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let t = v["tarballs"].as_array().unwrap();
+    assert_eq!(t.len(), 3);
+    assert_eq!(t[0]["slurm_version"], "25.11");
+    let gpu = t.iter().find(|t| t["variant"] == "arm64-gpu").unwrap();
+    assert_eq!(gpu["signed"], false);
+    assert_eq!(gpu["sha256"].as_str().unwrap().len(), 64);
+    let noble = t
+        .iter()
+        .find(|t| t["key"] == "builds/25.11/noble/slurm-25.11-noble-software.tar.gz")
+        .unwrap();
+    assert_eq!(noble["signed"], true);
+    assert_eq!(noble["sums_signed"], true);
+    assert_eq!(noble["cdn_url"], "https://slurm-factory-spack-binary-cache.vantagecompute.ai/builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
+    let m = &v["mirrors"][0];
+    assert_eq!(m["key"], "noble/slurm/25.11");
+    assert_eq!(m["toolchain"], "noble");
+    assert_eq!(m["specs"], 3);
+    assert_eq!(m["keys"], true);
+
+    let md = sf_summary().args(["catalog", &dest]).assert().success();
+    let md = String::from_utf8(md.get_output().stdout.clone()).unwrap();
+    assert!(
+        md.contains("| 25.11 | noble | arm64-gpu | [slurm-25.11-noble-arm64-gpu-software.tar.gz]("),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `noble/slurm/25.11` | noble | 25.11 | 3 | ✅ |"),
+        "{md}"
+    );
+
+    sf_summary()
+        .args(["catalog", "file:///no/such/dir"])
+        .assert()
+        .code(2);
+    sf_summary().args(["catalog", "gs://x"]).assert().code(2);
+}
+
+#[test]
+fn release_is_created_then_updated_with_its_sums_as_assets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bucket(tmp.path());
+    let dest = format!("file://{}", b.display());
+    let gh = FakeGitHub::start(|s| s.rate_limit_first = 1);
+    let run = || {
+        sf_summary()
+            .args(["catalog", &dest, "--release", "cache-2026.11", "--strict"])
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", &gh.url)
+            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
+            .assert()
+            .success()
+    };
+    run();
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    {
+        let st = gh.state.lock().unwrap();
+        assert_eq!(st.releases.len(), 1);
+        let r = &st.releases[0];
+        assert!(r["body"]
+            .as_str()
+            .unwrap()
+            .contains("## Slurm Factory catalog"));
+        let mut names: Vec<&str> = r["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "builds-24.11-jammy-SHA256SUMS",
+                "builds-24.11-jammy-SHA256SUMS.asc",
+                "builds-25.11-noble-SHA256SUMS",
+                "builds-25.11-noble-SHA256SUMS.asc",
+                "builds-25.11-noble-arm64-gpu-SHA256SUMS",
+            ]
+        );
+        let sums = std::fs::read(b.join("builds/25.11/noble/SHA256SUMS")).unwrap();
+        assert!(
+            st.assets.values().any(|a| *a == sums),
+            "uploaded bytes are the file's"
+        );
+    }
+    let first_calls: Vec<String> = gh
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target.split('?').next().unwrap()))
+        .collect();
+    assert_eq!(
+        first_calls[0], first_calls[1],
+        "the rate-limited call is repeated"
+    );
+    assert!(first_calls[2].starts_with("POST /repos/vantagecompute/slurm-factory/releases"));
+
+    // Again: the release is updated and its assets replaced, not duplicated.
+    let before = gh.requests().len();
+    run();
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    let calls: Vec<String> = gh.requests()[before..]
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(calls.iter().filter(|m| *m == "DELETE").count(), 5);
+    assert!(calls.contains(&"PATCH".to_string()));
+    let st = gh.state.lock().unwrap();
+    assert_eq!(st.releases.len(), 1);
+    assert_eq!(st.releases[0]["assets"].as_array().unwrap().len(), 5);
+}
