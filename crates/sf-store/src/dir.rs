@@ -1,0 +1,263 @@
+//! `file:///dir`: a local directory standing in for a bucket.
+//!
+//! Objects are plain files at `<root>/<key>`. A write goes to a temporary file beside the target
+//! (a hidden `.name.<random>.tmp`), is flushed, and is renamed into place while an exclusive
+//! `flock` on the target's directory is held; the conditions (create-only, compare-and-swap) are
+//! checked under that same lock, so concurrent publishers on one machine (or one NFS-free shared
+//! disk) get the guarantees S3 gives. Readers take no lock: a rename is atomic, so they see the old
+//! or the new object, never half of one. The ETag is the sha256 of the content, and Content-Type
+//! and Cache-Control are not kept (a directory has nowhere to keep them; a web server in front
+//! decides those).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use sf_core::exit::bad_input;
+use sf_core::layout::Destination;
+
+use crate::{sha256_hex, Body, Condition, ETag, Listed, Object, ObjectInfo, PutMeta, PutOutcome};
+
+#[derive(Clone, Debug)]
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    /// A directory destination, created if missing (as a key prefix in a bucket needs no
+    /// creating).
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.exists() {
+            fs::create_dir_all(root).map_err(|e| {
+                bad_input(format!(
+                    "destination directory {} cannot be created: {e}",
+                    root.display()
+                ))
+            })?;
+        }
+        let meta = fs::metadata(root).map_err(|e| {
+            bad_input(format!(
+                "destination directory {} cannot be used: {e}",
+                root.display()
+            ))
+        })?;
+        if !meta.is_dir() {
+            return Err(bad_input(format!(
+                "destination {} is not a directory",
+                root.display()
+            )));
+        }
+        Ok(DirStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn destination(&self) -> Destination {
+        Destination::Dir {
+            path: self.root.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Run blocking file work off the async executor.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        self,
+        key: &str,
+        f: impl FnOnce(&DirStore, String) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || f(&self, key))
+            .await
+            .context("file task panicked")?
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    pub fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(key);
+        let Some(meta) = file_meta(&path)? else {
+            return Ok(None);
+        };
+        let sha = crate::sha256_file(&path)?;
+        Ok(Some(info(key, meta.len(), sha)))
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Object>> {
+        let path = self.path(key);
+        if file_meta(&path)?.is_none() {
+            return Ok(None);
+        }
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let sha = sha256_hex(&bytes);
+        Ok(Some(Object {
+            info: info(key, bytes.len() as u64, sha),
+            bytes,
+        }))
+    }
+
+    pub fn put(
+        &self,
+        key: &str,
+        body: &Body,
+        _meta: &PutMeta,
+        cond: &Condition,
+    ) -> Result<PutOutcome> {
+        let dest = self.path(key);
+        let parent = dest
+            .parent()
+            .expect("a key has a parent under the root")
+            .to_path_buf();
+        fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        let name = dest
+            .file_name()
+            .expect("a key has a name")
+            .to_string_lossy()
+            .into_owned();
+        let tmp = parent.join(format!(".{name}.{}.tmp", sf_core::fsutil::random_hex(6)?));
+        let guard = TempGuard(tmp.clone());
+        let sha = write_temp(&tmp, body)?;
+
+        let dir =
+            fs::File::open(&parent).with_context(|| format!("opening {}", parent.display()))?;
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)
+            .with_context(|| format!("locking {}", parent.display()))?;
+        let holds = match cond {
+            Condition::Always => true,
+            Condition::CreateOnly => file_meta(&dest)?.is_none(),
+            Condition::IfMatch(etag) => match file_meta(&dest)? {
+                Some(_) => crate::sha256_file(&dest)? == etag.0,
+                None => false,
+            },
+        };
+        if !holds {
+            return Ok(PutOutcome::PreconditionFailed);
+        }
+        fs::rename(&tmp, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
+        std::mem::forget(guard);
+        // The rename is durable only once the directory is; the lock is released when `dir` drops.
+        dir.sync_all().ok();
+        Ok(PutOutcome::Written(ETag(sha)))
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let folder = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let start = if folder.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(folder)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, folder.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+            };
+            for entry in entries {
+                let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Hidden entries are our temporary files (or not part of a bucket's contents).
+                if name.starts_with('.') {
+                    continue;
+                }
+                let key = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let ft = entry.file_type()?;
+                if ft.is_dir() {
+                    stack.push((entry.path(), key));
+                } else if ft.is_file() && key.starts_with(prefix) {
+                    out.push(Listed {
+                        size: entry.metadata()?.len(),
+                        key,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn info(key: &str, size: u64, sha: String) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size,
+        etag: ETag(sha.clone()),
+        sha256: Some(sha),
+        content_type: None,
+        cache_control: None,
+    }
+}
+
+/// Metadata of a regular file; `None` when nothing (or a directory) is there.
+fn file_meta(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(Some(m)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Write the body to `tmp`, flushed to disk, and return its sha256.
+fn write_temp(tmp: &Path, body: &Body) -> Result<String> {
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    let sha = match body {
+        Body::Bytes(b) => {
+            out.write_all(b)?;
+            sha256_hex(b)
+        }
+        Body::File(src) => {
+            let mut input =
+                fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = input
+                    .read(&mut buf)
+                    .with_context(|| format!("reading {}", src.display()))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n])?;
+            }
+            hex::encode(h.finalize())
+        }
+    };
+    out.sync_all()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    Ok(sha)
+}
+
+/// Removes the temporary file unless it was moved into place.
+struct TempGuard(PathBuf);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,259 @@
+//! The same behaviour from both backends: a real local S3 server (moto) and a directory.
+
+use std::sync::Arc;
+
+use sf_aws::AwsSettings;
+use sf_core::layout::Destination;
+use sf_store::{sha256_hex, Body, Condition, PutMeta, PutOutcome, Store};
+
+fn meta(bytes: &[u8]) -> PutMeta {
+    PutMeta {
+        content_type: "application/json".into(),
+        cache_control: "public, no-cache".into(),
+        sha256: sha256_hex(bytes),
+    }
+}
+
+fn settings() -> AwsSettings {
+    AwsSettings::local(&sf_testkit::moto_url(), "test", "test")
+}
+
+/// A fresh bucket on the moto server, with a key prefix.
+async fn s3_store() -> Store {
+    let aws = settings();
+    let sdk = aws.load().await.unwrap();
+    let bucket = format!("sf-store-{}", sf_core::fsutil::random_hex(6).unwrap());
+    aws.s3_client(&sdk)
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    Store::open(
+        &Destination::parse(&format!("s3://{bucket}/some/prefix")).unwrap(),
+        &aws,
+    )
+    .await
+    .unwrap()
+}
+
+async fn behaves(store: Store) {
+    let key = "v3/manifests/index/index.manifest.json";
+    assert!(store.get(key).await.unwrap().is_none());
+    assert!(store.head(key).await.unwrap().is_none());
+
+    // Create-only: the first wins, the second changes nothing.
+    let PutOutcome::Written(first) = store
+        .put(
+            key,
+            Body::Bytes(b"one".to_vec()),
+            &meta(b"one"),
+            Condition::CreateOnly,
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("first create-only write must succeed")
+    };
+    assert_eq!(
+        store
+            .put(
+                key,
+                Body::Bytes(b"two".to_vec()),
+                &meta(b"two"),
+                Condition::CreateOnly
+            )
+            .await
+            .unwrap(),
+        PutOutcome::PreconditionFailed
+    );
+    let got = store.get(key).await.unwrap().unwrap();
+    assert_eq!(got.bytes, b"one");
+    assert_eq!(got.info.etag, first);
+    let head = store.head(key).await.unwrap().unwrap();
+    assert_eq!(head.size, 3);
+    assert_eq!(head.sha256.as_deref(), Some(sha256_hex(b"one").as_str()));
+    assert_eq!(head.etag, first);
+
+    // Compare-and-swap: a stale ETag loses, the current one wins.
+    let PutOutcome::Written(second) = store
+        .put(
+            key,
+            Body::Bytes(b"two".to_vec()),
+            &meta(b"two"),
+            Condition::IfMatch(first.clone()),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a write with the current ETag must succeed")
+    };
+    assert_ne!(second, first);
+    assert_eq!(
+        store
+            .put(
+                key,
+                Body::Bytes(b"three".to_vec()),
+                &meta(b"three"),
+                Condition::IfMatch(first)
+            )
+            .await
+            .unwrap(),
+        PutOutcome::PreconditionFailed
+    );
+    assert_eq!(store.get(key).await.unwrap().unwrap().bytes, b"two");
+
+    // A file body streams from disk.
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), vec![7u8; 300_000]).unwrap();
+    let big = vec![7u8; 300_000];
+    store
+        .put(
+            "blobs/sha256/ab/abc",
+            Body::File(tmp.path().to_path_buf()),
+            &meta(&big),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get("blobs/sha256/ab/abc")
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes,
+        big
+    );
+
+    // Listing under a prefix, relative keys, sorted.
+    store
+        .put(
+            "v3/manifests/spec/a/a-1-x.spec.manifest.json",
+            Body::Bytes(b"a".to_vec()),
+            &meta(b"a"),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> = store
+        .list("v3/manifests/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            "v3/manifests/index/index.manifest.json",
+            "v3/manifests/spec/a/a-1-x.spec.manifest.json"
+        ]
+    );
+    assert_eq!(store.list("").await.unwrap().len(), 3);
+}
+
+/// Many writers incrementing one counter by compare-and-swap lose no increment.
+async fn cas_loses_nothing(store: Store) {
+    let store = Arc::new(store);
+    let counter = "counter";
+    store
+        .put(
+            counter,
+            Body::Bytes(b"0".to_vec()),
+            &meta(b"0"),
+            Condition::CreateOnly,
+        )
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for _ in 0..5 {
+                loop {
+                    let cur = store.get(counter).await.unwrap().unwrap();
+                    let n: u64 = String::from_utf8(cur.bytes).unwrap().parse().unwrap();
+                    let next = (n + 1).to_string().into_bytes();
+                    let m = meta(&next);
+                    match store
+                        .put(
+                            counter,
+                            Body::Bytes(next),
+                            &m,
+                            Condition::IfMatch(cur.info.etag),
+                        )
+                        .await
+                        .unwrap()
+                    {
+                        PutOutcome::Written(_) => break,
+                        PutOutcome::PreconditionFailed => continue,
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert_eq!(store.get(counter).await.unwrap().unwrap().bytes, b"30");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_behaves() {
+    let store = s3_store().await;
+    assert!(store.url_of("x").ends_with("/some/prefix/x"));
+    behaves(store.clone()).await;
+    // Metadata is kept on S3.
+    let head = store
+        .head("v3/manifests/index/index.manifest.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.content_type.as_deref(), Some("application/json"));
+    assert_eq!(head.cache_control.as_deref(), Some("public, no-cache"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dir_behaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &Destination::parse(&format!("file://{}", dir.path().display())).unwrap(),
+        &AwsSettings::new(),
+    )
+    .await
+    .unwrap();
+    behaves(store.clone()).await;
+    cas_loses_nothing(store).await;
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.rsplit('/').next().unwrap().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(p: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_bad_input() {
+    let err = Store::open(
+        &Destination::parse("s3://sf-no-such-bucket-here").unwrap(),
+        &settings(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(sf_core::exit::code_for(&err), 2, "{err:#}");
+    assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
+}
