@@ -46,11 +46,16 @@ impl Index {
 
     /// Parse an index blob. Anything but a DB v8 is refused (Spack v1.0 ignores newer ones).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
-        let doc: Value = serde_json::from_slice(bytes).map_err(|e| bad_input(format!("index is not JSON: {e}")))?;
-        let db = doc.get("database").ok_or_else(|| bad_input("index has no \"database\" object"))?;
+        let doc: Value = serde_json::from_slice(bytes)
+            .map_err(|e| bad_input(format!("index is not JSON: {e}")))?;
+        let db = doc
+            .get("database")
+            .ok_or_else(|| bad_input("index has no \"database\" object"))?;
         let version = db.get("version").and_then(Value::as_str).unwrap_or("");
         if version != DB_VERSION {
-            return Err(bad_input(format!("index is database version {version:?}; Spack v1.0 uses {DB_VERSION:?}")));
+            return Err(bad_input(format!(
+                "index is database version {version:?}; Spack v1.0 uses {DB_VERSION:?}"
+            )));
         }
         let installs = db
             .get("installs")
@@ -64,8 +69,18 @@ impl Index {
                 .ok_or_else(|| bad_input(format!("index record {hash} has no spec")))?
                 .clone();
             let ref_count = rec.get("ref_count").and_then(Value::as_u64).unwrap_or(0);
-            let in_buildcache = rec.get("in_buildcache").and_then(Value::as_bool).unwrap_or(false);
-            index.insert(hash.clone(), Record { spec, ref_count, in_buildcache });
+            let in_buildcache = rec
+                .get("in_buildcache")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            index.insert(
+                hash.clone(),
+                Record {
+                    spec,
+                    ref_count,
+                    in_buildcache,
+                },
+            );
         }
         Ok(index)
     }
@@ -115,9 +130,14 @@ impl Index {
 
     fn add_node(&mut self, spec: &SpecBlob, hash: &str, depth: usize) -> Result<()> {
         if depth > spec.nodes.len() {
-            return Err(bad_input(format!("the spec of {} has a dependency cycle", spec.root().name())));
+            return Err(bad_input(format!(
+                "the spec of {} has a dependency cycle",
+                spec.root().name()
+            )));
         }
-        let node = spec.node(hash).ok_or_else(|| bad_input(format!("spec node {hash} is missing from its spec")))?;
+        let node = spec
+            .node(hash)
+            .ok_or_else(|| bad_input(format!("spec node {hash} is missing from its spec")))?;
         let deps = node.dependencies()?;
         for d in &deps {
             if !self.contains(&d.hash) {
@@ -125,7 +145,14 @@ impl Index {
             }
         }
         if !self.contains(hash) {
-            self.insert(hash.to_string(), Record { spec: node.json.clone(), ref_count: 0, in_buildcache: false });
+            self.insert(
+                hash.to_string(),
+                Record {
+                    spec: node.json.clone(),
+                    ref_count: 0,
+                    in_buildcache: false,
+                },
+            );
             for d in &deps {
                 let i = self.position[&d.hash];
                 self.records[i].1.ref_count += 1;
@@ -136,11 +163,16 @@ impl Index {
 
     /// The reference counts the records' dependencies imply (a consistency check).
     pub fn implied_ref_counts(&self) -> HashMap<String, u64> {
-        let mut counts: HashMap<String, u64> = self.records.iter().map(|(h, _)| (h.clone(), 0)).collect();
+        let mut counts: HashMap<String, u64> =
+            self.records.iter().map(|(h, _)| (h.clone(), 0)).collect();
         for (_, r) in &self.records {
             if let Some(Value::Array(deps)) = r.spec.get("dependencies") {
                 for d in deps {
-                    if let Some(c) = d.get("hash").and_then(Value::as_str).and_then(|h| counts.get_mut(h)) {
+                    if let Some(c) = d
+                        .get("hash")
+                        .and_then(Value::as_str)
+                        .and_then(|h| counts.get_mut(h))
+                    {
                         *c += 1;
                     }
                 }
@@ -214,7 +246,10 @@ mod tests {
         for h in SPECS {
             assert!(index.add_spec(&SpecBlob::parse(&blob(h)).unwrap()).unwrap());
         }
-        assert_eq!(String::from_utf8(index.to_bytes()).unwrap(), String::from_utf8(blob(INDEX)).unwrap());
+        assert_eq!(
+            String::from_utf8(index.to_bytes()).unwrap(),
+            String::from_utf8(blob(INDEX)).unwrap()
+        );
         // Again, in another order, and twice: same content, nothing changes the second time.
         let mut other = Index::new();
         for h in SPECS.iter().rev() {
@@ -231,11 +266,25 @@ mod tests {
     #[test]
     fn a_dependency_only_referenced_stays_out_of_the_build_cache() {
         let mut index = Index::new();
-        index.add_spec(&SpecBlob::parse(&blob(SPECS[0])).unwrap()).unwrap();
+        index
+            .add_spec(&SpecBlob::parse(&blob(SPECS[0])).unwrap())
+            .unwrap();
         assert!(index.in_buildcache("vg6h5mxa7kdxvkzohnebjx3tcdjqufan"));
         assert!(!index.in_buildcache("ckrbas73k7j2juaix33wt23ixqfu2or2"));
-        assert_eq!(index.get("ckrbas73k7j2juaix33wt23ixqfu2or2").unwrap().ref_count, 1);
-        assert_eq!(index.get("vg6h5mxa7kdxvkzohnebjx3tcdjqufan").unwrap().ref_count, 0);
+        assert_eq!(
+            index
+                .get("ckrbas73k7j2juaix33wt23ixqfu2or2")
+                .unwrap()
+                .ref_count,
+            1
+        );
+        assert_eq!(
+            index
+                .get("vg6h5mxa7kdxvkzohnebjx3tcdjqufan")
+                .unwrap()
+                .ref_count,
+            0
+        );
         for (h, c) in index.implied_ref_counts() {
             assert_eq!(index.get(&h).unwrap().ref_count, c, "{h}");
         }

@@ -6,8 +6,10 @@
 //! new blobs and manifests atomically. Every mirror-relative path comes from
 //! [`sf_core::layout::spack`].
 
+pub mod index;
 pub mod manifest;
 pub mod mirror;
+pub mod spec;
 
 pub use manifest::{BlobRecord, KeyIndex, Manifest, ManifestFile};
 pub use mirror::{BlobStatus, Mirror, MirrorLayout, SpecManifestEntry};

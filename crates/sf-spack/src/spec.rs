@@ -40,7 +40,10 @@ pub struct SpecNode {
 
 impl SpecNode {
     pub fn from_json(v: &Value) -> Result<Self> {
-        let json = v.as_object().ok_or_else(|| bad_input("a spec node is not a JSON object"))?.clone();
+        let json = v
+            .as_object()
+            .ok_or_else(|| bad_input("a spec node is not a JSON object"))?
+            .clone();
         let node = SpecNode { json };
         for field in ["name", "hash"] {
             if node.str_field(field).is_none() {
@@ -89,8 +92,12 @@ impl SpecNode {
 
     /// The dependency edges: v4/v5 write `parameters.deptypes`, older formats a `type` list.
     pub fn dependencies(&self) -> Result<Vec<DepEdge>> {
-        let Some(deps) = self.json.get("dependencies") else { return Ok(Vec::new()) };
-        let deps = deps.as_array().ok_or_else(|| bad_input(format!("{}: \"dependencies\" is not a list", self.name())))?;
+        let Some(deps) = self.json.get("dependencies") else {
+            return Ok(Vec::new());
+        };
+        let deps = deps
+            .as_array()
+            .ok_or_else(|| bad_input(format!("{}: \"dependencies\" is not a list", self.name())))?;
         deps.iter()
             .map(|d| {
                 let field = |k: &str| d.get(k).and_then(Value::as_str).map(str::to_string);
@@ -99,11 +106,22 @@ impl SpecNode {
                     .and_then(|p| p.get("deptypes"))
                     .or_else(|| d.get("type"))
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 match (field("name"), field("hash")) {
-                    (Some(name), Some(hash)) => Ok(DepEdge { name, hash, deptypes: types }),
-                    _ => Err(bad_input(format!("{}: a dependency has no name or hash", self.name()))),
+                    (Some(name), Some(hash)) => Ok(DepEdge {
+                        name,
+                        hash,
+                        deptypes: types,
+                    }),
+                    _ => Err(bad_input(format!(
+                        "{}: a dependency has no name or hash",
+                        self.name()
+                    ))),
                 }
             })
             .collect()
@@ -139,7 +157,8 @@ impl SpecBlob {
         } else {
             bytes.to_vec()
         };
-        let doc: Value = serde_json::from_slice(&json).map_err(|e| bad_input(format!("spec blob is not JSON: {e}")))?;
+        let doc: Value = serde_json::from_slice(&json)
+            .map_err(|e| bad_input(format!("spec blob is not JSON: {e}")))?;
         Self::from_value(&doc)
     }
 
@@ -152,10 +171,18 @@ impl SpecBlob {
                 )));
             }
         }
-        let spec = doc.get("spec").ok_or_else(|| bad_input("spec blob has no \"spec\" object"))?;
-        let format = spec.get("_meta").and_then(|m| m.get("version")).and_then(Value::as_u64).unwrap_or(0);
+        let spec = doc
+            .get("spec")
+            .ok_or_else(|| bad_input("spec blob has no \"spec\" object"))?;
+        let format = spec
+            .get("_meta")
+            .and_then(|m| m.get("version"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         if !SPEC_FORMATS.contains(&format) {
-            return Err(bad_input(format!("spec format {format} is not supported; supported: 4, 5")));
+            return Err(bad_input(format!(
+                "spec format {format} is not supported; supported: 4, 5"
+            )));
         }
         let nodes = spec
             .get("nodes")
@@ -165,7 +192,11 @@ impl SpecBlob {
             .iter()
             .map(SpecNode::from_json)
             .collect::<Result<Vec<_>>>()?;
-        let blob = SpecBlob { format, buildcache_layout_version: layout, nodes };
+        let blob = SpecBlob {
+            format,
+            buildcache_layout_version: layout,
+            nodes,
+        };
         blob.check_hashes()?;
         blob.check_closed()?;
         Ok(blob)
@@ -199,7 +230,12 @@ impl SpecBlob {
         for n in &self.nodes {
             for d in n.dependencies()? {
                 if self.node(&d.hash).is_none() {
-                    return Err(bad_input(format!("spec node {} depends on {}/{} which is not in the spec", n.name(), d.name, d.hash)));
+                    return Err(bad_input(format!(
+                        "spec node {} depends on {}/{} which is not in the spec",
+                        n.name(),
+                        d.name,
+                        d.hash
+                    )));
                 }
             }
         }
@@ -243,7 +279,8 @@ mod tests {
     use super::*;
 
     fn fixture_blob(hash: &str) -> Vec<u8> {
-        let p = sf_testkit::fixture("spack-v3-signed").join(sf_core::layout::spack::blob("sha256", hash));
+        let p = sf_testkit::fixture("spack-v3-signed")
+            .join(sf_core::layout::spack::blob("sha256", hash));
         std::fs::read(p).unwrap()
     }
 
@@ -255,12 +292,18 @@ mod tests {
 
     #[test]
     fn fixture_spec_hashes_recompute() {
-        let blob = SpecBlob::parse(&fixture_blob("f123c35a29b173e85aea047e4ee7f22335aa8cbd5a2b5e2cc758e1138a2e16dc")).unwrap();
+        let blob = SpecBlob::parse(&fixture_blob(
+            "f123c35a29b173e85aea047e4ee7f22335aa8cbd5a2b5e2cc758e1138a2e16dc",
+        ))
+        .unwrap();
         assert_eq!(blob.format, 5);
         assert_eq!(blob.root().name(), "greet");
         assert_eq!(blob.root().hash(), "vg6h5mxa7kdxvkzohnebjx3tcdjqufan");
         assert_eq!(blob.nodes.len(), 3);
-        assert_eq!(blob.root().dependencies().unwrap()[0].hash, "ckrbas73k7j2juaix33wt23ixqfu2or2");
+        assert_eq!(
+            blob.root().dependencies().unwrap()[0].hash,
+            "ckrbas73k7j2juaix33wt23ixqfu2or2"
+        );
         assert_eq!(blob.root().target(), Some("x86_64_v4"));
     }
 
@@ -270,7 +313,9 @@ mod tests {
         let f = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.to_string_lossy().contains("-greet-1.0-") && p.to_string_lossy().ends_with(".sig"))
+            .find(|p| {
+                p.to_string_lossy().contains("-greet-1.0-") && p.to_string_lossy().ends_with(".sig")
+            })
             .unwrap();
         let text = std::fs::read_to_string(f).unwrap();
         let (body, _) = crate::manifest::split_clearsigned(&text).unwrap();
@@ -282,10 +327,15 @@ mod tests {
 
     #[test]
     fn a_tampered_node_is_refused() {
-        let bytes = fixture_blob("f123c35a29b173e85aea047e4ee7f22335aa8cbd5a2b5e2cc758e1138a2e16dc");
+        let bytes =
+            fixture_blob("f123c35a29b173e85aea047e4ee7f22335aa8cbd5a2b5e2cc758e1138a2e16dc");
         let mut json = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_end(&mut json).unwrap();
-        let text = String::from_utf8(json).unwrap().replace("\"version\":\"1.0\"", "\"version\":\"1.1\"");
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut json)
+            .unwrap();
+        let text = String::from_utf8(json)
+            .unwrap()
+            .replace("\"version\":\"1.0\"", "\"version\":\"1.1\"");
         let e = SpecBlob::parse(text.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("hashes to"), "{e}");
         assert_eq!(sf_core::exit::code_for(&e), 2);
