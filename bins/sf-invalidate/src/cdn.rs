@@ -1,0 +1,243 @@
+//! Carrying out a plan on CloudFront: find an invalidation this change list already made (by its
+//! caller reference), wait while the distribution has too many paths or wildcards in flight,
+//! create each batch, and optionally wait for completion.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
+use aws_sdk_cloudfront::Client;
+use serde::Serialize;
+use sf_core::bad_input;
+
+use crate::plan::{Batch, MAX_PATHS_IN_FLIGHT, MAX_WILDCARDS_IN_FLIGHT};
+
+/// How many recent invalidations are read to find ours again or count what is in flight.
+const RECENT: i32 = 100;
+
+/// One batch's invalidation.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub id: String,
+    pub status: String,
+    pub caller_reference: String,
+    pub paths: usize,
+    /// True when a previous run already created it (same caller reference).
+    pub reused: bool,
+}
+
+/// Timing knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct Waiting {
+    /// Wait for every invalidation to complete before returning.
+    pub wait: bool,
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+/// Paths and wildcards of the distribution's invalidations in progress, and one of ours if found.
+struct Recent {
+    in_flight_paths: usize,
+    in_flight_wildcards: usize,
+    ours: Option<(String, String)>,
+}
+
+/// CloudFront says `Completed`; some S3-compatible stand-ins say `COMPLETED`.
+pub fn is_completed(status: &str) -> bool {
+    status.eq_ignore_ascii_case("completed")
+}
+
+fn sdk_text<E: std::error::Error>(e: &E) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+async fn recent(client: &Client, distribution: &str, reference: &str) -> Result<Recent> {
+    let list = client.list_invalidations().distribution_id(distribution).max_items(RECENT).send().await.map_err(|e| {
+        if e.as_service_error().is_some_and(|s| s.is_no_such_distribution()) {
+            bad_input(format!("CloudFront distribution {distribution} does not exist (or these credentials cannot see it)"))
+        } else if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
+            bad_input(format!("the AWS credentials may not list invalidations of {distribution}: {}", sdk_text(&e)))
+        } else {
+            anyhow!("listing the invalidations of {distribution}: {}", sdk_text(&e))
+        }
+    })?;
+    let mut r = Recent {
+        in_flight_paths: 0,
+        in_flight_wildcards: 0,
+        ours: None,
+    };
+    let items = list
+        .invalidation_list()
+        .map(|l| l.items().to_vec())
+        .unwrap_or_default();
+    for s in items {
+        let got = client
+            .get_invalidation()
+            .distribution_id(distribution)
+            .id(s.id())
+            .send()
+            .await
+            .map_err(|e| anyhow!("reading invalidation {}: {}", s.id(), sdk_text(&e)))?;
+        let Some(inv) = got.invalidation() else {
+            continue;
+        };
+        let Some(batch) = inv.invalidation_batch() else {
+            continue;
+        };
+        if batch.caller_reference() == reference && r.ours.is_none() {
+            r.ours = Some((inv.id().to_string(), inv.status().to_string()));
+        }
+        if !is_completed(inv.status()) {
+            let paths = batch
+                .paths()
+                .map(|p| p.items().to_vec())
+                .unwrap_or_default();
+            r.in_flight_paths += paths.len();
+            r.in_flight_wildcards += paths.iter().filter(|p| p.ends_with('*')).count();
+        }
+    }
+    Ok(r)
+}
+
+/// Poll one invalidation until it completes or the deadline passes.
+async fn wait_done(
+    client: &Client,
+    distribution: &str,
+    id: &str,
+    deadline: Instant,
+    poll: Duration,
+) -> Result<String> {
+    loop {
+        let got = client
+            .get_invalidation()
+            .distribution_id(distribution)
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| anyhow!("reading invalidation {id}: {}", sdk_text(&e)))?;
+        let status = got
+            .invalidation()
+            .map(|i| i.status().to_string())
+            .unwrap_or_default();
+        if is_completed(&status) {
+            return Ok(status);
+        }
+        if Instant::now() + poll > deadline {
+            return Err(anyhow!("invalidation {id} is still {status} at the timeout; it goes on in CloudFront, run again with a longer --timeout to wait for it"));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Create (or find again) each batch's invalidation.
+pub async fn execute(
+    client: &Client,
+    distribution: &str,
+    batches: &[Batch],
+    waiting: Waiting,
+    log: &dyn Fn(&str),
+) -> Result<Vec<Outcome>> {
+    let deadline = Instant::now() + waiting.timeout;
+    let mut out = Vec::new();
+    for (i, batch) in batches.iter().enumerate() {
+        let label = format!("batch {}/{}", i + 1, batches.len());
+        let outcome = loop {
+            let r = recent(client, distribution, &batch.caller_reference).await?;
+            if let Some((id, status)) = r.ours {
+                log(&format!("{label}: invalidation {id} already exists for this change list ({status}); not creating another"));
+                break Outcome {
+                    id,
+                    status,
+                    caller_reference: batch.caller_reference.clone(),
+                    paths: batch.paths.len(),
+                    reused: true,
+                };
+            }
+            let fits = r.in_flight_paths + batch.paths.len() <= MAX_PATHS_IN_FLIGHT
+                && r.in_flight_wildcards + batch.wildcards <= MAX_WILDCARDS_IN_FLIGHT;
+            if !fits {
+                if Instant::now() + waiting.poll > deadline {
+                    return Err(anyhow!(
+                        "{label}: {distribution} still has {} paths and {} wildcards in flight at the timeout (limits {MAX_PATHS_IN_FLIGHT} / {MAX_WILDCARDS_IN_FLIGHT})",
+                        r.in_flight_paths,
+                        r.in_flight_wildcards
+                    ));
+                }
+                log(&format!(
+                    "{label}: waiting, {} paths and {} wildcards already in flight on {distribution} (CloudFront allows {MAX_PATHS_IN_FLIGHT} and {MAX_WILDCARDS_IN_FLIGHT})",
+                    r.in_flight_paths, r.in_flight_wildcards
+                ));
+                tokio::time::sleep(waiting.poll).await;
+                continue;
+            }
+            let paths = Paths::builder()
+                .quantity(batch.paths.len() as i32)
+                .set_items(Some(batch.paths.clone()))
+                .build()
+                .context("building the path list")?;
+            let ib = InvalidationBatch::builder()
+                .paths(paths)
+                .caller_reference(&batch.caller_reference)
+                .build()
+                .context("building the batch")?;
+            let created = client
+                .create_invalidation()
+                .distribution_id(distribution)
+                .invalidation_batch(ib)
+                .send()
+                .await
+                .map_err(|e| {
+                    let svc = e.as_service_error();
+                    if svc.is_some_and(|s| s.is_no_such_distribution()) {
+                        bad_input(format!(
+                            "CloudFront distribution {distribution} does not exist"
+                        ))
+                    } else if svc.is_some_and(|s| s.is_invalid_argument() || s.is_batch_too_large())
+                    {
+                        bad_input(format!(
+                            "CloudFront refused the paths of {label}: {}",
+                            sdk_text(&e)
+                        ))
+                    } else {
+                        anyhow!("creating the invalidation for {label}: {}", sdk_text(&e))
+                    }
+                })?;
+            let inv = created
+                .invalidation()
+                .ok_or_else(|| anyhow!("CloudFront's answer has no invalidation"))?;
+            log(&format!(
+                "{label}: invalidation {} created for {} paths ({} wildcards), {}",
+                inv.id(),
+                batch.paths.len(),
+                batch.wildcards,
+                inv.status()
+            ));
+            break Outcome {
+                id: inv.id().to_string(),
+                status: inv.status().to_string(),
+                caller_reference: batch.caller_reference.clone(),
+                paths: batch.paths.len(),
+                reused: false,
+            };
+        };
+        let mut outcome = outcome;
+        // Later batches wait for this one, so ours never pass the in-flight limits together.
+        let last = i + 1 == batches.len();
+        if (waiting.wait || !last) && !is_completed(&outcome.status) {
+            if !last {
+                log(&format!("{label}: waiting for {} to complete before the next batch (CloudFront's in-flight limits)", outcome.id));
+            }
+            outcome.status =
+                wait_done(client, distribution, &outcome.id, deadline, waiting.poll).await?;
+        }
+        out.push(outcome);
+    }
+    Ok(out)
+}

@@ -1,0 +1,313 @@
+//! `sf-invalidate`: invalidate exactly the CloudFront paths a publish changed.
+//!
+//! Input is the list of changed bucket keys (from `sf-publish`, or `--paths`); the plan
+//! ([`plan`]) leaves out immutable blobs, URL-encodes the rest, collapses folders into wildcards
+//! only when cheaper, and batches within CloudFront's in-flight limits; [`cdn`] carries it out with
+//! a caller reference derived from the change list, so a retried step never invalidates twice.
+//! `--dry-run` prints the plan and touches nothing.
+
+pub mod cdn;
+pub mod plan;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::Serialize;
+use sf_core::bad_input;
+use sf_core::cli::{ResultsArgs, StorageArgs};
+use sf_core::env;
+use sf_core::exit::ResultExt;
+use sf_core::gha::Actions;
+use sf_core::record::Recorder;
+
+use crate::plan::{Options, PathMap, Plan};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sf-invalidate",
+    version,
+    about = "Invalidate exactly the CloudFront paths a publish changed (JSON on stdout)."
+)]
+pub struct Cli {
+    /// Changed bucket keys, comma-separated or repeated.
+    #[arg(long, value_name = "KEYS", value_delimiter = ',')]
+    pub paths: Vec<String>,
+    /// File with one changed key per line (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    pub paths_file: Option<PathBuf>,
+    /// The CloudFront distribution in front of the bucket.
+    #[arg(long, env = env::CLOUDFRONT_DISTRIBUTION_ID, value_name = "ID")]
+    pub distribution_id: Option<String>,
+    /// Where keys are served when the distribution's origin path is not the bucket root:
+    /// KEY_PREFIX=PATH_PREFIX (e.g. `prod=/` for origin path `/prod`).
+    #[arg(long, value_name = "KEY_PREFIX=PATH_PREFIX")]
+    pub path_map: Option<String>,
+    /// Collapse a folder into `folder/*` from this many changed paths on (2: whenever cheaper).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub min_wildcard_group: usize,
+    /// Wait until every invalidation has completed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest time to wait, for completion and for room under CloudFront's in-flight limits.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// How often to ask CloudFront while waiting.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, hide = true)]
+    pub poll_interval: Duration,
+    /// Print the plan (paths and batches) and stop: no AWS calls.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// AWS region of the API calls (CloudFront is global; us-east-1 by default).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// CloudFront API endpoint (local servers) [default: AWS_ENDPOINT_URL or AWS's].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+}
+
+/// What stdout gets.
+#[derive(Debug, Serialize)]
+pub struct Output<'a> {
+    pub distribution_id: Option<&'a str>,
+    pub dry_run: bool,
+    pub plan: &'a Plan,
+    pub invalidations: &'a [cdn::Outcome],
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    match sf_core::exit::parse_cli::<Cli>() {
+        Ok(cli) => sf_core::exit::main_with(|| run(cli, &Actions::from_env())),
+        Err(code) => code,
+    }
+}
+
+/// The changed keys the CLI names.
+pub fn keys(cli: &Cli) -> Result<Vec<String>> {
+    let mut keys: Vec<String> = cli
+        .paths
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if let Some(file) = &cli.paths_file {
+        let text = if file.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading keys from stdin")?;
+            s
+        } else {
+            std::fs::read_to_string(file).bad_input(format!("--paths-file {}", file.display()))?
+        };
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    for k in &keys {
+        if k.contains(['*', '?'])
+            || k.chars().any(char::is_control)
+            || k.split('/').any(|s| s == "..")
+        {
+            return Err(bad_input(format!("key {k:?} is not an object key (no wildcards, '..' or control characters); give the keys that changed")));
+        }
+    }
+    Ok(keys)
+}
+
+/// A distribution id as CloudFront makes them: upper-case letters and digits.
+fn check_distribution(id: &str) -> Result<String> {
+    let id = id.trim();
+    if id.is_empty()
+        || id.len() > 32
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
+        return Err(bad_input(format!("distribution id {id:?} is not a CloudFront id (upper-case letters and digits, e.g. E2QWRUHAPOMQZL)")));
+    }
+    Ok(id.to_string())
+}
+
+/// The CloudFront client: the standard AWS credential chain, us-east-1 unless told otherwise.
+async fn client(
+    region: Option<&str>,
+    endpoint: Option<&str>,
+) -> Result<aws_sdk_cloudfront::Client> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(
+        aws_config::Region::new(
+            region
+                .unwrap_or(sf_core::layout::DEFAULT_REGION)
+                .to_string(),
+        ),
+    );
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    let conf = loader.load().await;
+    let provider = conf
+        .credentials_provider()
+        .ok_or_else(|| bad_input("no AWS credentials: set them in the environment, a profile, or through OIDC (AWS_ROLE_ARN)"))?;
+    use aws_sdk_cloudfront::config::ProvideCredentials;
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| bad_input(format!("no AWS credentials: set them in the environment, a profile, or through OIDC (AWS_ROLE_ARN): {e}")))?;
+    Ok(aws_sdk_cloudfront::Client::new(&conf))
+}
+
+/// Run with a given Actions context.
+pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
+    let mut rec = Recorder::start("sf-invalidate");
+    let keys = keys(&cli)?;
+    let layout = cli.storage.layout()?;
+    let map = match &cli.path_map {
+        Some(m) => PathMap::parse(m)?,
+        None => PathMap::default(),
+    };
+    let distribution = match (&cli.distribution_id, cli.dry_run) {
+        (Some(d), _) => Some(check_distribution(d)?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(bad_input(format!(
+                "give the distribution: --distribution-id or {}",
+                env::CLOUDFRONT_DISTRIBUTION_ID
+            )));
+        }
+    };
+    let opts = Options {
+        map,
+        min_group: cli.min_wildcard_group,
+        ..Options::default()
+    };
+    let plan = plan::plan(
+        distribution.as_deref().unwrap_or("-"),
+        &keys,
+        &layout,
+        &opts,
+    );
+    rec.input("keys", keys.len()).input("dry_run", cli.dry_run);
+    if let Some(d) = &distribution {
+        rec.input("distribution_id", d);
+    }
+    gha.log(&format!(
+        "{} keys: {} blobs left out, {} paths to invalidate (from {} exact), {} {}",
+        plan.keys,
+        plan.blobs_skipped,
+        plan.paths.len(),
+        plan.exact_paths,
+        plan.batches.len(),
+        if plan.batches.len() == 1 {
+            "batch"
+        } else {
+            "batches"
+        }
+    ));
+    if !plan.unmapped.is_empty() {
+        gha.warning(
+            &format!(
+                "{} keys are outside --path-map's key prefix and were left out, e.g. {}",
+                plan.unmapped.len(),
+                plan.unmapped[0]
+            ),
+            None,
+        );
+    }
+    if plan.batches.len() > 1 {
+        gha.warning(
+            &format!(
+                "{} paths need {} invalidations within CloudFront's limits ({} paths, {} wildcards in flight); each waits for the one before",
+                plan.paths.len(),
+                plan.batches.len(),
+                plan::MAX_PATHS_IN_FLIGHT,
+                plan::MAX_WILDCARDS_IN_FLIGHT
+            ),
+            None,
+        );
+    }
+
+    let mut outcomes = Vec::new();
+    if !cli.dry_run && !plan.batches.is_empty() {
+        let d = distribution.clone().expect("checked above");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let waiting = cdn::Waiting {
+            wait: cli.wait,
+            timeout: cli.timeout,
+            poll: cli.poll_interval,
+        };
+        let result = rt.block_on(async {
+            let c = client(cli.region.as_deref(), cli.endpoint_url.as_deref()).await?;
+            cdn::execute(&c, &d, &plan.batches, waiting, &|m| gha.log(m)).await
+        });
+        match result {
+            Ok(o) => outcomes = o,
+            Err(e) => {
+                rec.fail(&e, None);
+                let _ = rec.finish(cli.results.results_dir.as_deref());
+                return Err(e);
+            }
+        }
+    }
+
+    let ids: Vec<&str> = outcomes.iter().map(|o| o.id.as_str()).collect();
+    let status = if cli.dry_run {
+        "dry-run"
+    } else if outcomes.is_empty() {
+        "nothing-to-do"
+    } else if outcomes.iter().all(|o| cdn::is_completed(&o.status)) {
+        "Completed"
+    } else {
+        "InProgress"
+    };
+    let paths_text = plan.paths.join("\n");
+    let outputs = [
+        ("invalidation-ids", ids.join(",")),
+        ("status", status.to_string()),
+        ("path-count", plan.paths.len().to_string()),
+        ("paths", paths_text),
+    ];
+    let pairs: Vec<(&str, &str)> = outputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT")?;
+
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(
+        &mut out,
+        &Output {
+            distribution_id: distribution.as_deref(),
+            dry_run: cli.dry_run,
+            plan: &plan,
+            invalidations: &outcomes,
+        },
+    )?;
+    writeln!(out)?;
+    out.flush()?;
+
+    rec.output("invalidation_ids", &ids)
+        .output("status", status)
+        .output("paths", &plan.paths);
+    rec.metric("keys", plan.keys as u64)
+        .metric("blobs_skipped", plan.blobs_skipped as u64)
+        .metric("paths", plan.paths.len() as u64)
+        .metric("exact_paths", plan.exact_paths as u64)
+        .metric("batches", plan.batches.len() as u64)
+        .metric(
+            "reused",
+            outcomes.iter().filter(|o| o.reused).count() as u64,
+        );
+    rec.finish(cli.results.results_dir.as_deref())?;
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! Which CloudFront paths a change list needs invalidated, and in which batches.
+//!
+//! Immutable blobs are left out (their URLs never change content). The remaining keys become
+//! URL-encoded CDN paths; a folder's changed paths collapse into one `folder/*` only when that is
+//! cheaper (CloudFront bills each path, a wildcard counting as one) and the folder cannot hold a
+//! mirror's blobs. The result is cut into batches within CloudFront's limits of 3,000 paths and
+//! 15 wildcard paths in flight per distribution.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sf_core::layout::{spack, Layout};
+use sha2::{Digest, Sha256};
+
+/// CloudFront's limit of paths in progress per distribution.
+pub const MAX_PATHS_IN_FLIGHT: usize = 3_000;
+/// CloudFront's limit of wildcard paths in progress per distribution.
+pub const MAX_WILDCARDS_IN_FLIGHT: usize = 15;
+
+/// How keys map to paths: keys under `key_prefix` are served at `path_prefix` + the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathMap {
+    pub key_prefix: String,
+    pub path_prefix: String,
+}
+
+impl Default for PathMap {
+    fn default() -> Self {
+        PathMap {
+            key_prefix: String::new(),
+            path_prefix: "/".into(),
+        }
+    }
+}
+
+impl PathMap {
+    /// `KEY_PREFIX=PATH_PREFIX`, e.g. `prod=/` when the origin path is `/prod`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        let (k, p) = s.split_once('=').ok_or_else(|| {
+            sf_core::bad_input(format!(
+                "--path-map {s:?}: expected KEY_PREFIX=PATH_PREFIX, e.g. prod=/"
+            ))
+        })?;
+        let p = p.trim();
+        if !p.starts_with('/') || p.contains(['*', '?', ' ']) {
+            return Err(sf_core::bad_input(format!("--path-map {s:?}: the path prefix must start with '/' and hold no '*', '?' or spaces")));
+        }
+        Ok(PathMap {
+            key_prefix: k.trim().trim_matches('/').to_string(),
+            path_prefix: p.to_string(),
+        })
+    }
+
+    /// The CDN path of a key, or `None` when the key is not under the mapped prefix.
+    pub fn path_of(&self, key: &str) -> Option<String> {
+        let under = |p: &str| key == p || key.starts_with(&format!("{p}/"));
+        if !(self.key_prefix.is_empty() || under(&self.key_prefix)) {
+            return None;
+        }
+        let rel = Layout::cdn_path(key, &self.key_prefix);
+        Some(format!("{}{}", self.path_prefix.trim_end_matches('/'), rel))
+    }
+}
+
+/// Planning knobs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub map: PathMap,
+    /// Collapse a folder into a wildcard only from this many paths on (2: whenever cheaper).
+    pub min_group: usize,
+    pub max_paths: usize,
+    pub max_wildcards: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            map: PathMap::default(),
+            min_group: 2,
+            max_paths: MAX_PATHS_IN_FLIGHT,
+            max_wildcards: MAX_WILDCARDS_IN_FLIGHT,
+        }
+    }
+}
+
+/// One CreateInvalidation call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Batch {
+    pub caller_reference: String,
+    pub paths: Vec<String>,
+    pub wildcards: usize,
+}
+
+/// What to invalidate.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Distinct keys in the change list.
+    pub keys: usize,
+    /// Blob keys left out.
+    pub blobs_skipped: usize,
+    /// Keys outside the mapped key prefix, left out.
+    pub unmapped: Vec<String>,
+    /// Paths before collapsing (what invalidating each key alone would bill).
+    pub exact_paths: usize,
+    /// All paths to invalidate, wildcards included.
+    pub paths: Vec<String>,
+    pub batches: Vec<Batch>,
+}
+
+#[derive(Default)]
+struct Node {
+    files: Vec<String>,
+    children: BTreeMap<String, Node>,
+}
+
+enum Item {
+    Exact(String),
+    Wild(String),
+}
+
+/// Best paths for a folder: its own files and children, or one wildcard when cheaper and safe.
+fn solve(node: &Node, dir: &str, layout: &Layout, opts: &Options, out: &mut Vec<Item>) -> usize {
+    let mut items = Vec::new();
+    let mut cost = node.files.len();
+    items.extend(node.files.iter().cloned().map(Item::Exact));
+    for (name, child) in &node.children {
+        let sub = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        cost += solve(child, &sub, layout, opts, &mut items);
+    }
+    let safe = !dir.is_empty()
+        && !layout.could_hold_mirror(dir)
+        && !dir.split('/').any(|s| s == spack::BLOBS_DIR);
+    if safe && cost >= opts.min_group.max(2) {
+        out.push(Item::Wild(dir.to_string()));
+        1
+    } else {
+        out.extend(items);
+        cost
+    }
+}
+
+/// A reference CloudFront keeps with the invalidation: the same change list (and batch) always
+/// gives the same reference, so a retried step finds its invalidation instead of making another.
+pub fn caller_reference(
+    distribution: &str,
+    keys: &[String],
+    batch: usize,
+    batches: usize,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(distribution.as_bytes());
+    for k in keys {
+        h.update(b"\n");
+        h.update(k.as_bytes());
+    }
+    let digest = hex::encode(h.finalize());
+    format!("sf-invalidate-{}-{}of{}", &digest[..32], batch + 1, batches)
+}
+
+/// Plan the invalidation of `keys` (bucket keys, any order, duplicates allowed).
+pub fn plan(distribution: &str, keys: &[String], layout: &Layout, opts: &Options) -> Plan {
+    let mut keys: Vec<String> = keys
+        .iter()
+        .map(|k| k.trim().trim_start_matches('/').to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut blobs_skipped = 0;
+    let mut unmapped = Vec::new();
+    let mut root = Node::default();
+    let mut exact_paths = 0;
+    for key in &keys {
+        if spack::is_blob_anywhere(key) {
+            blobs_skipped += 1;
+            continue;
+        }
+        if opts.map.path_of(key).is_none() {
+            unmapped.push(key.clone());
+            continue;
+        }
+        exact_paths += 1;
+        let mut node = &mut root;
+        let mut segs: Vec<&str> = key.split('/').collect();
+        segs.pop();
+        for s in segs {
+            node = node.children.entry(s.to_string()).or_default();
+        }
+        node.files.push(key.clone());
+    }
+    let mut items = Vec::new();
+    solve(&root, "", layout, opts, &mut items);
+    let mut wild: Vec<String> = Vec::new();
+    let mut exact: Vec<String> = Vec::new();
+    for i in items {
+        match i {
+            Item::Exact(k) => exact.extend(opts.map.path_of(&k)),
+            // The folder's path, then `*`: CloudFront matches the prefix.
+            Item::Wild(d) => wild.extend(opts.map.path_of(&d).map(|p| format!("{p}/*"))),
+        }
+    }
+    wild.sort();
+    exact.sort();
+    // Batches: wildcards first (up to the wildcard limit each), filled up with exact paths.
+    let mut raw: Vec<(Vec<String>, usize)> = Vec::new();
+    let (mut wi, mut ei) = (0, 0);
+    while wi < wild.len() || ei < exact.len() {
+        let nw = (wild.len() - wi)
+            .min(opts.max_wildcards)
+            .min(opts.max_paths);
+        let mut paths: Vec<String> = wild[wi..wi + nw].to_vec();
+        wi += nw;
+        let ne = (exact.len() - ei).min(opts.max_paths - paths.len());
+        paths.extend_from_slice(&exact[ei..ei + ne]);
+        ei += ne;
+        raw.push((paths, nw));
+    }
+    let n = raw.len();
+    let batches = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, (paths, wildcards))| Batch {
+            caller_reference: caller_reference(distribution, &keys, i, n),
+            paths,
+            wildcards,
+        })
+        .collect();
+    let mut paths = wild;
+    paths.extend(exact);
+    Plan {
+        keys: keys.len(),
+        blobs_skipped,
+        unmapped,
+        exact_paths,
+        paths,
+        batches,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(keys: &[String]) -> Plan {
+        plan("E2EXAMPLE", keys, &Layout::default(), &Options::default())
+    }
+
+    fn blob(i: usize) -> String {
+        let h = format!("{:064x}", i * 7919 + 1);
+        format!("noble/slurm/25.11/{}", spack::blob("sha256", &h))
+    }
+
+    #[test]
+    fn nothing_changed_is_nothing_to_do() {
+        let p = run(&[]);
+        assert!(p.paths.is_empty() && p.batches.is_empty());
+    }
+
+    #[test]
+    fn one_key_is_one_encoded_path() {
+        let p = run(&["builds/25.11/noble/slurm-25.11-noble-software.tar.gz".into()]);
+        assert_eq!(
+            p.paths,
+            ["/builds/25.11/noble/slurm-25.11-noble-software.tar.gz"]
+        );
+        assert_eq!(p.batches.len(), 1);
+        let p = run(&["x/a file*.json".into()]);
+        assert_eq!(p.paths, ["/x/a%20file%2A.json"]);
+        let p = run(&[blob(1)]);
+        assert_eq!((p.blobs_skipped, p.paths.len()), (1, 0));
+    }
+
+    #[test]
+    fn two_thousand_keys_of_a_mirror_push_never_touch_blobs() {
+        // A publish of one version mirror: 1,000 blobs, 997 re-signed spec manifests, index, keys, layout.
+        let mut keys: Vec<String> = (0..1000).map(blob).collect();
+        for i in 0..997 {
+            keys.push(format!(
+                "noble/slurm/25.11/{}",
+                spack::spec_manifest(&format!("pkg{}", i % 45), "1.0", &format!("{i:032}"))
+            ));
+        }
+        keys.push(format!("noble/slurm/25.11/{}", spack::INDEX_MANIFEST));
+        keys.push(format!("noble/slurm/25.11/{}", spack::KEYS_MANIFEST));
+        keys.push(format!("noble/slurm/25.11/{}", spack::LAYOUT_JSON));
+        assert_eq!(keys.len(), 2000);
+        let p = run(&keys);
+        assert_eq!(p.blobs_skipped, 1000);
+        assert_eq!(p.exact_paths, 1000);
+        // The mirror root holds blobs, so the wildcard stops at its v3 tree.
+        assert_eq!(p.paths, ["/noble/slurm/25.11/v3/*"]);
+        assert!(p.paths.iter().all(|p| !p.contains("/blobs/")));
+    }
+
+    #[test]
+    fn a_lone_file_per_folder_stays_exact() {
+        // Two tarball folders, each with a tarball, its signature and SHA256SUMS(.asc): 4 paths
+        // per folder collapse; a folder with one changed file does not.
+        let mut keys = Vec::new();
+        for tc in ["noble", "jammy"] {
+            let f = format!("builds/25.11/{tc}");
+            keys.extend([
+                format!("{f}/slurm-25.11-{tc}-software.tar.gz"),
+                format!("{f}/slurm-25.11-{tc}-software.tar.gz.asc"),
+                format!("{f}/SHA256SUMS"),
+                format!("{f}/SHA256SUMS.asc"),
+            ]);
+        }
+        keys.push("builds/24.11/rockylinux9/SHA256SUMS".into());
+        let p = run(&keys);
+        // builds/25.11 holds both folders: one wildcard beats two. `builds` itself could be a
+        // toolchain folder of mirrors as far as the templates know, so it is never a wildcard.
+        assert_eq!(
+            p.paths,
+            ["/builds/25.11/*", "/builds/24.11/rockylinux9/SHA256SUMS"]
+        );
+        let o = Options {
+            min_group: 9,
+            ..Options::default()
+        };
+        let p = plan("E", &keys, &Layout::default(), &o);
+        assert_eq!(p.paths.len(), 9);
+    }
+
+    #[test]
+    fn ten_thousand_keys_respect_the_limits() {
+        // 20 mirrors with 500 manifests each: 20 wildcards, so two batches (15 + 5).
+        let mut keys = Vec::new();
+        for m in 0..20 {
+            for i in 0..500 {
+                keys.push(format!(
+                    "tc{m}/slurm/deps/{}",
+                    spack::spec_manifest("dep", "1.0", &format!("{i:032}"))
+                ));
+            }
+        }
+        assert_eq!(keys.len(), 10_000);
+        let p = run(&keys);
+        assert_eq!(p.paths.len(), 20);
+        assert_eq!(
+            p.batches.iter().map(|b| b.wildcards).collect::<Vec<_>>(),
+            [15, 5]
+        );
+        assert_ne!(p.batches[0].caller_reference, p.batches[1].caller_reference);
+
+        // 10,000 files at mirror roots cannot collapse (the roots hold blobs): batches of 3,000.
+        let keys: Vec<String> = (0..10_000)
+            .map(|i| format!("noble/slurm/deps/file-{i}.json"))
+            .collect();
+        let p = run(&keys);
+        assert_eq!(p.paths.len(), 10_000);
+        assert_eq!(
+            p.batches.iter().map(|b| b.paths.len()).collect::<Vec<_>>(),
+            [3000, 3000, 3000, 1000]
+        );
+        assert!(p.batches.iter().all(|b| b.wildcards == 0));
+    }
+
+    #[test]
+    fn the_reference_follows_the_change_list_not_its_order() {
+        let a = run(&["a/x".into(), "b/y".into()]);
+        let b = run(&["b/y".into(), "a/x".into(), "a/x".into()]);
+        assert_eq!(a.batches[0].caller_reference, b.batches[0].caller_reference);
+        let c = run(&["a/x".into()]);
+        assert_ne!(a.batches[0].caller_reference, c.batches[0].caller_reference);
+    }
+
+    #[test]
+    fn keys_map_to_the_distribution_paths() {
+        let o = Options {
+            map: PathMap::parse("prod=/cache").unwrap(),
+            ..Options::default()
+        };
+        let p = plan(
+            "E",
+            &["prod/builds/x".into(), "other/y".into()],
+            &Layout::default(),
+            &o,
+        );
+        assert_eq!(p.paths, ["/cache/builds/x"]);
+        assert_eq!(p.unmapped, ["other/y"]);
+        assert!(PathMap::parse("nope").is_err());
+    }
+}
