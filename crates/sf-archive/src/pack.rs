@@ -70,12 +70,19 @@ pub struct PackReport {
 #[derive(Debug)]
 enum Kind {
     Dir,
-    /// Source path, size, executable, in-place patches (offset, bytes).
+    /// Source path, size, executable, in-place patches (offset, bytes), and (device, inode) when
+    /// the file has other hard links.
     File {
         src: PathBuf,
         size: u64,
         exec: bool,
         patches: Vec<(u64, Vec<u8>)>,
+        inode: Option<(u64, u64)>,
+    },
+    /// Another name of an earlier file (a hard link in the view): stored once, as tar does.
+    HardLink {
+        target: String,
+        exec: bool,
     },
     Link {
         target: String,
@@ -184,6 +191,29 @@ pub fn plan(input: &PackInput) -> Result<Plan> {
     {
         return Err(bad_input(format!("two entries are named {:?}", w[0].name)));
     }
+    // The first name of a hard-linked file (in archive order) carries the data; later names link
+    // to it, so the archive holds its bytes once.
+    let mut first_names: std::collections::HashMap<(u64, u64), String> =
+        std::collections::HashMap::new();
+    for e in &mut entries {
+        if let Kind::File {
+            inode: Some(inode),
+            exec,
+            ..
+        } = &e.kind
+        {
+            match first_names.get(inode) {
+                Some(target) => {
+                    let (target, exec) = (target.clone(), *exec);
+                    relocation.elf_relocated.retain(|n| n != &e.name);
+                    e.kind = Kind::HardLink { target, exec };
+                }
+                None => {
+                    first_names.insert(*inode, e.name.clone());
+                }
+            }
+        }
+    }
     relocation.elf_relocated.sort();
     Ok(Plan {
         entries,
@@ -271,6 +301,7 @@ fn walk(
         } else if ft.is_file() {
             let exec = meta.permissions().mode() & 0o111 != 0;
             let patches = relocate_elf(reloc, &path, &child_rel, relocation)?;
+            let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             out.push(Entry {
                 name: archive_name,
                 mtime,
@@ -279,6 +310,7 @@ fn walk(
                     size: meta.len(),
                     exec,
                     patches,
+                    inode,
                 },
             });
         } else {
@@ -403,11 +435,19 @@ pub fn write(input: &PackInput, plan: &Plan, out: &Path) -> Result<PackReport> {
                 h.set_size(x.bytes.len() as u64);
                 tar.append_data(&mut h, name, &x.bytes[..])?;
             }
+            Kind::HardLink { target, exec } => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(if *exec { 0o755 } else { 0o644 });
+                h.set_size(0);
+                tar.append_link(&mut h, name, target)
+                    .with_context(|| format!("writing the hard link {name}"))?;
+            }
             Kind::File {
                 src,
                 size,
                 exec,
                 patches,
+                ..
             } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(if *exec { 0o755 } else { 0o644 });

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -356,6 +357,49 @@ fn unsafe_views_are_refused_and_nothing_is_written() {
     )
     .unwrap_err();
     assert_eq!(sf_core::exit::code_for(&e), 2);
+}
+
+#[test]
+fn hard_links_are_stored_once_and_come_back_as_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    let view = tmp.path().join("view");
+    fs::create_dir_all(view.join("lib/dri")).unwrap();
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    fs::write(view.join("lib/dri/b_dri.so"), &data).unwrap();
+    fs::hard_link(view.join("lib/dri/b_dri.so"), view.join("lib/dri/a_dri.so")).unwrap();
+    fs::hard_link(view.join("lib/dri/b_dri.so"), view.join("lib/dri/c_dri.so")).unwrap();
+    let out = tmp.path().join("o.tar.gz");
+    let r = sf_archive::pack(&input(&view, Path::new("/opt/build")), &out, false).unwrap();
+    assert!(
+        r.gzip.uncompressed_size < 2 * data.len() as u64,
+        "stored more than once: {}",
+        r.gzip.uncompressed_size
+    );
+    let listing = run(Command::new("tar").arg("-tvzf").arg(&out));
+    assert!(
+        listing.contains("view/lib/dri/b_dri.so link to view/lib/dri/a_dri.so"),
+        "{listing}"
+    );
+    for dest in [tmp.path().join("ours"), tmp.path().join("gnu")] {
+        if dest.ends_with("gnu") {
+            fs::create_dir(&dest).unwrap();
+            run(Command::new("tar")
+                .arg("-xzf")
+                .arg(&out)
+                .arg("-C")
+                .arg(&dest));
+        } else {
+            sf_archive::extract(&out, &dest).unwrap();
+        }
+        for n in ["a", "b", "c"] {
+            assert_eq!(
+                fs::read(dest.join(format!("view/lib/dri/{n}_dri.so"))).unwrap(),
+                data
+            );
+        }
+    }
 }
 
 #[test]
