@@ -52,11 +52,21 @@ impl StorageArgs {
         let d = Templates::default();
         let templates = Templates {
             deps_mirror: self.deps_mirror_template.clone().unwrap_or(d.deps_mirror),
-            version_mirror: self.version_mirror_template.clone().unwrap_or(d.version_mirror),
+            version_mirror: self
+                .version_mirror_template
+                .clone()
+                .unwrap_or(d.version_mirror),
             tarball: self.tarball_template.clone().unwrap_or(d.tarball),
-            tarball_variant: self.tarball_variant_template.clone().unwrap_or(d.tarball_variant),
+            tarball_variant: self
+                .tarball_variant_template
+                .clone()
+                .unwrap_or(d.tarball_variant),
         };
-        Layout::new(self.destination.as_deref(), self.cdn_url.as_deref(), templates)
+        Layout::new(
+            self.destination.as_deref(),
+            self.cdn_url.as_deref(),
+            templates,
+        )
     }
 }
 

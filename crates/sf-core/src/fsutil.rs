@@ -33,9 +33,20 @@ impl AtomicFile {
         let name = dest
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-        let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), random_hex(6)?));
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok(AtomicFile { file: Some(file), tmp, dest: dest.to_path_buf() })
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            random_hex(6)?
+        ));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        Ok(AtomicFile {
+            file: Some(file),
+            tmp,
+            dest: dest.to_path_buf(),
+        })
     }
 
     /// Flush to disk and move into place.

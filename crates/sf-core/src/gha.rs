@@ -65,7 +65,11 @@ pub struct Actions {
 impl Actions {
     /// Read `GITHUB_ACTIONS`, `GITHUB_OUTPUT`, `GITHUB_ENV`, `GITHUB_STEP_SUMMARY`.
     pub fn from_env() -> Self {
-        let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Actions {
             enabled: std::env::var(env::GITHUB_ACTIONS).is_ok_and(|v| v == "true"),
             output_file: path(env::GITHUB_OUTPUT),
@@ -79,11 +83,16 @@ impl Actions {
     ///
     /// Errors if a value exceeds GitHub's 1 MB limit for one output (nothing is written then).
     pub fn set_outputs(&self, outputs: &[(&str, &str)]) -> io::Result<()> {
-        let Some(file) = &self.output_file else { return Ok(()) };
+        let Some(file) = &self.output_file else {
+            return Ok(());
+        };
         if let Some((name, value)) = outputs.iter().find(|(_, v)| v.len() > OUTPUT_LIMIT) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("output {name} is {} bytes, over GitHub's 1 MB limit", value.len()),
+                format!(
+                    "output {name} is {} bytes, over GitHub's 1 MB limit",
+                    value.len()
+                ),
             ));
         }
         append(file, format_file_commands(outputs)?.as_bytes())
@@ -96,14 +105,18 @@ impl Actions {
 
     /// Export variables to later steps of the job (`GITHUB_ENV`).
     pub fn export_env(&self, vars: &[(&str, &str)]) -> io::Result<()> {
-        let Some(file) = &self.env_file else { return Ok(()) };
+        let Some(file) = &self.env_file else {
+            return Ok(());
+        };
         append(file, format_file_commands(vars)?.as_bytes())
     }
 
     /// Append Markdown to the job summary, refusing (and writing nothing) when the step's summary
     /// would pass GitHub's 1 MiB; the caller shortens and tries again.
     pub fn append_summary(&self, markdown: &str) -> io::Result<()> {
-        let Some(file) = &self.summary_file else { return Ok(()) };
+        let Some(file) = &self.summary_file else {
+            return Ok(());
+        };
         let current = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         if current + markdown.len() as u64 > SUMMARY_LIMIT {
             return Err(io::Error::new(
@@ -124,7 +137,8 @@ impl Actions {
             return;
         }
         for line in secret.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            self.sink.line(&format!("::add-mask::{}", escape_data(line)));
+            self.sink
+                .line(&format!("::add-mask::{}", escape_data(line)));
         }
     }
 
@@ -135,7 +149,10 @@ impl Actions {
         } else {
             self.sink.line(&format!("== {title}"));
         }
-        Group { sink: self.sink.clone(), enabled: self.enabled }
+        Group {
+            sink: self.sink.clone(),
+            enabled: self.enabled,
+        }
     }
 
     /// A one-line log message for people (stderr).
@@ -207,13 +224,19 @@ pub fn annotation(level: &str, msg: &str, at: Option<&Location>) -> String {
             props.push(format!("col={c}"));
         }
     }
-    let props = if props.is_empty() { String::new() } else { format!(" {}", props.join(",")) };
+    let props = if props.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", props.join(","))
+    };
     format!("::{level}{props}::{}", escape_data(msg))
 }
 
 /// Escape a command's message the way the runner unescapes it.
 pub fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Escape a command property value (also `:` and `,`, which delimit properties).
@@ -287,7 +310,12 @@ mod tests {
 
     #[test]
     fn annotations_escape_percent_cr_lf_and_property_separators() {
-        let at = Location { file: "a,b:c.yml".into(), line: Some(3), col: None, title: None };
+        let at = Location {
+            file: "a,b:c.yml".into(),
+            line: Some(3),
+            col: None,
+            title: None,
+        };
         assert_eq!(
             annotation("error", "50% done\r\nnext", Some(&at)),
             "::error file=a%2Cb%3Ac.yml,line=3::50%25 done%0D%0Anext"
@@ -297,7 +325,10 @@ mod tests {
     #[test]
     fn mask_emits_one_command_per_line_only_inside_actions() {
         let buf = Arc::new(Mutex::new(Vec::new()));
-        let mut gha = Actions { sink: CommandSink::Buffer(buf.clone()), ..Default::default() };
+        let mut gha = Actions {
+            sink: CommandSink::Buffer(buf.clone()),
+            ..Default::default()
+        };
         gha.mask("s3cret");
         assert!(buf.lock().unwrap().is_empty());
         gha.enabled = true;
@@ -309,7 +340,11 @@ mod tests {
     #[test]
     fn groups_close_on_drop() {
         let buf = Arc::new(Mutex::new(Vec::new()));
-        let gha = Actions { enabled: true, sink: CommandSink::Buffer(buf.clone()), ..Default::default() };
+        let gha = Actions {
+            enabled: true,
+            sink: CommandSink::Buffer(buf.clone()),
+            ..Default::default()
+        };
         {
             let _g = gha.group("build");
             gha.log("inside");
@@ -322,7 +357,10 @@ mod tests {
     fn summary_refuses_to_pass_the_limit_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("summary.md");
-        let gha = Actions { summary_file: Some(file.clone()), ..Default::default() };
+        let gha = Actions {
+            summary_file: Some(file.clone()),
+            ..Default::default()
+        };
         gha.append_summary("# ok\n").unwrap();
         let big = "x".repeat(SUMMARY_LIMIT as usize);
         assert!(gha.append_summary(&big).is_err());

@@ -63,7 +63,9 @@ impl Templates {
         ] {
             let mut rest = t.as_str();
             while let Some(open) = rest.find('{') {
-                let close = rest[open..].find('}').ok_or_else(|| bad_input(format!("{name} template {t:?} has an unclosed '{{'")))?;
+                let close = rest[open..].find('}').ok_or_else(|| {
+                    bad_input(format!("{name} template {t:?} has an unclosed '{{'"))
+                })?;
                 let ph = &rest[open + 1..open + close];
                 if !PLACEHOLDERS.contains(&ph) {
                     return Err(bad_input(format!(
@@ -95,8 +97,13 @@ fn check_key(key: &str) -> std::result::Result<(), String> {
         if seg.is_empty() || seg == "." || seg == ".." {
             return Err(format!("segment {seg:?} is not allowed"));
         }
-        if !seg.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')) {
-            return Err(format!("segment {seg:?} has characters outside [A-Za-z0-9._+-]"));
+        if !seg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        {
+            return Err(format!(
+                "segment {seg:?} has characters outside [A-Za-z0-9._+-]"
+            ));
         }
     }
     Ok(())
@@ -118,21 +125,36 @@ impl Destination {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let bucket_ok = (3..=63).contains(&bucket.len())
-                && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
+                && bucket.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-')
+                });
             if !bucket_ok {
-                return Err(bad_input(format!("{url:?}: {bucket:?} is not a valid S3 bucket name")));
+                return Err(bad_input(format!(
+                    "{url:?}: {bucket:?} is not a valid S3 bucket name"
+                )));
             }
             let prefix = prefix.trim_matches('/').to_string();
             if !prefix.is_empty() {
                 check_key(&prefix).map_err(|e| bad_input(format!("{url:?}: key prefix: {e}")))?;
             }
-            Ok(Destination::S3 { bucket: bucket.to_string(), prefix })
+            Ok(Destination::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+            })
         } else if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(bad_input(format!("{url:?}: a file:// destination needs an absolute path, e.g. file:///srv/cache")));
+                return Err(bad_input(format!(
+                    "{url:?}: a file:// destination needs an absolute path, e.g. file:///srv/cache"
+                )));
             }
             let path = path.trim_end_matches('/');
-            Ok(Destination::Dir { path: if path.is_empty() { "/".into() } else { path.to_string() } })
+            Ok(Destination::Dir {
+                path: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.to_string()
+                },
+            })
         } else {
             Err(bad_input(format!("destination {url:?} has an unknown scheme; valid: s3://bucket[/prefix], file:///dir")))
         }
@@ -141,7 +163,9 @@ impl Destination {
     /// The full URL of an object key under this destination.
     pub fn url_of(&self, key: &str) -> String {
         match self {
-            Destination::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{key}"),
+            Destination::S3 { bucket, prefix } if prefix.is_empty() => {
+                format!("s3://{bucket}/{key}")
+            }
             Destination::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{key}"),
             Destination::Dir { path } => format!("file://{}/{key}", path.trim_end_matches('/')),
         }
@@ -224,7 +248,10 @@ pub struct Layout {
 impl Default for Layout {
     fn default() -> Self {
         Layout {
-            destination: Destination::S3 { bucket: DEFAULT_BUCKET.into(), prefix: String::new() },
+            destination: Destination::S3 {
+                bucket: DEFAULT_BUCKET.into(),
+                prefix: String::new(),
+            },
             cdn_url: DEFAULT_CDN_URL.into(),
             templates: Templates::default(),
         }
@@ -233,17 +260,33 @@ impl Default for Layout {
 
 impl Layout {
     /// A layout from optional overrides (flags or env), validated.
-    pub fn new(destination: Option<&str>, cdn_url: Option<&str>, templates: Templates) -> Result<Self> {
+    pub fn new(
+        destination: Option<&str>,
+        cdn_url: Option<&str>,
+        templates: Templates,
+    ) -> Result<Self> {
         templates.validate()?;
         let destination = match destination {
             Some(d) => Destination::parse(d)?,
             None => Layout::default().destination,
         };
-        let cdn_url = cdn_url.unwrap_or(DEFAULT_CDN_URL).trim().trim_end_matches('/').to_string();
-        if !(cdn_url.starts_with("https://") || cdn_url.starts_with("http://")) || cdn_url.contains(char::is_whitespace) {
-            return Err(bad_input(format!("CDN URL {cdn_url:?} must be an http(s) URL")));
+        let cdn_url = cdn_url
+            .unwrap_or(DEFAULT_CDN_URL)
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        if !(cdn_url.starts_with("https://") || cdn_url.starts_with("http://"))
+            || cdn_url.contains(char::is_whitespace)
+        {
+            return Err(bad_input(format!(
+                "CDN URL {cdn_url:?} must be an http(s) URL"
+            )));
         }
-        Ok(Layout { destination, cdn_url, templates })
+        Ok(Layout {
+            destination,
+            cdn_url,
+            templates,
+        })
     }
 
     /// The URL path of a key on the CDN (`/` + the key, percent-encoded where RFC 1738 calls a
@@ -281,17 +324,31 @@ impl Layout {
     }
 
     fn mirror(&self, key: String) -> MirrorLocation {
-        MirrorLocation { url: self.destination.url_of(&key), cdn_url: self.cdn_url_of(&key), key }
+        MirrorLocation {
+            url: self.destination.url_of(&key),
+            cdn_url: self.cdn_url_of(&key),
+            key,
+        }
     }
 
     /// `{toolchain}/slurm/deps`: Slurm's dependencies, shared by all versions of a toolchain.
     pub fn deps_mirror(&self, toolchain: &Toolchain) -> MirrorLocation {
-        self.mirror(render(&self.templates.deps_mirror, toolchain.as_str(), None, ""))
+        self.mirror(render(
+            &self.templates.deps_mirror,
+            toolchain.as_str(),
+            None,
+            "",
+        ))
     }
 
     /// `{toolchain}/slurm/{slurm_version}`: the Slurm packages of one version.
     pub fn version_mirror(&self, toolchain: &Toolchain, version: &SlurmVersion) -> MirrorLocation {
-        self.mirror(render(&self.templates.version_mirror, toolchain.as_str(), Some(version.as_str()), ""))
+        self.mirror(render(
+            &self.templates.version_mirror,
+            toolchain.as_str(),
+            Some(version.as_str()),
+            "",
+        ))
     }
 
     /// The variant part of a tarball key: empty for amd64/cpu.
@@ -307,13 +364,34 @@ impl Layout {
     }
 
     /// The tarball of one Slurm version, toolchain, arch and build.
-    pub fn tarball(&self, version: &SlurmVersion, toolchain: &Toolchain, arch: &Arch, build: &BuildKind) -> TarballLocation {
+    pub fn tarball(
+        &self,
+        version: &SlurmVersion,
+        toolchain: &Toolchain,
+        arch: &Arch,
+        build: &BuildKind,
+    ) -> TarballLocation {
         let variant = Self::variant(arch, build);
-        let template = if variant.is_empty() { &self.templates.tarball } else { &self.templates.tarball_variant };
-        let key = render(template, toolchain.as_str(), Some(version.as_str()), &variant);
+        let template = if variant.is_empty() {
+            &self.templates.tarball
+        } else {
+            &self.templates.tarball_variant
+        };
+        let key = render(
+            template,
+            toolchain.as_str(),
+            Some(version.as_str()),
+            &variant,
+        );
         let folder = key.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
         let file_name = key.rsplit('/').next().unwrap_or(&key).to_string();
-        let join = |name: &str| if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") };
+        let join = |name: &str| {
+            if folder.is_empty() {
+                name.to_string()
+            } else {
+                format!("{folder}/{name}")
+            }
+        };
         let signature_key = format!("{key}.asc");
         TarballLocation {
             file_name,
@@ -344,13 +422,17 @@ impl Layout {
             glibc: tc.glibc.clone(),
             slurm_version: key.slurm_version.clone(),
             slurm_spack_version: release.map(|r| r.spack_version.clone()),
+            slurm_release: release.map(|r| r.reported_version()),
             arch: arch.name.clone(),
             spack_target: arch.spack_target.clone(),
             runner_labels: arch.runner_labels.clone(),
             build: key.build.clone(),
             gpu: key.build.is_gpu(),
             deps_mirror: self.deps_mirror(&key.toolchain),
-            version_mirror: key.slurm_version.as_ref().map(|v| self.version_mirror(&key.toolchain, v)),
+            version_mirror: key
+                .slurm_version
+                .as_ref()
+                .map(|v| self.version_mirror(&key.toolchain, v)),
             tarball: match (&key.slurm_version, key.pipeline) {
                 (Some(v), crate::matrix::Pipeline::Tarball | crate::matrix::Pipeline::Image) => {
                     Some(self.tarball(v, &key.toolchain, &key.arch, &key.build))
@@ -516,6 +598,9 @@ pub struct Cell {
     pub slurm_version: Option<SlurmVersion>,
     /// The exact Spack package version built.
     pub slurm_spack_version: Option<String>,
+    /// The release Slurm itself reports (`sinfo --version` prints `slurm 25.11.6`).
+    #[serde(default)]
+    pub slurm_release: Option<String>,
     pub arch: Arch,
     pub spack_target: String,
     pub runner_labels: Vec<String>,
@@ -552,7 +637,15 @@ pub mod spack {
 
     /// Spack's `polite_filename`: anything outside `[A-Za-z0-9_+.-]` becomes `_`.
     pub fn polite_filename(s: &str) -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-') { c } else { '_' }).collect()
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '.' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 
     /// `v3/manifests/spec/<name>/<name>-<version>-<hash>.spec.manifest.json`.
@@ -604,10 +697,24 @@ mod tests {
             l.version_mirror(&tc, &v).cdn_url,
             "https://slurm-factory-spack-binary-cache.vantagecompute.ai/noble/slurm/25.11"
         );
-        assert_eq!(l.deps_mirror(&tc).url, "s3://slurm-factory-spack-buildcache-4b670/noble/slurm/deps");
-        let t = l.tarball(&v, &tc, &m.arch_name("amd64").unwrap(), &m.build_kind("cpu").unwrap());
-        assert_eq!(t.key, "builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
-        assert_eq!(t.signature_key, "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc");
+        assert_eq!(
+            l.deps_mirror(&tc).url,
+            "s3://slurm-factory-spack-buildcache-4b670/noble/slurm/deps"
+        );
+        let t = l.tarball(
+            &v,
+            &tc,
+            &m.arch_name("amd64").unwrap(),
+            &m.build_kind("cpu").unwrap(),
+        );
+        assert_eq!(
+            t.key,
+            "builds/25.11/noble/slurm-25.11-noble-software.tar.gz"
+        );
+        assert_eq!(
+            t.signature_key,
+            "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc"
+        );
         assert_eq!(t.sums_key, "builds/25.11/noble/SHA256SUMS");
         assert_eq!(t.sums_signature_key, "builds/25.11/noble/SHA256SUMS.asc");
     }
@@ -643,11 +750,24 @@ mod tests {
     #[test]
     fn destinations_parse_and_reject() {
         assert_eq!(
-            Destination::parse("s3://my-bucket/some/prefix/").unwrap().url_of("a/b"),
+            Destination::parse("s3://my-bucket/some/prefix/")
+                .unwrap()
+                .url_of("a/b"),
             "s3://my-bucket/some/prefix/a/b"
         );
-        assert_eq!(Destination::parse("file:///tmp/bucket").unwrap().url_of("a"), "file:///tmp/bucket/a");
-        for bad in ["http://x", "s3://A_B", "file://relative", "s3://ok-bucket/../x", "gs://b"] {
+        assert_eq!(
+            Destination::parse("file:///tmp/bucket")
+                .unwrap()
+                .url_of("a"),
+            "file:///tmp/bucket/a"
+        );
+        for bad in [
+            "http://x",
+            "s3://A_B",
+            "file://relative",
+            "s3://ok-bucket/../x",
+            "gs://b",
+        ] {
             let e = Destination::parse(bad).unwrap_err();
             assert_eq!(crate::exit::code_for(&e), 2, "{bad}");
         }
@@ -722,11 +842,7 @@ mod tests {
             // `builds` too: as far as the templates know it could be a toolchain folder.
             assert!(l.could_hold_mirror(d), "{d}");
         }
-        for d in [
-            "builds/25.11/noble",
-            "noble/slurm/deps/v3",
-            "noble/other",
-        ] {
+        for d in ["builds/25.11/noble", "noble/slurm/deps/v3", "noble/other"] {
             assert!(!l.could_hold_mirror(d), "{d}");
         }
         assert!(spack::is_blob_anywhere(
@@ -745,7 +861,10 @@ mod tests {
     #[test]
     fn spack_paths() {
         assert_eq!(
-            spack::blob("sha256", "e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1"),
+            spack::blob(
+                "sha256",
+                "e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1"
+            ),
             "blobs/sha256/e1/e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1"
         );
         assert_eq!(

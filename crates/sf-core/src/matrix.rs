@@ -71,7 +71,9 @@ impl BuildKind {
 }
 
 /// The pipelines a matrix can be made for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Pipeline {
     /// Slurm's dependencies, one mirror per toolchain.
@@ -85,7 +87,12 @@ pub enum Pipeline {
 }
 
 impl Pipeline {
-    pub const ALL: [Pipeline; 4] = [Pipeline::Deps, Pipeline::Version, Pipeline::Tarball, Pipeline::Image];
+    pub const ALL: [Pipeline; 4] = [
+        Pipeline::Deps,
+        Pipeline::Version,
+        Pipeline::Tarball,
+        Pipeline::Image,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,7 +122,11 @@ impl std::str::FromStr for Pipeline {
         Pipeline::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| bad_input(format!("unknown pipeline {s:?}; valid: deps, version, tarball, image")))
+            .ok_or_else(|| {
+                bad_input(format!(
+                    "unknown pipeline {s:?}; valid: deps, version, tarball, image"
+                ))
+            })
     }
 }
 
@@ -149,6 +160,18 @@ pub struct SlurmRelease {
     pub default: bool,
     #[serde(default)]
     pub legacy: bool,
+}
+
+impl SlurmRelease {
+    /// The version Slurm reports for this build: `25-11-6-1` (Spack's name, after the git tag
+    /// `slurm-25-11-6-1`) is Slurm 25.11.6; a dotted spack_version is already that.
+    pub fn reported_version(&self) -> String {
+        if self.spack_version.contains('.') {
+            return self.spack_version.clone();
+        }
+        let parts: Vec<&str> = self.spack_version.split('-').collect();
+        parts[..parts.len().min(3)].join(".")
+    }
 }
 
 /// One toolchain: an OS image and its own compiler and C library.
@@ -209,26 +232,39 @@ pub struct SupportMatrix {
 
 /// Characters allowed in a name: safe in shell words, YAML scalars, S3 keys and file names.
 fn is_safe_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// `registry/path:tag` with the characters Docker allows in references.
 fn is_image_reference(s: &str) -> bool {
-    let Some((repo, tag)) = s.rsplit_once(':') else { return false };
+    let Some((repo, tag)) = s.rsplit_once(':') else {
+        return false;
+    };
     let repo_ok = !repo.is_empty()
         && repo.split('/').all(|part| {
             !part.is_empty()
-                && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+                && part.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
         });
     let tag_ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     repo_ok && tag_ok
 }
 
 /// The 1-based line where `key: value` (or `- key: value`) appears for the `nth` time, for errors.
 fn line_of(text: &str, key: &str, value: &str, nth: usize) -> Option<usize> {
-    let quoted = [value.to_string(), format!("\"{value}\""), format!("'{value}'")];
+    let quoted = [
+        value.to_string(),
+        format!("\"{value}\""),
+        format!("'{value}'"),
+    ];
     text.lines()
         .enumerate()
         .filter(|(_, line)| {
@@ -252,8 +288,12 @@ impl SupportMatrix {
         match path {
             None => Ok(Self::embedded()),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| bad_input(format!("cannot read the matrix data file {}: {e}", p.display())))?;
+                let text = std::fs::read_to_string(p).map_err(|e| {
+                    bad_input(format!(
+                        "cannot read the matrix data file {}: {e}",
+                        p.display()
+                    ))
+                })?;
                 Self::parse(&text, &p.display().to_string())
             }
         }
@@ -262,7 +302,10 @@ impl SupportMatrix {
     /// Parse and validate. Errors are bad input and name the file and line.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         let m: SupportMatrix = serde_yaml::from_str(text).map_err(|e| {
-            let at = e.location().map(|l| format!(":{}", l.line())).unwrap_or_default();
+            let at = e
+                .location()
+                .map(|l| format!(":{}", l.line()))
+                .unwrap_or_default();
             bad_input(format!("{origin}{at}: not a valid support matrix: {e}"))
         })?;
         m.validate(text, origin)?;
@@ -275,17 +318,38 @@ impl SupportMatrix {
             Err(bad_input(format!("{origin}{at}: {msg}")))
         };
         if self.schema != 1 {
-            return err(line_of(text, "schema", &self.schema.to_string(), 0), format!("schema {} is not supported; valid: 1", self.schema));
+            return err(
+                line_of(text, "schema", &self.schema.to_string(), 0),
+                format!("schema {} is not supported; valid: 1", self.schema),
+            );
         }
         let sections: [(&str, Vec<&str>); 4] = [
-            ("slurm_versions", self.slurm_versions.iter().map(|v| v.name.as_str()).collect()),
-            ("toolchains", self.toolchains.iter().map(|v| v.name.as_str()).collect()),
-            ("archs", self.archs.iter().map(|v| v.name.as_str()).collect()),
-            ("builds", self.builds.iter().map(|v| v.name.as_str()).collect()),
+            (
+                "slurm_versions",
+                self.slurm_versions
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect(),
+            ),
+            (
+                "toolchains",
+                self.toolchains.iter().map(|v| v.name.as_str()).collect(),
+            ),
+            (
+                "archs",
+                self.archs.iter().map(|v| v.name.as_str()).collect(),
+            ),
+            (
+                "builds",
+                self.builds.iter().map(|v| v.name.as_str()).collect(),
+            ),
         ];
         for (section, names) in &sections {
             if names.is_empty() {
-                return err(None, format!("{section} is empty; it needs at least one entry"));
+                return err(
+                    None,
+                    format!("{section} is empty; it needs at least one entry"),
+                );
             }
             let mut seen = BTreeSet::new();
             for name in names {
@@ -296,23 +360,40 @@ impl SupportMatrix {
                     );
                 }
                 if !seen.insert(*name) {
-                    return err(line_of(text, "name", name, 1), format!("{section}: duplicate name {name:?}"));
+                    return err(
+                        line_of(text, "name", name, 1),
+                        format!("{section}: duplicate name {name:?}"),
+                    );
                 }
             }
         }
         for v in &self.slurm_versions {
             let parts: Vec<&str> = v.name.as_str().split('.').collect();
-            if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
-                return err(line_of(text, "name", v.name.as_str(), 0), format!("slurm version {:?} must be a release series like 25.11", v.name.as_str()));
+            if parts.len() != 2
+                || parts
+                    .iter()
+                    .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return err(
+                    line_of(text, "name", v.name.as_str(), 0),
+                    format!(
+                        "slurm version {:?} must be a release series like 25.11",
+                        v.name.as_str()
+                    ),
+                );
             }
             // Spack names Slurm releases after their tags (25-11-6-1); plain 25.11.6 is accepted too.
             let dashed = v.name.as_str().replace('.', "-");
-            if !(v.spack_version.starts_with(&format!("{}.", v.name)) || v.spack_version.starts_with(&format!("{dashed}-")))
+            if !(v.spack_version.starts_with(&format!("{}.", v.name))
+                || v.spack_version.starts_with(&format!("{dashed}-")))
                 || !is_safe_name(&v.spack_version)
             {
                 return err(
                     line_of(text, "spack_version", &v.spack_version, 0),
-                    format!("spack_version {:?} must be a {} release such as {}-0-1", v.spack_version, v.name, dashed),
+                    format!(
+                        "spack_version {:?} must be a {} release such as {}-0-1",
+                        v.spack_version, v.name, dashed
+                    ),
                 );
             }
         }
@@ -320,26 +401,50 @@ impl SupportMatrix {
             if !is_image_reference(&t.base_image) {
                 return err(
                     line_of(text, "base_image", &t.base_image, 0),
-                    format!("toolchain {}: base_image {:?} is not an image reference like ubuntu:noble", t.name, t.base_image),
+                    format!(
+                        "toolchain {}: base_image {:?} is not an image reference like ubuntu:noble",
+                        t.name, t.base_image
+                    ),
                 );
             }
             if let Some(os) = &t.spack_os {
                 if !is_safe_name(os) {
-                    return err(line_of(text, "spack_os", os, 0), format!("toolchain {}: spack_os {os:?} is not a Spack OS name", t.name));
+                    return err(
+                        line_of(text, "spack_os", os, 0),
+                        format!(
+                            "toolchain {}: spack_os {os:?} is not a Spack OS name",
+                            t.name
+                        ),
+                    );
                 }
             }
         }
         for a in &self.archs {
             if a.runner_labels.is_empty() {
-                return err(line_of(text, "name", a.name.as_str(), 0), format!("arch {}: runner_labels is empty", a.name));
+                return err(
+                    line_of(text, "name", a.name.as_str(), 0),
+                    format!("arch {}: runner_labels is empty", a.name),
+                );
             }
             if !is_safe_name(&a.spack_target) {
-                return err(line_of(text, "spack_target", &a.spack_target, 0), format!("arch {}: spack_target {:?} is not a Spack target", a.name, a.spack_target));
+                return err(
+                    line_of(text, "spack_target", &a.spack_target, 0),
+                    format!(
+                        "arch {}: spack_target {:?} is not a Spack target",
+                        a.name, a.spack_target
+                    ),
+                );
             }
         }
         for (section, defaults) in [
-            ("slurm_versions", self.slurm_versions.iter().filter(|v| v.default).count()),
-            ("toolchains", self.toolchains.iter().filter(|v| v.default).count()),
+            (
+                "slurm_versions",
+                self.slurm_versions.iter().filter(|v| v.default).count(),
+            ),
+            (
+                "toolchains",
+                self.toolchains.iter().filter(|v| v.default).count(),
+            ),
             ("archs", self.archs.iter().filter(|v| v.default).count()),
             ("builds", self.builds.iter().filter(|v| v.default).count()),
         ] {
@@ -351,18 +456,31 @@ impl SupportMatrix {
     }
 
     pub fn release(&self, v: &SlurmVersion) -> &SlurmRelease {
-        self.slurm_versions.iter().find(|r| &r.name == v).expect("validated version")
+        self.slurm_versions
+            .iter()
+            .find(|r| &r.name == v)
+            .expect("validated version")
     }
     pub fn toolchain(&self, t: &Toolchain) -> &ToolchainInfo {
-        self.toolchains.iter().find(|r| &r.name == t).expect("validated toolchain")
+        self.toolchains
+            .iter()
+            .find(|r| &r.name == t)
+            .expect("validated toolchain")
     }
     pub fn arch(&self, a: &Arch) -> &ArchInfo {
-        self.archs.iter().find(|r| &r.name == a).expect("validated arch")
+        self.archs
+            .iter()
+            .find(|r| &r.name == a)
+            .expect("validated arch")
     }
 
     /// Check a user-given Slurm version against the data file.
     pub fn slurm_version(&self, s: &str) -> Result<SlurmVersion> {
-        lookup("Slurm version", s, self.slurm_versions.iter().map(|r| &r.name))
+        lookup(
+            "Slurm version",
+            s,
+            self.slurm_versions.iter().map(|r| &r.name),
+        )
     }
     pub fn toolchain_name(&self, s: &str) -> Result<Toolchain> {
         lookup("toolchain", s, self.toolchains.iter().map(|r| &r.name))
@@ -375,12 +493,20 @@ impl SupportMatrix {
     }
 }
 
-fn lookup<'a, T: AsRef<str> + Clone + 'a>(what: &str, s: &str, names: impl Iterator<Item = &'a T> + Clone) -> Result<T> {
+fn lookup<'a, T: AsRef<str> + Clone + 'a>(
+    what: &str,
+    s: &str,
+    names: impl Iterator<Item = &'a T> + Clone,
+) -> Result<T> {
     let s = s.trim();
-    names.clone().find(|n| n.as_ref() == s).cloned().ok_or_else(|| {
-        let valid: Vec<&str> = names.map(|n| n.as_ref()).collect();
-        bad_input(format!("unknown {what} {s:?}; valid: {}", valid.join(", ")))
-    })
+    names
+        .clone()
+        .find(|n| n.as_ref() == s)
+        .cloned()
+        .ok_or_else(|| {
+            let valid: Vec<&str> = names.map(|n| n.as_ref()).collect();
+            bad_input(format!("unknown {what} {s:?}; valid: {}", valid.join(", ")))
+        })
 }
 
 /// A user's list for one axis: not given, `all`, or named values.
@@ -403,10 +529,14 @@ impl ListArg {
         }
         let items: Vec<String> = trimmed.split(',').map(|s| s.trim().to_string()).collect();
         if trimmed.is_empty() || items.iter().all(|s| s.is_empty()) {
-            return Err(bad_input(format!("{axis}: the list is empty; give `all` or a comma list")));
+            return Err(bad_input(format!(
+                "{axis}: the list is empty; give `all` or a comma list"
+            )));
         }
         if items.iter().any(|s| s.is_empty()) {
-            return Err(bad_input(format!("{axis}: {raw:?} has an empty item between commas")));
+            return Err(bad_input(format!(
+                "{axis}: {raw:?} has an empty item between commas"
+            )));
         }
         let mut seen = BTreeSet::new();
         for item in &items {
@@ -424,7 +554,10 @@ impl ListArg {
     ) -> Result<Vec<T>> {
         match self {
             ListArg::Default => Ok(entries.filter(|(_, d, _)| *d).map(|(n, _, _)| n).collect()),
-            ListArg::All => Ok(entries.filter(|(_, _, legacy)| !*legacy).map(|(n, _, _)| n).collect()),
+            ListArg::All => Ok(entries
+                .filter(|(_, _, legacy)| !*legacy)
+                .map(|(n, _, _)| n)
+                .collect()),
             ListArg::Named(names) => names.iter().map(|n| check(n)).collect(),
         }
     }
@@ -445,8 +578,14 @@ impl CellKey {
     /// `version-25.11-noble-amd64-cpu`, `deps-noble-amd64-cpu`.
     pub fn id(&self) -> String {
         match &self.slurm_version {
-            Some(v) => format!("{}-{}-{}-{}-{}", self.pipeline, v, self.toolchain, self.arch, self.build),
-            None => format!("{}-{}-{}-{}", self.pipeline, self.toolchain, self.arch, self.build),
+            Some(v) => format!(
+                "{}-{}-{}-{}-{}",
+                self.pipeline, v, self.toolchain, self.arch, self.build
+            ),
+            None => format!(
+                "{}-{}-{}-{}",
+                self.pipeline, self.toolchain, self.arch, self.build
+            ),
         }
     }
 }
@@ -466,7 +605,9 @@ impl CellSelector {
         let mut sel = CellSelector::default();
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err(bad_input("an empty cell selector; write e.g. slurm=25.11,toolchain=noble"));
+            return Err(bad_input(
+                "an empty cell selector; write e.g. slurm=25.11,toolchain=noble",
+            ));
         }
         for part in raw.split(',') {
             let Some((k, v)) = part.split_once('=') else {
@@ -497,13 +638,21 @@ impl CellSelector {
     /// Split a list of selectors given as one string (`;` or newline separated, from env vars).
     pub fn parse_many(m: &SupportMatrix, raw: &[String]) -> Result<Vec<Self>> {
         raw.iter()
-            .flat_map(|r| r.split([';', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|r| {
+                r.split([';', '\n'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .map(|s| Self::parse(m, &s))
             .collect()
     }
 
     pub fn matches(&self, key: &CellKey) -> bool {
-        self.slurm_version.as_ref().is_none_or(|v| key.slurm_version.as_ref() == Some(v))
+        self.slurm_version
+            .as_ref()
+            .is_none_or(|v| key.slurm_version.as_ref() == Some(v))
             && self.toolchain.as_ref().is_none_or(|t| &key.toolchain == t)
             && self.arch.as_ref().is_none_or(|a| &key.arch == a)
             && self.build.as_ref().is_none_or(|b| &key.build == b)
@@ -526,20 +675,35 @@ impl Selection {
     /// stable order (data-file order of each axis) with no duplicates.
     pub fn expand(&self, m: &SupportMatrix, pipeline: Pipeline) -> Result<Vec<CellKey>> {
         let versions = self.slurm_versions.resolve(
-            m.slurm_versions.iter().map(|r| (r.name.clone(), r.default, r.legacy)),
+            m.slurm_versions
+                .iter()
+                .map(|r| (r.name.clone(), r.default, r.legacy)),
             |s| m.slurm_version(s),
         )?;
         let toolchains = self.toolchains.resolve(
-            m.toolchains.iter().map(|r| (r.name.clone(), r.default, r.legacy)),
+            m.toolchains
+                .iter()
+                .map(|r| (r.name.clone(), r.default, r.legacy)),
             |s| m.toolchain_name(s),
         )?;
-        let archs =
-            self.archs.resolve(m.archs.iter().map(|r| (r.name.clone(), r.default, r.legacy)), |s| m.arch_name(s))?;
-        let builds =
-            self.builds.resolve(m.builds.iter().map(|r| (r.name.clone(), r.default, r.legacy)), |s| m.build_kind(s))?;
+        let archs = self.archs.resolve(
+            m.archs
+                .iter()
+                .map(|r| (r.name.clone(), r.default, r.legacy)),
+            |s| m.arch_name(s),
+        )?;
+        let builds = self.builds.resolve(
+            m.builds
+                .iter()
+                .map(|r| (r.name.clone(), r.default, r.legacy)),
+            |s| m.build_kind(s),
+        )?;
 
-        let version_axis: Vec<Option<SlurmVersion>> =
-            if pipeline.has_slurm_version() { versions.into_iter().map(Some).collect() } else { vec![None] };
+        let version_axis: Vec<Option<SlurmVersion>> = if pipeline.has_slurm_version() {
+            versions.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
 
         let mut cells = Vec::new();
         for v in &version_axis {
@@ -565,18 +729,24 @@ impl Selection {
         }
         cells.retain(|c| !self.exclude.iter().any(|e| e.matches(c)));
         if cells.is_empty() {
-            return Err(bad_input("the selection leaves no cells: every combination was excluded"));
+            return Err(bad_input(
+                "the selection leaves no cells: every combination was excluded",
+            ));
         }
         Ok(cells)
     }
 
     /// An include must name one cell: toolchain always, a Slurm version unless the pipeline is
     /// deps; arch and build default to the data file's first default entry.
-    fn included_cell(&self, m: &SupportMatrix, pipeline: Pipeline, inc: &CellSelector) -> Result<CellKey> {
-        let toolchain = inc
-            .toolchain
-            .clone()
-            .ok_or_else(|| bad_input("an --include must name a toolchain, e.g. slurm=25.11,toolchain=noble"))?;
+    fn included_cell(
+        &self,
+        m: &SupportMatrix,
+        pipeline: Pipeline,
+        inc: &CellSelector,
+    ) -> Result<CellKey> {
+        let toolchain = inc.toolchain.clone().ok_or_else(|| {
+            bad_input("an --include must name a toolchain, e.g. slurm=25.11,toolchain=noble")
+        })?;
         let slurm_version = match (pipeline.has_slurm_version(), &inc.slurm_version) {
             (true, None) => {
                 return Err(bad_input(format!(
@@ -585,12 +755,24 @@ impl Selection {
             }
             (true, Some(v)) => Some(v.clone()),
             (false, Some(v)) => {
-                return Err(bad_input(format!("the deps pipeline has no Slurm version, but an --include names slurm={v}")))
+                return Err(bad_input(format!(
+                    "the deps pipeline has no Slurm version, but an --include names slurm={v}"
+                )))
             }
             (false, None) => None,
         };
-        let first_default_arch = m.archs.iter().find(|a| a.default).map(|a| a.name.clone()).expect("validated");
-        let first_default_build = m.builds.iter().find(|b| b.default).map(|b| b.name.clone()).expect("validated");
+        let first_default_arch = m
+            .archs
+            .iter()
+            .find(|a| a.default)
+            .map(|a| a.name.clone())
+            .expect("validated");
+        let first_default_build = m
+            .builds
+            .iter()
+            .find(|b| b.default)
+            .map(|b| b.name.clone())
+            .expect("validated");
         Ok(CellKey {
             pipeline,
             slurm_version,
@@ -616,9 +798,13 @@ mod tests {
 
     #[test]
     fn embedded_defaults_are_3_versions_by_6_toolchains() {
-        let cells = Selection::default().expand(&m(), Pipeline::Version).unwrap();
+        let cells = Selection::default()
+            .expand(&m(), Pipeline::Version)
+            .unwrap();
         assert_eq!(cells.len(), 18);
-        assert!(cells.iter().all(|c| c.arch.as_str() == "amd64" && c.build.as_str() == "cpu"));
+        assert!(cells
+            .iter()
+            .all(|c| c.arch.as_str() == "amd64" && c.build.as_str() == "cpu"));
         assert!(!cells.iter().any(|c| c.toolchain.as_str() == "focal"));
         let deps = Selection::default().expand(&m(), Pipeline::Deps).unwrap();
         assert_eq!(deps.len(), 6);
@@ -633,14 +819,36 @@ mod tests {
             builds: ListArg::parse("builds", "all").unwrap(),
             ..Default::default()
         };
-        assert_eq!(sel.expand(&m(), Pipeline::Tarball).unwrap().len(), 3 * 6 * 2 * 2);
-        let focal = Selection { toolchains: ListArg::parse("toolchains", " focal ").unwrap(), ..Default::default() };
+        assert_eq!(
+            sel.expand(&m(), Pipeline::Tarball).unwrap().len(),
+            3 * 6 * 2 * 2
+        );
+        let focal = Selection {
+            toolchains: ListArg::parse("toolchains", " focal ").unwrap(),
+            ..Default::default()
+        };
         assert_eq!(focal.expand(&m(), Pipeline::Tarball).unwrap().len(), 3);
     }
 
     #[test]
+    fn spack_versions_map_to_what_slurm_reports() {
+        let mm = m();
+        let r = mm.release(&mm.slurm_version("25.11").unwrap());
+        assert_eq!(r.spack_version, "25-11-6-1");
+        assert_eq!(r.reported_version(), "25.11.6");
+        let dotted = SlurmRelease {
+            spack_version: "24.11.2".into(),
+            ..r.clone()
+        };
+        assert_eq!(dotted.reported_version(), "24.11.2");
+    }
+
+    #[test]
     fn list_parsing_rejects_empty_and_duplicates() {
-        assert_eq!(ListArg::parse("t", " noble , jammy ").unwrap(), ListArg::Named(vec!["noble".into(), "jammy".into()]));
+        assert_eq!(
+            ListArg::parse("t", " noble , jammy ").unwrap(),
+            ListArg::Named(vec!["noble".into(), "jammy".into()])
+        );
         assert!(ListArg::parse("t", "").is_err());
         assert!(ListArg::parse("t", " , ").is_err());
         assert!(ListArg::parse("t", "noble,,jammy").is_err());
@@ -650,10 +858,16 @@ mod tests {
 
     #[test]
     fn unknown_values_list_the_valid_ones() {
-        let sel = Selection { toolchains: ListArg::parse("t", "noble,bionic").unwrap(), ..Default::default() };
+        let sel = Selection {
+            toolchains: ListArg::parse("t", "noble,bionic").unwrap(),
+            ..Default::default()
+        };
         let e = sel.expand(&m(), Pipeline::Version).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("\"bionic\"") && text.contains("noble, jammy"), "{text}");
+        assert!(
+            text.contains("\"bionic\"") && text.contains("noble, jammy"),
+            "{text}"
+        );
         assert_eq!(crate::exit::code_for(&e), 2);
     }
 
@@ -662,8 +876,16 @@ mod tests {
         let mm = m();
         let sel = Selection {
             slurm_versions: ListArg::parse("v", "25.11").unwrap(),
-            include: CellSelector::parse_many(&mm, &["slurm=24.11,toolchain=noble,arch=arm64,build=gpu".into()]).unwrap(),
-            exclude: CellSelector::parse_many(&mm, &["toolchain=rockylinux8;toolchain=rockylinux9".into()]).unwrap(),
+            include: CellSelector::parse_many(
+                &mm,
+                &["slurm=24.11,toolchain=noble,arch=arm64,build=gpu".into()],
+            )
+            .unwrap(),
+            exclude: CellSelector::parse_many(
+                &mm,
+                &["toolchain=rockylinux8;toolchain=rockylinux9".into()],
+            )
+            .unwrap(),
             ..Default::default()
         };
         let cells = sel.expand(&mm, Pipeline::Version).unwrap();
@@ -688,28 +910,60 @@ mod tests {
     #[test]
     fn broken_data_files_name_the_line() {
         let dup = EMBEDDED.replacen("name: jammy", "name: noble", 1);
-        let e = SupportMatrix::parse(&dup, "m.yaml").unwrap_err().to_string();
-        let expected_line = dup.lines().position(|l| l.contains("name: noble") && !l.contains("jammy")).unwrap();
+        let e = SupportMatrix::parse(&dup, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        let expected_line = dup
+            .lines()
+            .position(|l| l.contains("name: noble") && !l.contains("jammy"))
+            .unwrap();
         // the second `name: noble` is the duplicate
-        let second = dup.lines().enumerate().filter(|(_, l)| l.trim() == "- name: noble").nth(1).unwrap().0 + 1;
-        assert!(e.contains(&format!("m.yaml:{second}:")) && e.contains("duplicate"), "{e} (first at {expected_line})");
+        let second = dup
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == "- name: noble")
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        assert!(
+            e.contains(&format!("m.yaml:{second}:")) && e.contains("duplicate"),
+            "{e} (first at {expected_line})"
+        );
 
-        let img = EMBEDDED.replace("base_image: ubuntu:jammy", "base_image: \"ubuntu jammy; rm -rf /\"");
-        let e = SupportMatrix::parse(&img, "m.yaml").unwrap_err().to_string();
+        let img = EMBEDDED.replace(
+            "base_image: ubuntu:jammy",
+            "base_image: \"ubuntu jammy; rm -rf /\"",
+        );
+        let e = SupportMatrix::parse(&img, "m.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("base_image") && e.contains("m.yaml:"), "{e}");
 
-        let e = SupportMatrix::parse("schema: [", "m.yaml").unwrap_err().to_string();
+        let e = SupportMatrix::parse("schema: [", "m.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("m.yaml:1"), "{e}");
 
-        let unknown = EMBEDDED.replacen("    channel: latest", "    channel: latest\n    colour: red", 1);
-        assert!(SupportMatrix::parse(&unknown, "m.yaml").unwrap_err().to_string().contains("colour"));
+        let unknown = EMBEDDED.replacen(
+            "    channel: latest",
+            "    channel: latest\n    colour: red",
+            1,
+        );
+        assert!(SupportMatrix::parse(&unknown, "m.yaml")
+            .unwrap_err()
+            .to_string()
+            .contains("colour"));
     }
 
     #[test]
     fn names_with_metacharacters_are_refused() {
         let bad = EMBEDDED.replacen("name: noble", "name: \"noble;id\"", 1);
         assert!(SupportMatrix::parse(&bad, "m.yaml").is_err());
-        let sel = Selection { toolchains: ListArg::parse("t", "$(id)").unwrap(), ..Default::default() };
+        let sel = Selection {
+            toolchains: ListArg::parse("t", "$(id)").unwrap(),
+            ..Default::default()
+        };
         assert!(sel.expand(&m(), Pipeline::Version).is_err());
     }
 }

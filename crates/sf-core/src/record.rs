@@ -138,12 +138,16 @@ impl Recorder {
     }
 
     pub fn input(&mut self, name: &str, value: impl Serialize) -> &mut Self {
-        self.record.inputs.insert(name.into(), serde_json::to_value(value).unwrap_or_default());
+        self.record
+            .inputs
+            .insert(name.into(), serde_json::to_value(value).unwrap_or_default());
         self
     }
 
     pub fn output(&mut self, name: &str, value: impl Serialize) -> &mut Self {
-        self.record.outputs.insert(name.into(), serde_json::to_value(value).unwrap_or_default());
+        self.record
+            .outputs
+            .insert(name.into(), serde_json::to_value(value).unwrap_or_default());
         self
     }
 
@@ -153,7 +157,9 @@ impl Recorder {
     }
 
     pub fn timing(&mut self, name: &str, d: Duration) -> &mut Self {
-        self.record.timings_ms.insert(name.into(), d.as_millis() as u64);
+        self.record
+            .timings_ms
+            .insert(name.into(), d.as_millis() as u64);
         self
     }
 
@@ -184,10 +190,15 @@ impl Recorder {
 impl Recorder {
     /// [`Recorder::finish`], then tell later steps where the record is: the `result` output (the
     /// GitHub Action exposes it as its `result` output).
-    pub fn finish_step(self, dir: Option<&Path>, gha: &crate::gha::Actions) -> Result<(ResultRecord, Option<PathBuf>)> {
+    pub fn finish_step(
+        self,
+        dir: Option<&Path>,
+        gha: &crate::gha::Actions,
+    ) -> Result<(ResultRecord, Option<PathBuf>)> {
         let (record, path) = self.finish(dir)?;
         if let Some(p) = &path {
-            gha.set_output("result", &p.display().to_string()).context("writing GITHUB_OUTPUT")?;
+            gha.set_output("result", &p.display().to_string())
+                .context("writing GITHUB_OUTPUT")?;
         }
         Ok((record, path))
     }
@@ -195,7 +206,8 @@ impl Recorder {
 
 /// Write a record as `<step>-<cell>-<random>.json` in `dir` (created if missing), atomically.
 pub fn write_record(dir: &Path, record: &ResultRecord) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating the results directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the results directory {}", dir.display()))?;
     let rnd = crate::fsutil::random_hex(4)?;
     let step = record.step.replace(' ', "-");
     let name = match &record.cell {
@@ -205,7 +217,8 @@ pub fn write_record(dir: &Path, record: &ResultRecord) -> Result<PathBuf> {
     let path = dir.join(name);
     let mut bytes = serde_json::to_vec_pretty(record)?;
     bytes.push(b'\n');
-    write_atomic(&path, &bytes).with_context(|| format!("writing the result record {}", path.display()))?;
+    write_atomic(&path, &bytes)
+        .with_context(|| format!("writing the result record {}", path.display()))?;
     Ok(path)
 }
 
@@ -228,7 +241,10 @@ mod tests {
 
     #[test]
     fn checked_in_schema_matches_the_type() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/result-record.schema.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schema/result-record.schema.json"
+        );
         let on_disk = std::fs::read_to_string(path).unwrap_or_default();
         assert!(
             on_disk == schema_json(),
@@ -245,7 +261,12 @@ mod tests {
         r.fail(&crate::exit::bad_input("wrong passphrase"), None);
         let (rec, path) = r.finish(Some(dir.path())).unwrap();
         let path = path.unwrap();
-        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("sf-sign-file-tarball-25.11-noble-amd64-cpu-"));
+        assert!(path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("sf-sign-file-tarball-25.11-noble-amd64-cpu-"));
         let back: ResultRecord = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back, rec);
         assert_eq!(back.error.unwrap().exit_code, 2);
