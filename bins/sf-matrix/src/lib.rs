@@ -22,7 +22,11 @@ use sf_core::record::Recorder;
 pub const MAX_JOBS_PER_MATRIX: u16 = 256;
 
 #[derive(Parser, Debug)]
-#[command(name = "sf-matrix", version, about = "Turn workflow inputs into the Slurm Factory job matrix (JSON on stdout).")]
+#[command(
+    name = "sf-matrix",
+    version,
+    about = "Turn workflow inputs into the Slurm Factory job matrix (JSON on stdout)."
+)]
 pub struct Cli {
     /// Pipeline the matrix is for: deps (no Slurm version), version, tarball, image.
     #[arg(long, env = env::PIPELINE, default_value = "version")]
@@ -83,7 +87,8 @@ pub fn main() -> ExitCode {
 pub fn plan(cli: &Cli) -> Result<Vec<Cell>> {
     let m = cli.matrix_file.load()?;
     let layout = cli.storage.layout()?;
-    let list = |axis: &str, v: &Option<String>| v.as_deref().map(|s| ListArg::parse(axis, s)).transpose();
+    let list =
+        |axis: &str, v: &Option<String>| v.as_deref().map(|s| ListArg::parse(axis, s)).transpose();
     let selection = Selection {
         slurm_versions: list("--slurm-versions", &cli.slurm_versions)?.unwrap_or_default(),
         toolchains: list("--toolchains", &cli.toolchains)?.unwrap_or_default(),
@@ -103,13 +108,18 @@ pub fn split(cells: &[Cell], max: usize) -> Result<Vec<String>> {
     while start < cells.len() {
         let mut end = (start + max).min(cells.len());
         loop {
-            let json = serde_json::to_string(&Matrix { include: &cells[start..end] })?;
+            let json = serde_json::to_string(&Matrix {
+                include: &cells[start..end],
+            })?;
             if json.len() <= OUTPUT_LIMIT {
                 chunks.push(json);
                 break;
             }
             if end - start == 1 {
-                anyhow::bail!("cell {} alone is over GitHub's 1 MB output limit", cells[start].id);
+                anyhow::bail!(
+                    "cell {} alone is over GitHub's 1 MB output limit",
+                    cells[start].id
+                );
             }
             end = start + (end - start) / 2;
         }
@@ -127,7 +137,10 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
 
     // Outputs are computed whole before anything is written, so bad input writes nothing.
     let count = cells.len().to_string();
-    let mut outputs: Vec<(String, String)> = vec![("count".into(), count.clone()), ("chunks".into(), chunks.len().to_string())];
+    let mut outputs: Vec<(String, String)> = vec![
+        ("count".into(), count.clone()),
+        ("chunks".into(), chunks.len().to_string()),
+    ];
     if chunks.len() == 1 {
         outputs.push(("matrix".into(), chunks[0].clone()));
     } else {
@@ -145,7 +158,10 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     for (i, c) in chunks.iter().enumerate() {
         outputs.push((format!("matrix-{}", i + 1), c.clone()));
     }
-    let pairs: Vec<(&str, &str)> = outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT")?;
 
     let mut out = std::io::stdout().lock();
@@ -158,7 +174,8 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     }
     out.flush()?;
 
-    rec.output("count", cells.len()).output("chunks", chunks.len());
+    rec.output("count", cells.len())
+        .output("chunks", chunks.len());
     rec.metric("cells", cells.len() as u64);
     rec.finish_step(cli.results.results_dir.as_deref(), gha)?;
     Ok(())
@@ -166,13 +183,26 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
 
 /// A plain-text table for people.
 pub fn table(cells: &[Cell]) -> String {
-    let header = ["id", "slurm", "spack version", "toolchain", "image", "arch", "target", "build", "runner"];
+    let header = [
+        "id",
+        "slurm",
+        "spack version",
+        "toolchain",
+        "image",
+        "arch",
+        "target",
+        "build",
+        "runner",
+    ];
     let rows: Vec<[String; 9]> = cells
         .iter()
         .map(|c| {
             [
                 c.id.clone(),
-                c.slurm_version.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                c.slurm_version
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 c.slurm_spack_version.clone().unwrap_or_else(|| "-".into()),
                 c.toolchain.to_string(),
                 c.base_image.clone(),
@@ -190,7 +220,12 @@ pub fn table(cells: &[Cell]) -> String {
         }
     }
     let line = |cols: Vec<&str>| {
-        let mut s = cols.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
+        let mut s = cols
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
         s.truncate(s.trim_end().len());
         s.push('\n');
         s

@@ -23,47 +23,98 @@ fn cells(stdout: &[u8]) -> Vec<Value> {
 #[test]
 fn version_pipeline_all_by_amd64_is_18_full_cells() {
     let out = sf_matrix()
-        .args(["--slurm-versions", "all", "--toolchains", "all", "--archs", "amd64", "--pipeline", "version"])
+        .args([
+            "--slurm-versions",
+            "all",
+            "--toolchains",
+            "all",
+            "--archs",
+            "amd64",
+            "--pipeline",
+            "version",
+        ])
         .assert()
         .success();
     let cells = cells(&out.get_output().stdout);
     assert_eq!(cells.len(), 18);
-    let ids: std::collections::BTreeSet<_> = cells.iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
+    let ids: std::collections::BTreeSet<_> = cells
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 18, "ids are unique");
     for c in &cells {
         for field in [
-            "toolchain", "os", "base_image", "slurm_version", "slurm_spack_version", "arch", "spack_target",
-            "build", "id",
+            "toolchain",
+            "os",
+            "base_image",
+            "slurm_version",
+            "slurm_spack_version",
+            "arch",
+            "spack_target",
+            "build",
+            "id",
         ] {
             assert!(c[field].is_string(), "{field} in {c}");
         }
         assert!(c["runner_labels"].as_array().unwrap().len() >= 2);
-        assert!(c["deps_mirror"]["url"].as_str().unwrap().starts_with("s3://"));
-        assert!(c["version_mirror"]["cdn_url"].as_str().unwrap().starts_with("https://"));
+        assert!(c["deps_mirror"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://"));
+        assert!(c["version_mirror"]["cdn_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"));
     }
-    let noble = cells.iter().find(|c| c["id"] == "version-25.11-noble-amd64-cpu").unwrap();
+    let noble = cells
+        .iter()
+        .find(|c| c["id"] == "version-25.11-noble-amd64-cpu")
+        .unwrap();
     assert_eq!(noble["version_mirror"]["key"], "noble/slurm/25.11");
     assert_eq!(noble["deps_mirror"]["key"], "noble/slurm/deps");
-    assert_eq!(noble["runner_labels"], serde_json::json!(["self-hosted", "X64"]));
+    assert_eq!(
+        noble["runner_labels"],
+        serde_json::json!(["self-hosted", "X64"])
+    );
 }
 
 #[test]
 fn deps_pipeline_is_one_cell_per_toolchain_without_a_version() {
-    let out = sf_matrix().args(["--pipeline", "deps", "--toolchains", "all"]).assert().success();
+    let out = sf_matrix()
+        .args(["--pipeline", "deps", "--toolchains", "all"])
+        .assert()
+        .success();
     let cells = cells(&out.get_output().stdout);
     assert_eq!(cells.len(), 6);
-    assert!(cells.iter().all(|c| c["slurm_version"].is_null() && c["version_mirror"].is_null()));
+    assert!(cells
+        .iter()
+        .all(|c| c["slurm_version"].is_null() && c["version_mirror"].is_null()));
 }
 
 #[test]
 fn tarball_cells_carry_their_keys() {
     let out = sf_matrix()
-        .args(["--pipeline", "tarball", "--slurm-versions", "24.11", "--toolchains", "jammy", "--archs", "amd64,arm64"])
+        .args([
+            "--pipeline",
+            "tarball",
+            "--slurm-versions",
+            "24.11",
+            "--toolchains",
+            "jammy",
+            "--archs",
+            "amd64,arm64",
+        ])
         .assert()
         .success();
     let cells = cells(&out.get_output().stdout);
-    assert_eq!(cells[0]["tarball"]["key"], "builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz");
-    assert_eq!(cells[1]["tarball"]["key"], "builds/24.11/jammy/arm64/slurm-24.11-jammy-arm64-software.tar.gz");
+    assert_eq!(
+        cells[0]["tarball"]["key"],
+        "builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz"
+    );
+    assert_eq!(
+        cells[1]["tarball"]["key"],
+        "builds/24.11/jammy/arm64/slurm-24.11-jammy-arm64-software.tar.gz"
+    );
     assert_eq!(cells[1]["spack_target"], "aarch64");
 }
 
@@ -79,7 +130,10 @@ fn env_vars_work_like_flags_and_destination_shapes_urls() {
         .success();
     let cells = cells(&out.get_output().stdout);
     assert_eq!(cells.len(), 1);
-    assert_eq!(cells[0]["tarball"]["url"], "file:///srv/bucket/builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
+    assert_eq!(
+        cells[0]["tarball"]["url"],
+        "file:///srv/bucket/builds/25.11/noble/slurm-25.11-noble-software.tar.gz"
+    );
     assert_eq!(
         cells[0]["tarball"]["cdn_url"],
         "http://127.0.0.1:9000/builds/25.11/noble/slurm-25.11-noble-software.tar.gz"
@@ -105,7 +159,10 @@ fn github_output_parses_as_the_runner_parses_it() {
     let stdout: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(matrix, stdout);
     assert_eq!(parsed["matrix-1"], parsed["matrix"]);
-    let records: Vec<_> = std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().path()).collect();
+    let records: Vec<_> = std::fs::read_dir(&results)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(records.len(), 1);
     assert_eq!(parsed["result"], records[0].display().to_string());
 }
@@ -118,12 +175,24 @@ fn large_matrices_split_under_githubs_limits() {
     let out = sf_matrix()
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_OUTPUT", &gh_out)
-        .args(["--pipeline", "tarball", "--slurm-versions", "all", "--toolchains", "all", "--archs", "all"])
+        .args([
+            "--pipeline",
+            "tarball",
+            "--slurm-versions",
+            "all",
+            "--toolchains",
+            "all",
+            "--archs",
+            "all",
+        ])
         .args(["--builds", "all", "--max-cells", "5"])
         .assert()
         .success();
     let stderr = String::from_utf8_lossy(&out.get_output().stderr);
-    assert!(stderr.contains("::warning::72 cells split into 15 matrices"), "{stderr}");
+    assert!(
+        stderr.contains("::warning::72 cells split into 15 matrices"),
+        "{stderr}"
+    );
     let parsed = parse_file_commands(&std::fs::read_to_string(&gh_out).unwrap());
     assert_eq!(parsed["chunks"], "15");
     assert!(!parsed.contains_key("matrix"));
@@ -142,16 +211,31 @@ fn bad_input_exits_2_names_the_value_and_writes_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let gh_out = dir.path().join("output");
     let cases: &[(&[&str], &str)] = &[
-        (&["--toolchains", "noble,bionic"], "unknown toolchain \"bionic\"; valid: noble, jammy"),
-        (&["--slurm-versions", "26.05"], "unknown Slurm version \"26.05\"; valid: 25.11, 24.11, 23.11"),
+        (
+            &["--toolchains", "noble,bionic"],
+            "unknown toolchain \"bionic\"; valid: noble, jammy",
+        ),
+        (
+            &["--slurm-versions", "26.05"],
+            "unknown Slurm version \"26.05\"; valid: 25.11, 24.11, 23.11",
+        ),
         (&["--archs", "riscv64"], "valid: amd64, arm64"),
         (&["--builds", "tpu"], "valid: cpu, gpu"),
         (&["--toolchains", ""], "the list is empty"),
         (&["--toolchains", "noble,noble"], "listed twice"),
-        (&["--toolchains", "noble;rm -rf /"], "unknown toolchain \"noble;rm -rf /\""),
+        (
+            &["--toolchains", "noble;rm -rf /"],
+            "unknown toolchain \"noble;rm -rf /\"",
+        ),
         (&["--toolchains", "{a: b}"], "unknown toolchain \"{a: b}\""),
-        (&["--include", "slurm=25.11,toolchain=plan9"], "unknown toolchain \"plan9\""),
-        (&["--include", "toolchain=noble"], "must name a Slurm version"),
+        (
+            &["--include", "slurm=25.11,toolchain=plan9"],
+            "unknown toolchain \"plan9\"",
+        ),
+        (
+            &["--include", "toolchain=noble"],
+            "must name a Slurm version",
+        ),
         (&["--pipeline", "nightly"], "nightly"),
         (&["--destination", "ftp://x"], "unknown scheme"),
     ];
@@ -173,12 +257,23 @@ fn a_broken_data_file_is_bad_input_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("matrix.yaml");
     let text = std::fs::read_to_string(sf_testkit::repo_root().join("data/matrix.yaml")).unwrap();
-    std::fs::write(&file, text.replace("base_image: ubuntu:jammy", "base_image: \"Ubuntu Jammy\"")).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("base_image: ubuntu:jammy", "base_image: \"Ubuntu Jammy\""),
+    )
+    .unwrap();
     let out = sf_matrix().arg("--matrix-file").arg(&file).assert().code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr);
-    let line = text.lines().position(|l| l.contains("base_image: ubuntu:jammy")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.contains("base_image: ubuntu:jammy"))
+        .unwrap()
+        + 1;
     assert!(stderr.contains(&format!("matrix.yaml:{line}:")), "{stderr}");
-    assert!(stderr.starts_with("error: loading the support matrix\n  caused by:"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: loading the support matrix\n  caused by:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -197,7 +292,10 @@ fn a_closed_stdout_pipe_exits_quietly() {
 
 #[test]
 fn table_format_lists_every_cell() {
-    let out = sf_matrix().args(["--format", "table", "--pipeline", "deps"]).assert().success();
+    let out = sf_matrix()
+        .args(["--format", "table", "--pipeline", "deps"])
+        .assert()
+        .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout);
     assert!(text.starts_with("id "));
     assert!(text.contains("deps-rockylinux8-amd64-cpu"));
@@ -208,7 +306,31 @@ fn table_format_lists_every_cell() {
 fn help_documents_env_vars() {
     let out = sf_matrix().arg("--help").assert().success();
     let text = String::from_utf8_lossy(&out.get_output().stdout);
-    for var in ["SF_SLURM_VERSIONS", "SF_TOOLCHAINS", "SF_ARCHS", "SF_BUILDS", "SF_PIPELINE", "SF_INCLUDE"] {
+    for var in [
+        "SF_SLURM_VERSIONS",
+        "SF_TOOLCHAINS",
+        "SF_ARCHS",
+        "SF_BUILDS",
+        "SF_PIPELINE",
+        "SF_INCLUDE",
+    ] {
         assert!(text.contains(var), "{var} missing from --help");
     }
+}
+
+#[test]
+fn empty_sf_variables_mean_the_default() {
+    // What a workflow's `env: SF_X: ${{ vars.SF_X }}` gives when the variable is not set.
+    let out = sf_matrix()
+        .env("SF_DESTINATION", "")
+        .env("SF_TOOLCHAINS", "")
+        .env("SF_PIPELINE", "")
+        .assert()
+        .success();
+    let cells = cells(&out.get_output().stdout);
+    assert_eq!(cells.len(), 18);
+    assert!(cells[0]["deps_mirror"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("s3://slurm-factory-spack-buildcache-4b670/"));
 }

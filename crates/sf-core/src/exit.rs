@@ -86,7 +86,19 @@ pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 }
 
 /// Parse a clap CLI, mapping usage errors to exit 2 and `--help`/`--version` to exit 0.
+///
+/// An empty `SF_*` variable counts as unset: workflows pass `${{ vars.X }}` through `env:`, which
+/// is an empty string where the repository sets no such variable, and that must mean "the default",
+/// not an empty value.
 pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| k.to_str().is_some_and(|k| k.starts_with("SF_")) && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        // Still single-threaded: this runs first thing in main, before any thread exists.
+        std::env::remove_var(k);
+    }
     match C::try_parse() {
         Ok(cli) => Ok(cli),
         Err(e) => {

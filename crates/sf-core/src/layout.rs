@@ -275,11 +275,14 @@ impl Layout {
             .trim()
             .trim_end_matches('/')
             .to_string();
-        if !(cdn_url.starts_with("https://") || cdn_url.starts_with("http://"))
+        // file:// serves a local rehearsal, where the bucket directory is what users would fetch.
+        if !["https://", "http://", "file:///"]
+            .iter()
+            .any(|s| cdn_url.starts_with(s))
             || cdn_url.contains(char::is_whitespace)
         {
             return Err(bad_input(format!(
-                "CDN URL {cdn_url:?} must be an http(s) URL"
+                "CDN URL {cdn_url:?} must be an http(s) URL (or file:/// for a local rehearsal)"
             )));
         }
         Ok(Layout {
