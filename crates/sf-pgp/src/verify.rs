@@ -264,6 +264,17 @@ mod tests {
     }
 
     #[test]
+    fn streams_of_any_length_sign_and_verify() {
+        let (k, certs) = pair();
+        let block = 2 << 20;
+        for len in [0, 1, block - 1, block, 3 * block + 5] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let sig = sign_bytes(&k, &data).unwrap();
+            verify_detached(&certs, &data[..], &sig).unwrap_or_else(|e| panic!("{len} bytes: {e}"));
+        }
+    }
+
+    #[test]
     fn another_key_is_not_accepted() {
         let (k, _) = pair();
         let (_, other) = pair();
