@@ -112,7 +112,7 @@ pub struct KeyArgs {
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// The key that must be used: fingerprint or 16-digit key ID (e.g. DFB92630BCA5AB71).
-    #[arg(long, env = env::SIGNING_FINGERPRINT, value_name = "FPR")]
+    #[arg(long, visible_alias = "key-fingerprint", env = env::SIGNING_FINGERPRINT, value_name = "FPR")]
     pub fingerprint: Option<String>,
 }
 

@@ -247,7 +247,7 @@ fn rsa4096_gpg_key_with_passphrase_signs_files_gpg_and_sqv_verify() {
             "file",
             a.to_str().unwrap(),
             b.to_str().unwrap(),
-            "--fingerprint",
+            "--key-fingerprint",
             &fpr[24..],
         ])
         .env("GPG_PRIVATE_KEY", &secret_b64)
