@@ -59,20 +59,24 @@ sign_gpg --armor --export "$sign_fpr" >"$sign_dir/public.asc"
 cat "$sign_data" >/dev/null
 
 # sign_timed NAME CMD...: run BENCH_SIGN_RUNS times under GNU time; sets NAME_s (fastest wall
-# seconds) and NAME_kb (largest peak RSS, KiB).
+# seconds), NAME_cpu (least user+system CPU seconds: steadier than wall time when other work
+# shares the cores) and NAME_kb (largest peak RSS, KiB).
 sign_timed() {
-    local name=$1 best="" peak=0 s kb i
+    local name=$1 best="" best_cpu="" peak=0 s kb user sys cpu i
     shift
     for ((i = 0; i < sign_runs; i++)); do
-        /usr/bin/time -f '%e %M' -o "$sign_dir/.time" "$@" >/dev/null 2>"$sign_dir/.err" || {
+        /usr/bin/time -f '%e %M %U %S' -o "$sign_dir/.time" "$@" >/dev/null 2>"$sign_dir/.err" || {
             cat "$sign_dir/.err" >&2
             return 1
         }
-        read -r s kb <"$sign_dir/.time"
+        read -r s kb user sys <"$sign_dir/.time"
+        cpu=$(awk -v u="$user" -v y="$sys" 'BEGIN { printf "%.2f", u + y }')
         if [ -z "$best" ] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$s; fi
+        if [ -z "$best_cpu" ] || awk -v a="$cpu" -v b="$best_cpu" 'BEGIN { exit !(a < b) }'; then best_cpu=$cpu; fi
         if ((kb > peak)); then peak=$kb; fi
     done
     printf -v "${name}_s" '%s' "$best"
+    printf -v "${name}_cpu" '%s' "$best_cpu"
     printf -v "${name}_kb" '%s' "$peak"
 }
 
@@ -89,12 +93,17 @@ sign_gpg --verify "$sign_data.asc" "$sign_data" 2>/dev/null
 # The floor: the faster of the two single hashing passes.
 # shellcheck disable=SC2154 # set by sign_timed through printf -v
 sign_hash_s=$(awk -v a="$sha512_s" -v b="$ossl_s" 'BEGIN { print (a < b ? a : b) }')
+# shellcheck disable=SC2154 # set by sign_timed through printf -v
+sign_hash_cpu=$(awk -v a="$sha512_cpu" -v b="$ossl_cpu" 'BEGIN { print (a < b ? a : b) }')
 
 # shellcheck disable=SC2154 # set by sign_timed through printf -v
 row "sign-${sign_mb}MB" \
     "ours=${ours_s}s" "gpg=${gpg_s}s" "sqop=${sqop_s}s" "sha512sum=${sha512_s}s" "openssl_sha512=${ossl_s}s" \
     "time_vs_gpg=$(ratio "$ours_s" "$gpg_s")" "time_vs_sqop=$(ratio "$ours_s" "$sqop_s")" \
     "time_vs_one_hash=$(ratio "$ours_s" "$sign_hash_s")" \
+    "cpu=${ours_cpu}s" "gpg_cpu=${gpg_cpu}s" "sqop_cpu=${sqop_cpu}s" "one_hash_cpu=${sign_hash_cpu}s" \
+    "cpu_vs_gpg=$(ratio "$ours_cpu" "$gpg_cpu")" "cpu_vs_sqop=$(ratio "$ours_cpu" "$sqop_cpu")" \
+    "cpu_vs_one_hash=$(ratio "$ours_cpu" "$sign_hash_cpu")" \
     "peak_rss=${ours_kb}KiB" "gpg_rss=${gpg_kb}KiB" "sqop_rss=${sqop_kb}KiB" "sha512sum_rss=${sha512_kb}KiB"
 gpgconf --homedir "$sign_dir/gnupg" --kill all 2>/dev/null || true
 rm -rf "$sign_dir"
