@@ -13,7 +13,11 @@ if ! declare -F row >/dev/null; then
     # Standalone: the few helpers bench.sh would have defined.
     set -euo pipefail
     cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-    BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/sf-bench-sign.XXXXXX)}
+    if [ -z "${BENCH_DIR:-}" ]; then
+        BENCH_DIR=$(mktemp -d /tmp/sf-bench-sign.XXXXXX)
+        # shellcheck disable=SC2064 # the directory is known now
+        trap "rm -rf '$BENCH_DIR'" EXIT
+    fi
     BENCH_BIN=${BENCH_BIN:-$(pwd)/target/release}
     ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "inf"; else printf "%.2f", a / b }'; }
     row() { printf '%-26s %s\n' "$1" "${*:2}"; }
