@@ -1,0 +1,346 @@
+//! `sf-publish`: put Spack build caches and relocatable tarballs onto S3 or a directory, so that
+//! readers never see a broken state and parallel matrix jobs never undo each other.
+//!
+//! Subcommands: `mirror` (a signed local mirror onto a mirror root, index merged), `reindex`
+//! (rebuild a mirror's indexes from its manifests), `tarball` (tarballs with signatures and
+//! `SHA256SUMS`) and `status` (which matrix cells are already published). Every run that writes
+//! prints its change list (JSON, see [`changes`]) on stdout, can write it to a file for
+//! `sf-invalidate`, and leaves a result record.
+
+pub mod changes;
+pub mod merge;
+pub mod mirror;
+pub mod objects;
+pub mod publish;
+pub mod reindex;
+pub mod status;
+pub mod tarball;
+pub mod trust;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use sf_aws::{AwsArgs, AwsSettings};
+use sf_core::cli::{MatrixFileArgs, ResultsArgs, StorageArgs};
+use sf_core::exit::bad_input;
+use sf_core::gha::Actions;
+use sf_core::layout::Destination;
+use sf_core::record::Recorder;
+use sf_store::Store;
+
+use crate::changes::ChangeList;
+use crate::publish::Publisher;
+use crate::trust::{Trust, TrustArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sf-publish",
+    version,
+    about = "Put Spack build caches and tarballs on S3 or a directory, keeping the cache index whole (JSON on stdout)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub results: ResultsArgs,
+    /// Also write the change list (keys created or replaced) to this file, for sf-invalidate.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub change_list: Option<PathBuf>,
+    /// Objects uploaded at once.
+    #[arg(long, default_value_t = 16, value_name = "N", global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Pause before re-reading an index just written, to confirm no racing writer replaced it.
+    #[arg(
+        long,
+        default_value = "150",
+        value_name = "MS",
+        global = true,
+        hide_short_help = true
+    )]
+    pub confirm_delay_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Publish a signed local layout-3 mirror to a mirror root; the index is merged, not replaced.
+    Mirror {
+        /// The local mirror (holds v3/ and blobs/).
+        #[arg(value_name = "SRC")]
+        src: PathBuf,
+        /// The mirror root: s3://bucket/prefix or file:///dir (e.g. a cell's deps_mirror.url).
+        #[arg(value_name = "DEST")]
+        dest: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Publish spec manifests without checking signatures (unsigned mirrors).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Check the source and print the objects in upload order; upload nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rebuild a mirror's package index and key index from its spec and key manifests.
+    Reindex {
+        /// The mirror root: s3://bucket/prefix or file:///dir.
+        #[arg(value_name = "DEST")]
+        dest: String,
+    },
+    /// Publish tarballs with their .asc and their folder's SHA256SUMS(.asc) to the layout's keys.
+    Tarball {
+        /// Tarballs; FILE.asc, SHA256SUMS and SHA256SUMS.asc must be beside each.
+        #[arg(required = true, num_args = 1.., value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The destination root: s3://bucket[/prefix] or file:///dir.
+        #[arg(value_name = "DEST")]
+        dest: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        matrix_file: MatrixFileArgs,
+    },
+    /// Which cells of a job matrix (sf-matrix JSON, FILE or -) are already published.
+    Status {
+        #[arg(value_name = "MATRIX")]
+        matrix: String,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    match sf_core::exit::parse_cli::<Cli>() {
+        Ok(cli) => sf_core::exit::main_with(|| run(cli, &Actions::from_env())),
+        Err(code) => code,
+    }
+}
+
+/// What a writing run prints on stdout.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub destination: String,
+    pub objects_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub objects_skipped: u64,
+    pub retries: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reindex: Option<reindex::Reindexed>,
+    pub change_list: ChangeList,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn open(dest: &str, aws: &AwsSettings) -> Result<Store> {
+    let dest = Destination::parse(dest)?;
+    Store::open(&dest, aws)
+        .await
+        .with_context(|| format!("opening {dest}"))
+}
+
+/// Run with a given Actions context (tests pass their own).
+pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
+    let step = match &cli.command {
+        Command::Mirror { .. } => "sf-publish mirror",
+        Command::Reindex { .. } => "sf-publish reindex",
+        Command::Tarball { .. } => "sf-publish tarball",
+        Command::Status { .. } => "sf-publish status",
+    };
+    let mut rec = Recorder::start(step);
+    let result = execute(&cli, gha, &mut rec);
+    if let Err(e) = &result {
+        rec.fail(e, None);
+    }
+    let finished = rec.finish_step(cli.results.results_dir.as_deref(), gha);
+    result?;
+    finished?;
+    Ok(())
+}
+
+fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
+    let aws = cli.aws.settings()?;
+    let settle = Duration::from_millis(cli.confirm_delay_ms);
+    let concurrency = usize::from(cli.concurrency);
+    match &cli.command {
+        Command::Status { matrix } => {
+            let text = read_file_or_stdin(matrix)?;
+            let cells = status::parse_matrix(&text)?;
+            let report = runtime()?.block_on(status::status(&cells, &aws))?;
+            rec.metric("cells", cells.len() as u64)
+                .metric("published", report.published.len() as u64);
+            print_json(&report)?;
+            let published: Vec<&str> = report.published.iter().map(|c| c.id.as_str()).collect();
+            gha.set_output("published", &serde_json::to_string(&published)?)
+                .context("writing GITHUB_OUTPUT")?;
+            Ok(())
+        }
+        Command::Mirror {
+            src,
+            dest,
+            trust,
+            allow_unsigned,
+            dry_run,
+        } => {
+            rec.input("source", src.display().to_string())
+                .input("destination", dest)
+                .input("allow_unsigned", allow_unsigned);
+            Destination::parse(dest)?;
+            sf_spack::Mirror::open(src)?.require_v3()?;
+            let trust = if *allow_unsigned {
+                None
+            } else {
+                Some(Trust::load(trust, |pin| {
+                    mirror::published_key(src, &pin.to_string())
+                })?)
+            };
+            let plan = {
+                let _g = gha.group("checking the source mirror");
+                mirror::plan(src, trust.as_ref())?
+            };
+            rec.metric("specs", plan.specs.len() as u64);
+            if *dry_run {
+                return print_json(&plan.objects()?);
+            }
+            let rt = runtime()?;
+            let p = Publisher::new(rt.block_on(open(dest, &aws))?, concurrency);
+            let out = rt.block_on(mirror::publish(&plan, &p, settle));
+            for (name, d) in out.as_ref().map(|o| o.timings.clone()).unwrap_or_default() {
+                rec.timing(name, d);
+            }
+            finish(cli, gha, rec, &p, None, out.map(|_| ()))
+        }
+        Command::Reindex { dest } => {
+            rec.input("destination", dest);
+            let rt = runtime()?;
+            let p = Publisher::new(rt.block_on(open(dest, &aws))?, concurrency);
+            let out = rt.block_on(reindex::reindex(&p));
+            let done = out.as_ref().ok().cloned();
+            if let Some(r) = &done {
+                for s in &r.skipped {
+                    gha.warning(&format!("reindex: skipped {}: {}", s.key, s.reason), None);
+                }
+                rec.metric("specs", r.specs as u64)
+                    .metric("specs_skipped", r.skipped.len() as u64);
+                rec.output("skipped", &r.skipped);
+            }
+            finish(cli, gha, rec, &p, done, out.map(|_| ()))
+        }
+        Command::Tarball {
+            files,
+            dest,
+            trust,
+            storage,
+            matrix_file,
+        } => {
+            rec.input("files", files).input("destination", dest);
+            let m = matrix_file.load()?;
+            let mut layout = storage.layout()?;
+            layout.destination = Destination::parse(dest)?;
+            let trust = Trust::load(trust, |pin| {
+                Err(bad_input(format!(
+                    "no certificate for {pin}: give --cert FILE with the public key"
+                )))
+            })?;
+            let checked = tarball::check(files, &m, &layout, &trust)?;
+            let rt = runtime()?;
+            let p = Publisher::new(rt.block_on(open(dest, &aws))?, concurrency);
+            let out = rt.block_on(tarball::publish(&checked, &p));
+            for t in &checked {
+                rec.record.artifacts.push(sf_core::record::Artifact {
+                    kind: "tarball".into(),
+                    path: Some(t.file.display().to_string()),
+                    key: Some(t.location.key.clone()),
+                    url: Some(p.store.url_of(&t.location.key)),
+                    cdn_url: Some(t.location.cdn_url.clone()),
+                    size: std::fs::metadata(&t.file).ok().map(|m| m.len()),
+                    sha256: Some(t.sha256.clone()),
+                    signed_by: Some(t.signed_by.clone()),
+                });
+            }
+            finish(cli, gha, rec, &p, None, out)
+        }
+    }
+}
+
+/// Counters, change list, outputs and the stdout report of a writing run (also after a failure,
+/// so the record says what was already written).
+fn finish(
+    cli: &Cli,
+    gha: &Actions,
+    rec: &mut Recorder,
+    p: &Publisher,
+    reindexed: Option<reindex::Reindexed>,
+    outcome: Result<()>,
+) -> Result<()> {
+    let s = &p.stats;
+    let report = Report {
+        destination: p.store.destination().to_string(),
+        objects_uploaded: s.get(&s.uploaded),
+        bytes_uploaded: s.get(&s.bytes),
+        objects_skipped: s.get(&s.skipped),
+        retries: s.get(&s.retries),
+        reindex: reindexed,
+        change_list: p.changes.snapshot(),
+    };
+    rec.metric("objects_uploaded", report.objects_uploaded)
+        .metric("bytes_uploaded", report.bytes_uploaded)
+        .metric("objects_skipped", report.objects_skipped)
+        .metric("retries", report.retries)
+        .metric("changes", report.change_list.changes.len() as u64);
+    let path = match (&cli.change_list, &cli.results.results_dir) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(dir)) => Some(dir.join(format!(
+            "sf-publish-changes-{}.json",
+            sf_core::fsutil::random_hex(4)?
+        ))),
+        (None, None) => None,
+    };
+    if let Some(path) = &path {
+        report.change_list.write(path)?;
+        rec.output("change_list", path.display().to_string());
+    }
+    let mut outputs = vec![
+        ("changes", report.change_list.changes.len().to_string()),
+        ("uploaded", report.objects_uploaded.to_string()),
+    ];
+    if let Some(path) = &path {
+        outputs.push(("change-list", path.display().to_string()));
+    }
+    let pairs: Vec<(&str, &str)> = outputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT")?;
+    outcome?;
+    print_json(&report)
+}
+
+fn print_json(v: &impl Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Read a file, or stdin for `-`.
+pub fn read_file_or_stdin(arg: &str) -> Result<String> {
+    if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(Path::new(arg)).map_err(|e| bad_input(format!("{arg}: {e}")))
+    }
+}

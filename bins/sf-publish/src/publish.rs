@@ -1,0 +1,182 @@
+//! Uploading objects: skip what is already there unchanged, create blobs only if absent, record
+//! every key created or replaced, and count what was done.
+//!
+//! An object is skipped when the destination holds one with the same sha256 (our metadata on S3,
+//! the content itself on a directory). A content-addressed blob someone else wrote (no metadata)
+//! is skipped when its size matches; its key is its checksum. Uploads run concurrently up to a
+//! limit; the first failure stops the rest.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use tokio::sync::Semaphore;
+
+use sf_store::{Body, Condition, PutOutcome, Store};
+
+use crate::changes::{Action, Change, Changes};
+use crate::objects::ObjectKind;
+
+/// Counters of one run, shared by concurrent uploads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub uploaded: AtomicU64,
+    pub bytes: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Compare-and-swap attempts that lost to another writer.
+    pub retries: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// One object to put.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub key: String,
+    pub body: Body,
+    pub size: u64,
+    pub sha256: String,
+    pub kind: ObjectKind,
+    /// A blob's media type (for its Content-Type).
+    pub media_type: Option<String>,
+    /// A clearsigned manifest.
+    pub signed: bool,
+}
+
+impl Item {
+    pub fn bytes(key: &str, bytes: Vec<u8>, kind: ObjectKind) -> Self {
+        Item {
+            key: key.to_string(),
+            size: bytes.len() as u64,
+            sha256: sf_store::sha256_hex(&bytes),
+            body: Body::Bytes(bytes),
+            kind,
+            media_type: None,
+            signed: false,
+        }
+    }
+}
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    Written(Action),
+    Skipped,
+}
+
+/// A destination with the run's change list and counters.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    pub store: Store,
+    pub changes: Changes,
+    pub stats: Arc<Stats>,
+    pub concurrency: usize,
+}
+
+impl Publisher {
+    pub fn new(store: Store, concurrency: usize) -> Self {
+        let dest = store.destination().to_string();
+        Publisher {
+            store,
+            changes: Changes::new(&dest),
+            stats: Arc::new(Stats::default()),
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Note a write in the change list and the counters.
+    pub fn note(&self, item: &Item, action: Action) {
+        self.stats.uploaded.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(item.size, Ordering::Relaxed);
+        self.changes.push(Change {
+            key: item.key.clone(),
+            url: self.store.url_of(&item.key),
+            object_key: self.store.destination().object_key(&item.key),
+            kind: item.kind,
+            action,
+            immutable: item.kind.immutable(),
+            size: item.size,
+            sha256: item.sha256.clone(),
+        });
+    }
+
+    /// Put one object unless it is there already.
+    pub async fn upload(&self, item: Item) -> Result<Done> {
+        let meta = item
+            .kind
+            .meta(&item.sha256, item.media_type.as_deref(), item.signed);
+        let (action, cond) = match self.store.head(&item.key).await? {
+            Some(h) if h.sha256.as_deref() == Some(item.sha256.as_str()) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(Done::Skipped);
+            }
+            Some(h) if item.kind.immutable() => {
+                if h.size != item.size {
+                    return Err(anyhow!(
+                        "{} exists with {} bytes, but this blob has {}: the destination holds a damaged blob; remove it and publish again",
+                        self.store.url_of(&item.key),
+                        h.size,
+                        item.size
+                    ));
+                }
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(Done::Skipped);
+            }
+            Some(_) => (Action::Replaced, Condition::Always),
+            None if item.kind.immutable() => (Action::Created, Condition::CreateOnly),
+            None => (Action::Created, Condition::Always),
+        };
+        match self
+            .store
+            .put(&item.key, item.body.clone(), &meta, cond)
+            .await?
+        {
+            PutOutcome::Written(_) => {
+                self.note(&item, action);
+                Ok(Done::Written(action))
+            }
+            // Another publisher created the same content-addressed blob first.
+            PutOutcome::PreconditionFailed => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                Ok(Done::Skipped)
+            }
+        }
+    }
+
+    /// Put many objects concurrently; the first error stops the others.
+    pub async fn upload_all(&self, items: Vec<Item>) -> Result<()> {
+        let sem = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for item in items {
+            let p = self.clone();
+            let permit = sem.clone().acquire_owned().await?;
+            tasks.spawn(async move {
+                let r = p.upload(item).await;
+                drop(permit);
+                r
+            });
+            // Fail fast: stop launching once something failed.
+            while let Some(done) = tasks.try_join_next() {
+                done??;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        Ok(())
+    }
+}
+
+/// Sleep before retrying a lost compare-and-swap: exponential, capped, with full jitter so
+/// colliding publishers spread out.
+pub async fn backoff(attempt: u32) {
+    let cap_ms = (25u64 << attempt.min(6)).min(1_000);
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    let ms = u64::from_le_bytes(b) % (cap_ms + 1);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}

@@ -1,0 +1,192 @@
+//! `sf-publish tarball FILE... DEST`: relocatable tarballs, each with its detached signature and
+//! its folder's signed `SHA256SUMS`, onto the keys of the storage layout.
+//!
+//! A tarball's key is found by its file name: the one cell of the support matrix (Slurm version,
+//! toolchain, architecture, build) whose layout file name it is. Before anything is uploaded, each
+//! tarball must have `FILE.asc` and `SHA256SUMS` + `SHA256SUMS.asc` beside it, both signatures
+//! made by the expected key, and `SHA256SUMS` must list the tarball with its sha256. Then the
+//! tarball, its signature, `SHA256SUMS` and its signature go up in that order.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use sf_core::exit::bad_input;
+use sf_core::layout::{Layout, TarballLocation, SHA256SUMS};
+use sf_core::matrix::SupportMatrix;
+use sf_store::Body;
+
+use crate::objects::ObjectKind;
+use crate::publish::{Item, Publisher};
+use crate::trust::Trust;
+
+/// One tarball, checked, with where its files go.
+#[derive(Clone, Debug)]
+pub struct CheckedTarball {
+    pub file: PathBuf,
+    pub location: TarballLocation,
+    pub sha256: String,
+    pub signed_by: String,
+}
+
+/// The layout location whose file name is `name`.
+pub fn locate(m: &SupportMatrix, layout: &Layout, name: &str) -> Result<TarballLocation> {
+    for v in &m.slurm_versions {
+        for tc in &m.toolchains {
+            for a in &m.archs {
+                for b in &m.builds {
+                    let loc = layout.tarball(&v.name, &tc.name, &a.name, &b.name);
+                    if loc.file_name == name {
+                        return Ok(loc);
+                    }
+                }
+            }
+        }
+    }
+    Err(bad_input(format!(
+        "{name:?} is not the name of a tarball of any cell of the support matrix; expected e.g. {}",
+        layout
+            .templates
+            .tarball
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+    )))
+}
+
+fn sibling(file: &Path, name: &str) -> PathBuf {
+    file.parent()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn asc(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".asc");
+    PathBuf::from(s)
+}
+
+fn read_sig(path: &Path, of: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|_| {
+        bad_input(format!(
+            "refusing {}: its signature {} is missing; sign it first (sf-sign file / sf-sign sums)",
+            of.display(),
+            path.display()
+        ))
+    })
+}
+
+/// Check tarballs, their signatures and `SHA256SUMS`; nothing is uploaded here.
+pub fn check(
+    files: &[PathBuf],
+    m: &SupportMatrix,
+    layout: &Layout,
+    trust: &Trust,
+) -> Result<Vec<CheckedTarball>> {
+    let mut out = Vec::new();
+    for file in files {
+        let meta = std::fs::metadata(file)
+            .map_err(|e| bad_input(format!("tarball {}: {e}", file.display())))?;
+        if !meta.is_file() {
+            return Err(bad_input(format!(
+                "tarball {} is not a file",
+                file.display()
+            )));
+        }
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let location = locate(m, layout, &name)?;
+        let sig = read_sig(&asc(file), file)?;
+        let signed_by = trust.check_detached(&file.display().to_string(), file, &sig)?;
+        let sums = sibling(file, SHA256SUMS);
+        let sums_text = std::fs::read_to_string(&sums).map_err(|e| {
+            bad_input(format!(
+                "refusing {}: {} beside it: {e}; write it with sf-sign sums",
+                file.display(),
+                sums.display()
+            ))
+        })?;
+        let sums_sig = read_sig(&asc(&sums), &sums)?;
+        trust.check_detached(&sums.display().to_string(), &sums, &sums_sig)?;
+        let sha256 = sf_store::sha256_file(file)?;
+        let listed = sums_text.lines().find_map(|l| {
+            let (h, n) = l.split_once(char::is_whitespace)?;
+            (n.trim_start().trim_start_matches('*') == name).then(|| h.to_string())
+        });
+        match listed {
+            Some(h) if h == sha256 => {}
+            Some(h) => {
+                return Err(bad_input(format!(
+                    "{} lists {name} with sha256 {h}, but the file has {sha256}",
+                    sums.display()
+                )))
+            }
+            None => {
+                return Err(bad_input(format!(
+                    "{} does not list {name}",
+                    sums.display()
+                )))
+            }
+        }
+        out.push(CheckedTarball {
+            file: file.clone(),
+            location,
+            sha256,
+            signed_by,
+        });
+    }
+    Ok(out)
+}
+
+fn file_item(key: &str, path: &Path, kind: ObjectKind, sha256: Option<&str>) -> Result<Item> {
+    let sha = match sha256 {
+        Some(s) => s.to_string(),
+        None => sf_store::sha256_file(path)?,
+    };
+    let size = std::fs::metadata(path)
+        .with_context(|| path.display().to_string())?
+        .len();
+    Ok(Item {
+        key: key.to_string(),
+        body: Body::File(path.to_path_buf()),
+        size,
+        sha256: sha,
+        kind,
+        media_type: None,
+        signed: false,
+    })
+}
+
+/// Upload checked tarballs: tarball, signature, `SHA256SUMS`, its signature.
+pub async fn publish(tarballs: &[CheckedTarball], p: &Publisher) -> Result<()> {
+    for t in tarballs {
+        let l = &t.location;
+        let sums = sibling(&t.file, SHA256SUMS);
+        p.upload(file_item(
+            &l.key,
+            &t.file,
+            ObjectKind::Tarball,
+            Some(&t.sha256),
+        )?)
+        .await?;
+        p.upload(file_item(
+            &l.signature_key,
+            &asc(&t.file),
+            ObjectKind::Signature,
+            None,
+        )?)
+        .await?;
+        p.upload(file_item(&l.sums_key, &sums, ObjectKind::Sums, None)?)
+            .await?;
+        p.upload(file_item(
+            &l.sums_signature_key,
+            &asc(&sums),
+            ObjectKind::Signature,
+            None,
+        )?)
+        .await?;
+    }
+    Ok(())
+}

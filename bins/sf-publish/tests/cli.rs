@@ -1,0 +1,832 @@
+//! The real `sf-publish` binary against a real local S3 server (moto) and a directory: the same
+//! suite on both. Mirrors are the Spack fixtures (signed here with a key made in the test) and
+//! small synthetic mirrors with distinct specs for the concurrency tests.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+
+use assert_cmd::Command;
+use sequoia_openpgp as openpgp;
+use serde_json::{json, Value};
+
+use openpgp::cert::CertBuilder;
+use openpgp::serialize::SerializeInto;
+use sf_aws::AwsSettings;
+use sf_core::layout::{spack, Destination};
+use sf_spack::index::Index;
+use sf_spack::manifest::{compression, media_type, KeyIndex, Manifest, ManifestFile};
+use sf_spack::mirror::Mirror;
+use sf_spack::spec::dag_hash_of;
+use sf_store::Store;
+use sf_testkit::{fixture, moto_url};
+
+const FIXTURE_INDEX: &str = "9a3a151a1d8fd8ee70181218d5c275d6b9ee96d3e028d109fa994d7fad6324ce";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Where a test publishes.
+enum Backend {
+    S3 { bucket: String },
+    Dir { dir: tempfile::TempDir },
+}
+
+impl Backend {
+    fn s3() -> Self {
+        let bucket = format!("sf-publish-{}", sf_core::fsutil::random_hex(6).unwrap());
+        rt().block_on(async {
+            let aws = aws();
+            let sdk = aws.load().await.unwrap();
+            aws.s3_client(&sdk)
+                .create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .unwrap();
+        });
+        Backend::S3 { bucket }
+    }
+
+    fn dir() -> Self {
+        Backend::Dir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn both() -> [Backend; 2] {
+        [Backend::s3(), Backend::dir()]
+    }
+
+    /// The URL of a mirror root (or destination root) under this backend.
+    fn url(&self, prefix: &str) -> String {
+        match self {
+            Backend::S3 { bucket } => format!("s3://{bucket}/{prefix}"),
+            Backend::Dir { dir } => format!("file://{}/{prefix}", dir.path().display()),
+        }
+    }
+
+    fn store(&self, prefix: &str) -> Store {
+        rt().block_on(Store::open(
+            &Destination::parse(&self.url(prefix)).unwrap(),
+            &aws(),
+        ))
+        .unwrap()
+    }
+}
+
+fn aws() -> AwsSettings {
+    AwsSettings::local(&moto_url(), "test", "test")
+}
+
+fn sf_publish() -> Command {
+    let mut c = Command::cargo_bin("sf-publish").unwrap();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_")
+            || k.starts_with("GITHUB_")
+            || k.starts_with("AWS_")
+            || k == "S3_ENDPOINT_URL"
+        {
+            c.env_remove(k);
+        }
+    }
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("S3_ENDPOINT_URL", moto_url())
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+    c
+}
+
+fn json_out(out: &[u8]) -> Value {
+    serde_json::from_slice(out)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out)))
+}
+
+/// A signing key made for the test.
+struct Key {
+    signing: sf_pgp::SigningKey,
+    fingerprint: String,
+    cert_file: tempfile::NamedTempFile,
+}
+
+fn new_key() -> Key {
+    let (cert, _) = CertBuilder::general_purpose(Some("Publish Test <publish@example.invalid>"))
+        .generate()
+        .unwrap();
+    let tsk = cert.as_tsk().armored().to_vec().unwrap();
+    let signing = sf_pgp::SigningKey::load(&tsk, None, None).unwrap();
+    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
+    cert_file
+        .write_all(&cert.armored().to_vec().unwrap())
+        .unwrap();
+    Key {
+        fingerprint: signing.fingerprint().to_string(),
+        signing,
+        cert_file,
+    }
+}
+
+/// Sign every spec manifest of a local mirror and publish the key into it (what sf-sign does).
+fn sign_mirror(root: &Path, key: &Key) {
+    let m = Mirror::open(root).unwrap();
+    for e in m.spec_manifests().unwrap() {
+        let path = m.path(&e.key);
+        let file = ManifestFile::parse(&std::fs::read(&path).unwrap()).unwrap();
+        let signed = sf_pgp::sign::clearsign(&key.signing, file.body.as_bytes()).unwrap();
+        std::fs::write(&path, signed).unwrap();
+    }
+    let public = key.signing.public_key_armored().unwrap();
+    let rec = m
+        .write_blob(&public, media_type::PGP_KEYS, compression::NONE)
+        .unwrap();
+    m.write_manifest(
+        &spack::key_manifest(&key.fingerprint),
+        &Manifest::single(rec),
+    )
+    .unwrap();
+    let mut ki = m.read_key_index().unwrap().unwrap_or_default();
+    ki.insert(&key.fingerprint);
+    let rec = m
+        .write_blob(&ki.to_bytes(), media_type::KEY_INDEX, compression::NONE)
+        .unwrap();
+    m.write_manifest(spack::KEYS_MANIFEST, &Manifest::single(rec))
+        .unwrap();
+    m.write_layout_json().unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// The unsigned fixture mirror, copied and signed with `key`.
+fn signed_fixture(key: &Key) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("spack-v3-unsigned"), dir.path());
+    sign_mirror(dir.path(), key);
+    dir
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn node(name: &str, deps: &[(&str, &str)]) -> Value {
+    let mut n = json!({
+        "name": name,
+        "version": "1.0",
+        "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64_v4"},
+        "namespace": "synthetic",
+        "parameters": {"build_system": "generic"},
+        "package_hash": "aaaa",
+    });
+    if !deps.is_empty() {
+        n["dependencies"] = Value::Array(
+            deps.iter()
+                .map(|(d, h)| json!({"name": d, "hash": h, "parameters": {"deptypes": ["link", "run"], "virtuals": []}}))
+                .collect(),
+        );
+    }
+    n["annotations"] = json!({"original_specfile_version": 5});
+    let h = dag_hash_of(&n);
+    n["hash"] = Value::from(h);
+    n
+}
+
+/// The dependency every synthetic spec shares; it is never pushed itself.
+fn common() -> Value {
+    node("libcommon", &[])
+}
+
+/// A signed mirror holding one spec per name, each depending on `libcommon`.
+fn synthetic_mirror(names: &[String], key: &Key) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mirror::open(dir.path()).unwrap();
+    std::fs::create_dir_all(m.path("v3")).unwrap();
+    let c = common();
+    let mut hashes = Vec::new();
+    for name in names {
+        let root = node(name, &[("libcommon", c["hash"].as_str().unwrap())]);
+        let hash = root["hash"].as_str().unwrap().to_string();
+        let spec = json!({"spec": {"_meta": {"version": 5}, "nodes": [root, c.clone()]}, "buildcache_layout_version": 2});
+        let spec_rec = m
+            .write_blob(
+                &gzip(spec.to_string().as_bytes()),
+                media_type::SPEC,
+                compression::GZIP,
+            )
+            .unwrap();
+        let tar_rec = m
+            .write_blob(
+                &gzip(format!("tarball of {name}").as_bytes()),
+                media_type::TARBALL,
+                compression::GZIP,
+            )
+            .unwrap();
+        let manifest = Manifest {
+            version: 3,
+            data: vec![tar_rec, spec_rec],
+            extra: Default::default(),
+        };
+        m.write_manifest(&spack::spec_manifest(name, "1.0", &hash), &manifest)
+            .unwrap();
+        hashes.push(hash);
+    }
+    sign_mirror(dir.path(), key);
+    (dir, hashes)
+}
+
+fn read_index(store: &Store) -> (Index, Vec<u8>) {
+    rt().block_on(async {
+        let m = store
+            .get(spack::INDEX_MANIFEST)
+            .await
+            .unwrap()
+            .expect("an index manifest");
+        let file = ManifestFile::parse(&m.bytes).unwrap();
+        let rec = file.manifest.record(media_type::INDEX).unwrap();
+        let blob = store
+            .get(&rec.blob_key().unwrap())
+            .await
+            .unwrap()
+            .expect("the index blob");
+        (Index::parse(&blob.bytes).unwrap(), blob.bytes)
+    })
+}
+
+fn read_key_index(store: &Store) -> KeyIndex {
+    rt().block_on(async {
+        let m = store
+            .get(spack::KEYS_MANIFEST)
+            .await
+            .unwrap()
+            .expect("a keys manifest");
+        let rec = ManifestFile::parse(&m.bytes)
+            .unwrap()
+            .manifest
+            .record(media_type::KEY_INDEX)
+            .unwrap()
+            .clone();
+        KeyIndex::parse(
+            &store
+                .get(&rec.blob_key().unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .bytes,
+        )
+        .unwrap()
+    })
+}
+
+fn listing(store: &Store) -> Vec<String> {
+    rt().block_on(store.list(""))
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect()
+}
+
+fn publish_mirror(src: &Path, dest: &str, key: &Key) -> assert_cmd::assert::Assert {
+    sf_publish()
+        .args(["mirror"])
+        .arg(src)
+        .arg(dest)
+        .args(["--fingerprint", &key.fingerprint])
+        .assert()
+}
+
+#[test]
+fn the_signed_fixture_publishes_and_its_index_is_spacks() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    for b in Backend::both() {
+        let dest = b.url("noble/slurm/deps");
+        let results = tempfile::tempdir().unwrap();
+        let out = publish_mirror(src.path(), &dest, &key)
+            .get_output()
+            .stdout
+            .clone();
+        let report = json_out(&out);
+        // 6 tarball/spec blobs + key blob + index blob + key index blob, 3 spec manifests, the key
+        // manifest, layout.json, the index and the key index manifests.
+        assert_eq!(report["objects_uploaded"], 16, "{report}");
+        let changes = report["change_list"]["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), 16);
+        let kinds: Vec<&str> = changes
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap())
+            .collect();
+        // Blobs before manifests, the index last.
+        let first_manifest = kinds.iter().position(|k| *k == "spec-manifest").unwrap();
+        assert!(
+            kinds[..first_manifest].iter().all(|k| *k == "blob"),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.iter().filter(|k| **k == "index-manifest").count(), 1);
+
+        let store = b.store("noble/slurm/deps");
+        let (index, bytes) = read_index(&store);
+        let theirs = Index::parse(
+            &std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(index.len(), theirs.len());
+        for (h, r) in theirs.records() {
+            let ours = index.get(h).unwrap_or_else(|| panic!("{h} missing"));
+            assert_eq!(
+                (ours.in_buildcache, ours.ref_count),
+                (r.in_buildcache, r.ref_count),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            bytes,
+            std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
+                .unwrap()
+        );
+        assert!(read_key_index(&store).contains(&key.fingerprint));
+        if let Backend::S3 { .. } = b {
+            let h = rt()
+                .block_on(store.head(&spack::blob("sha256", FIXTURE_INDEX)))
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                h.cache_control.as_deref(),
+                Some("public, max-age=31536000, immutable")
+            );
+            let h = rt()
+                .block_on(store.head(spack::INDEX_MANIFEST))
+                .unwrap()
+                .unwrap();
+            assert_eq!(h.cache_control.as_deref(), Some("public, no-cache"));
+            assert_eq!(h.content_type.as_deref(), Some("application/json"));
+        }
+
+        // Again: nothing to upload, nothing changed; the change list file and record say so.
+        let change_file = results.path().join("changes.json");
+        let out = publish_mirror(src.path(), &dest, &key);
+        let again = sf_publish()
+            .args(["mirror"])
+            .arg(src.path())
+            .arg(&dest)
+            .args(["--fingerprint", &key.fingerprint, "--change-list"])
+            .arg(&change_file)
+            .arg("--results-dir")
+            .arg(results.path())
+            .assert()
+            .success();
+        drop(out);
+        let report = json_out(&again.get_output().stdout);
+        assert_eq!(report["objects_uploaded"], 0, "{report}");
+        assert_eq!(report["bytes_uploaded"], 0);
+        let list: Value = serde_json::from_slice(&std::fs::read(&change_file).unwrap()).unwrap();
+        assert_eq!(list["changes"], json!([]));
+        let record = std::fs::read_dir(results.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("sf-publish-mirror")
+            })
+            .unwrap();
+        let record: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        assert_eq!(record["status"], "success");
+        assert_eq!(record["metrics"]["objects_uploaded"], 0);
+        // 7 blobs, 3 spec manifests, 1 key manifest found unchanged; the indexes already list everything.
+        assert_eq!(record["metrics"]["objects_skipped"], 11);
+    }
+}
+
+#[test]
+fn concurrent_publishers_lose_no_spec() {
+    const PUBLISHERS: usize = 8;
+    const ROUNDS: usize = 4;
+    const SPECS_EACH: usize = 2;
+    let key = new_key();
+    let mirrors: Vec<(tempfile::TempDir, Vec<String>)> = (0..PUBLISHERS)
+        .map(|i| {
+            synthetic_mirror(
+                &(0..SPECS_EACH)
+                    .map(|j| format!("pkg{i}x{j}"))
+                    .collect::<Vec<_>>(),
+                &key,
+            )
+        })
+        .collect();
+    let all: Vec<&String> = mirrors.iter().flat_map(|(_, h)| h.iter()).collect();
+    let bin = assert_cmd::cargo::cargo_bin("sf-publish");
+    for b in Backend::both() {
+        for round in 0..ROUNDS {
+            let prefix = format!("round{round}/deps");
+            let dest = b.url(&prefix);
+            let children: Vec<_> = mirrors
+                .iter()
+                .map(|(dir, _)| {
+                    let mut c = StdCommand::new(&bin);
+                    c.arg("mirror")
+                        .arg(dir.path())
+                        .arg(&dest)
+                        .args(["--fingerprint", &key.fingerprint]);
+                    c.env("AWS_ACCESS_KEY_ID", "test")
+                        .env("AWS_SECRET_ACCESS_KEY", "test")
+                        .env("AWS_REGION", "us-east-1")
+                        .env("AWS_EC2_METADATA_DISABLED", "true")
+                        .env("S3_ENDPOINT_URL", moto_url())
+                        .env_remove("GITHUB_OUTPUT")
+                        .env_remove("SF_RESULTS_DIR")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::piped());
+                    c.spawn().unwrap()
+                })
+                .collect();
+            for child in children {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "round {round}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let (index, _) = read_index(&b.store(&prefix));
+            for h in &all {
+                assert!(
+                    index.in_buildcache(h),
+                    "round {round} on {dest}: {h} is missing from the index"
+                );
+            }
+            let c = index.get(common()["hash"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                c.ref_count as usize,
+                PUBLISHERS * SPECS_EACH,
+                "round {round}"
+            );
+            assert!(!c.in_buildcache);
+            assert_eq!(index.len(), all.len() + 1);
+        }
+    }
+}
+
+#[test]
+fn a_killed_publisher_run_again_completes() {
+    let key = new_key();
+    let names: Vec<String> = (0..30).map(|i| format!("big{i}")).collect();
+    let (src, hashes) = synthetic_mirror(&names, &key);
+    let bin = assert_cmd::cargo::cargo_bin("sf-publish");
+    for b in Backend::both() {
+        let dest = b.url("killed");
+        let mut c = StdCommand::new(&bin);
+        c.arg("mirror").arg(src.path()).arg(&dest).args([
+            "--fingerprint",
+            &key.fingerprint,
+            "--concurrency",
+            "1",
+        ]);
+        c.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("S3_ENDPOINT_URL", moto_url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Whatever landed: never a spec manifest whose blobs are missing.
+        let store = b.store("killed");
+        let keys = listing(&store);
+        for k in keys.iter().filter(|k| k.ends_with(".spec.manifest.json")) {
+            let m =
+                ManifestFile::parse(&rt().block_on(store.get(k)).unwrap().unwrap().bytes).unwrap();
+            for r in &m.manifest.data {
+                assert!(
+                    keys.contains(&r.blob_key().unwrap()),
+                    "{k} is visible before its blob"
+                );
+            }
+        }
+        publish_mirror(src.path(), &dest, &key).success();
+        let (index, _) = read_index(&store);
+        for h in &hashes {
+            assert!(index.in_buildcache(h));
+        }
+    }
+}
+
+#[test]
+fn a_failed_check_uploads_nothing() {
+    let key = new_key();
+    let other = new_key();
+    for b in Backend::both() {
+        // A blob whose sha256 does not match.
+        let src = signed_fixture(&key);
+        let blob = src.path().join(spack::blob(
+            "sha256",
+            "e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1",
+        ));
+        let mut bytes = std::fs::read(&blob).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&blob, bytes).unwrap();
+        let out = publish_mirror(src.path(), &b.url("bad"), &key).code(2);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.contains("greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan")
+                && err.contains("nothing was uploaded"),
+            "{err}"
+        );
+
+        // Signed by another key than the expected one.
+        let src = signed_fixture(&other);
+        let out = sf_publish()
+            .args(["mirror"])
+            .arg(src.path())
+            .arg(b.url("bad"))
+            .args(["--fingerprint", &key.fingerprint, "--cert"])
+            .arg(key.cert_file.path())
+            .assert()
+            .code(2);
+        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("signature"));
+
+        // Unsigned manifests without --allow-unsigned.
+        let unsigned = fixture("spack-v3-unsigned");
+        let out = publish_mirror(&unsigned, &b.url("bad"), &key).code(2);
+        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("key"));
+        let out = sf_publish()
+            .args(["mirror"])
+            .arg(&unsigned)
+            .arg(b.url("bad"))
+            .args(["--fingerprint", &key.fingerprint, "--cert"])
+            .arg(key.cert_file.path())
+            .assert()
+            .code(2);
+        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("is not signed"));
+
+        // A layout-2 source.
+        let out = publish_mirror(&fixture("spack-v2-signed"), &b.url("bad"), &key).code(2);
+        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("layout-2"));
+
+        let store = b.store("bad");
+        assert_eq!(listing(&store), Vec::<String>::new());
+    }
+    // Unsigned mirrors publish with --allow-unsigned.
+    let b = Backend::dir();
+    sf_publish()
+        .args(["mirror"])
+        .arg(fixture("spack-v3-unsigned"))
+        .arg(b.url("u"))
+        .arg("--allow-unsigned")
+        .assert()
+        .success();
+    assert_eq!(read_index(&b.store("u")).0.len(), 3);
+}
+
+#[test]
+fn bad_destinations_are_named() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    let out = publish_mirror(src.path(), "gs://bucket/x", &key).code(2);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("unknown scheme"));
+    let out = publish_mirror(src.path(), "s3://sf-publish-no-such-bucket/x", &key).code(2);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("does not exist"));
+    let b = Backend::s3();
+    let out = sf_publish()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["mirror"])
+        .arg(src.path())
+        .arg(b.url("x"))
+        .args(["--fingerprint", &key.fingerprint])
+        .assert()
+        .code(2);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("no AWS credentials"));
+}
+
+#[test]
+fn reindex_reproduces_the_fixture_index_and_skips_broken_specs() {
+    for b in Backend::both() {
+        // The signed fixture as it is, without its indexes, plus a broken spec manifest.
+        let store = b.store("re");
+        let src = fixture("spack-v3-signed");
+        let mut files = Vec::new();
+        walk(&src, "", &mut files);
+        rt().block_on(async {
+            for rel in &files {
+                if rel == spack::INDEX_MANIFEST || rel == spack::KEYS_MANIFEST {
+                    continue;
+                }
+                let bytes = std::fs::read(src.join(rel)).unwrap();
+                let meta = sf_store::PutMeta {
+                    content_type: "application/octet-stream".into(),
+                    cache_control: "no-cache".into(),
+                    sha256: sf_store::sha256_hex(&bytes),
+                };
+                store.put(rel, sf_store::Body::Bytes(bytes), &meta, sf_store::Condition::Always).await.unwrap();
+            }
+            let broken = b"{\n\"version\":3,\n\"data\":[]\n}".to_vec();
+            let meta = sf_store::PutMeta { content_type: "x".into(), cache_control: "x".into(), sha256: sf_store::sha256_hex(&broken) };
+            store
+                .put("v3/manifests/spec/zzz/zzz-1.0-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spec.manifest.json", sf_store::Body::Bytes(broken), &meta, sf_store::Condition::Always)
+                .await
+                .unwrap();
+        });
+        let out = sf_publish()
+            .args(["reindex", &b.url("re")])
+            .assert()
+            .success();
+        let report = json_out(&out.get_output().stdout);
+        assert_eq!(report["reindex"]["specs"], 3, "{report}");
+        assert_eq!(
+            report["reindex"]["skipped"][0]["key"],
+            "v3/manifests/spec/zzz/zzz-1.0-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spec.manifest.json"
+        );
+        assert!(report["reindex"]["skipped"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no application/vnd.spack.spec.v5+json record"));
+        let (_, bytes) = read_index(&store);
+        assert_eq!(
+            bytes,
+            std::fs::read(src.join(spack::blob("sha256", FIXTURE_INDEX))).unwrap()
+        );
+        let keys = rt()
+            .block_on(store.get(spack::KEYS_MANIFEST))
+            .unwrap()
+            .unwrap()
+            .bytes;
+        assert_eq!(keys, std::fs::read(src.join(spack::KEYS_MANIFEST)).unwrap());
+    }
+}
+
+fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(root.join(rel)).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let r = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        if e.file_type().unwrap().is_dir() {
+            walk(root, &r, out);
+        } else {
+            out.push(r);
+        }
+    }
+}
+
+/// A tarball folder as sf-sign leaves it: the tarball, its .asc, SHA256SUMS and its .asc.
+fn signed_tarball(key: &Key, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, gzip(b"a relocatable slurm")).unwrap();
+    let sign = |p: &Path| {
+        let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
+        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
+    };
+    sign(&file);
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(
+        &sums,
+        format!("{}  {name}\n", sf_store::sha256_file(&file).unwrap()),
+    )
+    .unwrap();
+    sign(&sums);
+    (dir, file)
+}
+
+#[test]
+fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
+    let key = new_key();
+    for b in Backend::both() {
+        let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz");
+        let dest = b.url("root");
+        let tarball = |f: &Path| {
+            let mut c = sf_publish();
+            c.arg("tarball")
+                .arg(f)
+                .arg(&dest)
+                .args(["--fingerprint", &key.fingerprint, "--cert"])
+                .arg(key.cert_file.path());
+            c
+        };
+        // Without its signature: refused, nothing uploaded.
+        let sig = PathBuf::from(format!("{}.asc", file.display()));
+        let saved = std::fs::read(&sig).unwrap();
+        std::fs::remove_file(&sig).unwrap();
+        let out = tarball(&file).assert().code(2);
+        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("signature"));
+        assert!(listing(&b.store("root")).is_empty());
+        std::fs::write(&sig, saved).unwrap();
+
+        let out = tarball(&file).assert().success();
+        let report = json_out(&out.get_output().stdout);
+        let keys: Vec<&str> = report["change_list"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "builds/25.11/noble/slurm-25.11-noble-software.tar.gz",
+                "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc",
+                "builds/25.11/noble/SHA256SUMS",
+                "builds/25.11/noble/SHA256SUMS.asc"
+            ]
+        );
+        assert_eq!(report["change_list"]["changes"][0]["kind"], "tarball");
+        // Published again: nothing uploaded.
+        let report = json_out(&tarball(&file).assert().success().get_output().stdout);
+        assert_eq!(report["objects_uploaded"], 0);
+
+        // status: the published cell and only it.
+        let m = sf_core::matrix::SupportMatrix::embedded();
+        let layout = sf_core::layout::Layout::new(Some(&dest), None, Default::default()).unwrap();
+        let sel = sf_core::matrix::Selection {
+            toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into(), "jammy".into()]),
+            slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
+            ..Default::default()
+        };
+        let cells: Vec<_> = sel
+            .expand(&m, sf_core::matrix::Pipeline::Tarball)
+            .unwrap()
+            .iter()
+            .map(|k| layout.cell(&m, k))
+            .collect();
+        let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
+        let out = sf_publish()
+            .args(["status", "-"])
+            .write_stdin(matrix)
+            .assert()
+            .success();
+        let st = json_out(&out.get_output().stdout);
+        let ids = |k: &str| {
+            st[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids("published"), ["tarball-25.11-noble-amd64-cpu"]);
+        assert_eq!(ids("pending"), ["tarball-25.11-jammy-amd64-cpu"]);
+        drop(dir);
+    }
+}
+
+#[test]
+fn status_of_mirror_cells_reads_the_index() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    let b = Backend::dir();
+    let dest = b.url("");
+    let m = sf_core::matrix::SupportMatrix::embedded();
+    let layout =
+        sf_core::layout::Layout::new(Some(dest.trim_end_matches('/')), None, Default::default())
+            .unwrap();
+    let keys = sf_core::matrix::Selection {
+        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
+        ..Default::default()
+    }
+    .expand(&m, sf_core::matrix::Pipeline::Deps)
+    .unwrap();
+    let noble = layout.cell(&m, &keys[0]);
+    assert_eq!(noble.toolchain.as_str(), "noble");
+    // The fixture is debian12/x86_64_v4; a cell for that OS and target sees its specs.
+    let mut cell = noble.clone();
+    cell.spack_os = Some("debian12".into());
+    cell.spack_target = "x86_64_v4".into();
+    publish_mirror(src.path(), &cell.deps_mirror.url, &key).success();
+    let matrix = serde_json::to_string(&json!({ "include": [cell, noble] })).unwrap();
+    let out = sf_publish()
+        .args(["status", "-"])
+        .write_stdin(matrix)
+        .assert()
+        .success();
+    let st = json_out(&out.get_output().stdout);
+    assert_eq!(st["published"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["pending"].as_array().unwrap().len(), 1, "{st}");
+}
