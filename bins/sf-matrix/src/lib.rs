@@ -55,6 +55,9 @@ pub struct Cli {
     /// Largest matrix per output (GitHub allows 256 jobs per matrix).
     #[arg(long, default_value_t = MAX_JOBS_PER_MATRIX, hide = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_cells: u16,
+    /// Leave out the cells `sf-publish status` reports as published (its JSON, FILE or `-`).
+    #[arg(long, value_name = "FILE|-")]
+    pub skip_published: Option<String>,
     #[command(flatten)]
     pub matrix_file: MatrixFileArgs,
     #[command(flatten)]
@@ -101,6 +104,39 @@ pub fn plan(cli: &Cli) -> Result<Vec<Cell>> {
     Ok(keys.iter().map(|k| layout.cell(&m, k)).collect())
 }
 
+/// The ids `sf-publish status` listed under `published`, read from a file or stdin (`-`).
+pub fn published_ids(src: &str) -> Result<std::collections::BTreeSet<String>> {
+    use std::io::Read;
+    let text = if src == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the publish status from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(src)
+            .map_err(|e| sf_core::bad_input(format!("--skip-published {src}: {e}")))?
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        sf_core::bad_input(format!(
+            "--skip-published: not JSON ({e}); expected the output of `sf-publish status`"
+        ))
+    })?;
+    let list = v.get("published").and_then(|p| p.as_array()).ok_or_else(|| {
+        sf_core::bad_input("--skip-published: no \"published\" list; expected the output of `sf-publish status`")
+    })?;
+    list.iter()
+        .map(|c| {
+            c.get("id")
+                .and_then(|i| i.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    sf_core::bad_input("--skip-published: a published entry has no \"id\"")
+                })
+        })
+        .collect()
+}
+
 /// Split cells into matrices of at most `max` cells whose compact JSON fits one output.
 pub fn split(cells: &[Cell], max: usize) -> Result<Vec<String>> {
     let mut chunks = Vec::new();
@@ -132,7 +168,13 @@ pub fn split(cells: &[Cell], max: usize) -> Result<Vec<String>> {
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let mut rec = Recorder::start("sf-matrix");
     rec.input("pipeline", cli.pipeline.as_str());
-    let cells = plan(&cli)?;
+    let mut cells = plan(&cli)?;
+    if let Some(src) = &cli.skip_published {
+        let published = published_ids(src)?;
+        let before = cells.len();
+        cells.retain(|c| !published.contains(&c.id));
+        rec.metric("skipped_published", (before - cells.len()) as u64);
+    }
     let chunks = split(&cells, usize::from(cli.max_cells))?;
 
     // Outputs are computed whole before anything is written, so bad input writes nothing.

@@ -334,3 +334,54 @@ fn empty_sf_variables_mean_the_default() {
         .unwrap()
         .starts_with("s3://slurm-factory-spack-buildcache-4b670/"));
 }
+
+#[test]
+fn skip_published_drops_exactly_the_published_cells() {
+    let status = serde_json::json!({
+        "schema_version": 1,
+        "published": [{"id": "tarball-25.11-noble-amd64-cpu", "reason": "there"}],
+        "pending": [{"id": "tarball-25.11-jammy-amd64-cpu", "reason": "missing"}]
+    });
+    let args = [
+        "--pipeline",
+        "tarball",
+        "--slurm-versions",
+        "25.11",
+        "--toolchains",
+        "noble,jammy",
+    ];
+    let all = cells(
+        &sf_matrix()
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    let out = sf_matrix()
+        .args(args)
+        .args(["--skip-published", "-"])
+        .write_stdin(status.to_string())
+        .assert()
+        .success();
+    let left = cells(&out.get_output().stdout);
+    assert_eq!(left.len(), all.len() - 1);
+    assert!(left
+        .iter()
+        .all(|c| c["id"] != "tarball-25.11-noble-amd64-cpu"));
+    assert!(left
+        .iter()
+        .any(|c| c["id"] == "tarball-25.11-jammy-amd64-cpu"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("status.json");
+    std::fs::write(&bad, "{\"include\": []}").unwrap();
+    let out = sf_matrix()
+        .args(args)
+        .arg("--skip-published")
+        .arg(&bad)
+        .assert()
+        .code(2);
+    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("sf-publish status"));
+    assert!(out.get_output().stdout.is_empty());
+}
