@@ -560,12 +560,23 @@ fn podman_args() -> Vec<String> {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
     vec![
         format!("--root={}", root.join("storage").display()),
-        "--runroot=/tmp/sf-build-podman-run".into(),
+        // Short (socket paths have a length limit) and one per storage root.
+        format!(
+            "--runroot=/tmp/sf-build-podman-run-{}",
+            short_hash(&root.display().to_string())
+        ),
         "--storage-driver=vfs".into(),
         "--runtime=runc".into(),
         "--cgroup-manager=cgroupfs".into(),
         "--events-backend=file".into(),
     ]
+}
+
+fn short_hash(s: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    format!("{:08x}", h.finish() as u32)
 }
 
 const RUN_ARGS: [&str; 2] = [
@@ -592,7 +603,8 @@ fn base_image() -> &'static str {
         fs::create_dir_all(&root).unwrap();
         // One process builds it; concurrent test processes wait on the lock, then find it.
         let script = format!(
-            "set -e; if podman {args} image exists {BASE_IMAGE}; then exit 0; fi; \
+            "set -e; rc=0; podman {args} image exists {BASE_IMAGE} || rc=$?; \
+             case $rc in 0) exit 0 ;; 1) ;; *) exit \"$rc\" ;; esac; \
              d=$(mktemp -d {root}/debootstrap.XXXXXX); \
              debootstrap --variant=minbase --include=lmod bookworm \"$d/root\" http://deb.debian.org/debian >\"$d.log\" 2>&1 || {{ cat \"$d.log\" >&2; exit 1; }}; \
              tar -C \"$d/root\" -c . | podman {args} import - {BASE_IMAGE} >/dev/null; rm -rf \"$d\" \"$d.log\"",
