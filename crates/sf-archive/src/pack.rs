@@ -192,24 +192,28 @@ pub fn plan(input: &PackInput) -> Result<Plan> {
         return Err(bad_input(format!("two entries are named {:?}", w[0].name)));
     }
     // The first name of a hard-linked file (in archive order) carries the data; later names link
-    // to it, so the archive holds its bytes once.
-    let mut first_names: std::collections::HashMap<(u64, u64), String> =
+    // to it, so the archive holds its bytes once. Only when their relocated bytes agree: an ELF
+    // file linked from directories of different depth gets a different $ORIGIN path in each.
+    type FirstName = (String, Vec<(u64, Vec<u8>)>);
+    let mut first_names: std::collections::HashMap<(u64, u64), FirstName> =
         std::collections::HashMap::new();
     for e in &mut entries {
         if let Kind::File {
             inode: Some(inode),
             exec,
+            patches,
             ..
         } = &e.kind
         {
             match first_names.get(inode) {
-                Some(target) => {
+                Some((target, first_patches)) if first_patches == patches => {
                     let (target, exec) = (target.clone(), *exec);
                     relocation.elf_relocated.retain(|n| n != &e.name);
                     e.kind = Kind::HardLink { target, exec };
                 }
+                Some(_) => {}
                 None => {
-                    first_names.insert(*inode, e.name.clone());
+                    first_names.insert(*inode, (e.name.clone(), patches.clone()));
                 }
             }
         }

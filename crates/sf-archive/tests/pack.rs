@@ -146,6 +146,10 @@ fn input(view: &Path, root: &Path) -> PackInput {
 fn relocated_binaries_run_from_another_prefix_without_ld_library_path() {
     let tmp = tempfile::tempdir().unwrap();
     let (view, root) = build_view(tmp.path());
+    // The same ELF file under a second name one level deeper: it needs its own $ORIGIN path, so
+    // it cannot share the first name's bytes in the archive.
+    fs::create_dir_all(view.join("libexec/slurm")).unwrap();
+    fs::hard_link(view.join("bin/sinfo"), view.join("libexec/slurm/sinfo")).unwrap();
     let out = tmp.path().join("slurm.tar.gz");
     let report = sf_archive::pack(&input(&view, &root), &out, false).unwrap();
     assert_eq!(
@@ -153,7 +157,8 @@ fn relocated_binaries_run_from_another_prefix_without_ld_library_path() {
         [
             "view/bin/sinfo",
             "view/bin/squeue",
-            "view/lib/slurm/auth_greet.so"
+            "view/lib/slurm/auth_greet.so",
+            "view/libexec/slurm/sinfo"
         ]
     );
     assert_eq!(
@@ -166,8 +171,8 @@ fn relocated_binaries_run_from_another_prefix_without_ld_library_path() {
     let dest = tmp.path().join("elsewhere/prefix");
     let x = sf_archive::extract(&out, &dest).unwrap();
     assert_eq!(x.entries, report.entries);
-    for bin in ["sinfo", "squeue"] {
-        let o = Command::new(dest.join("view/bin").join(bin))
+    for bin in ["bin/sinfo", "bin/squeue", "libexec/slurm/sinfo"] {
+        let o = Command::new(dest.join("view").join(bin))
             .arg("--version")
             .env_clear()
             .output()
@@ -197,6 +202,10 @@ fn relocated_binaries_run_from_another_prefix_without_ld_library_path() {
         .arg("-d")
         .arg(dest.join("view/lib/slurm/auth_greet.so")));
     assert!(readelf.contains("[$ORIGIN/..]"), "{readelf}");
+    let readelf = run(Command::new("readelf")
+        .arg("-d")
+        .arg(dest.join("view/libexec/slurm/sinfo")));
+    assert!(readelf.contains("[$ORIGIN/../../lib]"), "{readelf}");
     let ldd = run(Command::new(require_tool("ldd"))
         .arg(dest.join("view/lib/slurm/auth_greet.so"))
         .env_clear());
