@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use sequoia_openpgp as openpgp;
@@ -21,7 +20,7 @@ use sf_core::fsutil::AtomicFile;
 use crate::key::SigningKey;
 
 /// Read size: large enough that system calls are noise next to hashing.
-const BLOCK: usize = 2 << 20;
+const BLOCK: usize = 4 << 20;
 
 /// A file and the signature made for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +34,11 @@ pub struct SignedFile {
 /// Write a detached, ASCII-armoured signature of everything `data` yields into `out`. Returns the
 /// number of bytes signed.
 ///
-/// A reader thread fills blocks while this thread hashes the previous ones, so reading (from disk
-/// or the page cache) overlaps with hashing instead of adding to it; a few blocks are recycled, so
-/// memory stays flat.
+/// One thread reads and hashes in turn. A reader thread overlapping the two was tried and was
+/// slower on a busy machine: every block handed over waits for the other thread to be scheduled.
 pub fn sign_detached(
     key: &SigningKey,
-    data: impl Read + Send,
+    mut data: impl Read,
     out: &mut (dyn Write + Send + Sync),
 ) -> Result<u64> {
     let message = Message::new(out);
@@ -49,58 +47,20 @@ pub fn sign_detached(
         .detached()
         .hash_algo(key.hash_algorithm())?
         .build()?;
-    let total = std::thread::scope(|s| -> Result<u64> {
-        let (full_tx, full_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(IN_FLIGHT);
-        let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-        s.spawn(move || read_blocks(data, &full_tx, &empty_rx));
-        let mut total = 0u64;
-        for block in full_rx {
-            let block = block.context("reading the data to sign")?;
-            if block.is_empty() {
-                break;
-            }
-            signer.write_all(&block)?;
-            total += block.len() as u64;
-            // The reader may have finished; then the block is simply dropped.
-            let _ = empty_tx.send(block);
-        }
-        Ok(total)
-    })?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut total = 0u64;
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the data to sign"),
+        };
+        signer.write_all(&buf[..n])?;
+        total += n as u64;
+    }
     signer.finalize()?;
     Ok(total)
-}
-
-/// Blocks queued between the reader and the hasher.
-const IN_FLIGHT: usize = 2;
-
-/// Read `data` into full blocks (the last one shorter, then an empty one at the end) until the
-/// hasher hangs up or the data ends.
-fn read_blocks(
-    mut data: impl Read,
-    full: &mpsc::SyncSender<io::Result<Vec<u8>>>,
-    empty: &mpsc::Receiver<Vec<u8>>,
-) {
-    loop {
-        let mut buf = empty.try_recv().unwrap_or_default();
-        buf.resize(BLOCK, 0);
-        let mut filled = 0;
-        while filled < BLOCK {
-            match data.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = full.send(Err(e));
-                    return;
-                }
-            }
-        }
-        buf.truncate(filled);
-        let done = filled == 0;
-        if full.send(Ok(buf)).is_err() || done {
-            return;
-        }
-    }
 }
 
 /// The signature path of a file: `PATH.asc`.
