@@ -32,7 +32,7 @@ use sf_core::exit::bad_input;
 use sf_core::gha::Actions;
 use sf_core::layout::Destination;
 use sf_core::record::Recorder;
-use sf_store::Store;
+use sf_store::{Store, Transfer};
 
 use crate::changes::ChangeList;
 use crate::publish::Publisher;
@@ -57,6 +57,21 @@ pub struct Cli {
     /// Objects uploaded at once.
     #[arg(long, default_value_t = 16, value_name = "N", global = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
+    /// Files from this size (MiB) up are sent as multipart uploads (S3).
+    #[arg(
+        long,
+        default_value_t = 64,
+        value_name = "MIB",
+        global = true,
+        hide_short_help = true
+    )]
+    pub multipart_threshold_mib: u64,
+    /// Multipart part size (MiB; at least 5).
+    #[arg(long, default_value_t = 16, value_name = "MIB", global = true, hide_short_help = true, value_parser = clap::value_parser!(u64).range(5..=5120))]
+    pub part_size_mib: u64,
+    /// Parts of one file in flight at once.
+    #[arg(long, default_value_t = 8, value_name = "N", global = true, hide_short_help = true, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub part_concurrency: u16,
     /// Pause before re-reading an index just written, to confirm no racing writer replaced it.
     #[arg(
         long,
@@ -143,9 +158,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-async fn open(dest: &str, aws: &AwsSettings) -> Result<Store> {
+async fn open(dest: &str, aws: &AwsSettings, transfer: Transfer) -> Result<Store> {
     let dest = Destination::parse(dest)?;
-    Store::open(&dest, aws)
+    Store::open_with(&dest, aws, transfer)
         .await
         .with_context(|| format!("opening {dest}"))
 }
@@ -173,6 +188,11 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
     let aws = cli.aws.settings()?;
     let settle = Duration::from_millis(cli.confirm_delay_ms);
     let concurrency = usize::from(cli.concurrency);
+    let transfer = Transfer {
+        multipart_threshold: cli.multipart_threshold_mib << 20,
+        part_size: cli.part_size_mib << 20,
+        concurrency: usize::from(cli.part_concurrency),
+    };
     match &cli.command {
         Command::Status { matrix } => {
             let text = read_file_or_stdin(matrix)?;
@@ -214,7 +234,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
                 return print_json(&plan.objects()?);
             }
             let rt = runtime()?;
-            let p = Publisher::new(rt.block_on(open(dest, &aws))?, concurrency);
+            let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
             let out = rt.block_on(mirror::publish(&plan, &p, settle));
             for (name, d) in out.as_ref().map(|o| o.timings.clone()).unwrap_or_default() {
                 rec.timing(name, d);
@@ -224,7 +244,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
         Command::Reindex { dest } => {
             rec.input("destination", dest);
             let rt = runtime()?;
-            let p = Publisher::new(rt.block_on(open(dest, &aws))?, concurrency);
+            let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
             let out = rt.block_on(reindex::reindex(&p));
             let done = out.as_ref().ok().cloned();
             if let Some(r) = &done {
@@ -255,7 +275,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             })?;
             let checked = tarball::check(files, &m, &layout, &trust)?;
             let rt = runtime()?;
-            let p = Publisher::new(rt.block_on(open(dest, &aws))?, concurrency);
+            let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
             let out = rt.block_on(tarball::publish(&checked, &p));
             for t in &checked {
                 rec.record.artifacts.push(sf_core::record::Artifact {

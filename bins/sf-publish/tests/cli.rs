@@ -830,3 +830,66 @@ fn status_of_mirror_cells_reads_the_index() {
     assert_eq!(st["published"].as_array().unwrap().len(), 1, "{st}");
     assert_eq!(st["pending"].as_array().unwrap().len(), 1, "{st}");
 }
+
+#[test]
+fn a_large_tarball_goes_multipart_and_arrives_whole() {
+    let key = new_key();
+    let b = Backend::s3();
+    let dir = tempfile::tempdir().unwrap();
+    let name = "slurm-24.11-jammy-software.tar.gz";
+    let file = dir.path().join(name);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let bytes: Vec<u8> = (0..(12 << 20) + 777)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let sign = |p: &Path| {
+        let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
+        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
+    };
+    sign(&file);
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
+    sign(&sums);
+    sf_publish()
+        .arg("tarball")
+        .arg(&file)
+        .arg(b.url("root"))
+        .args(["--fingerprint", &key.fingerprint, "--cert"])
+        .arg(key.cert_file.path())
+        .args([
+            "--multipart-threshold-mib",
+            "5",
+            "--part-size-mib",
+            "5",
+            "--part-concurrency",
+            "2",
+        ])
+        .assert()
+        .success();
+    let store = b.store("root");
+    let got = rt()
+        .block_on(store.get("builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz"))
+        .unwrap()
+        .unwrap();
+    assert!(got.bytes == bytes, "the tarball arrived changed");
+    let Backend::S3 { bucket } = &b else {
+        unreachable!()
+    };
+    let open = rt().block_on(async {
+        let aws = aws();
+        let sdk = aws.load().await.unwrap();
+        aws.s3_client(&sdk)
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert!(open.uploads().is_empty());
+}

@@ -27,7 +27,7 @@ use sf_core::exit::bad_input;
 use sf_core::layout::Destination;
 
 pub use dir::DirStore;
-pub use s3::S3Store;
+pub use s3::{S3Store, Transfer};
 
 /// The user-metadata name holding the lowercase hex sha256 of an object (`x-amz-meta-sha256`).
 pub const SHA256_METADATA: &str = "sha256";
@@ -139,6 +139,18 @@ impl Store {
         }
     }
 
+    /// Open with other multipart settings (S3 only; a directory copies files whole).
+    pub async fn open_with(
+        dest: &Destination,
+        aws: &AwsSettings,
+        transfer: Transfer,
+    ) -> Result<Store> {
+        Ok(match Store::open(dest, aws).await? {
+            Store::S3(s) => Store::S3(s.with_transfer(transfer)),
+            other => other,
+        })
+    }
+
     /// The destination URL of a key (for messages and records).
     pub fn url_of(&self, key: &str) -> String {
         match self {
@@ -163,13 +175,26 @@ impl Store {
         .with_context(|| format!("reading {}", self.url_of(key)))
     }
 
+    /// Read an object whole; one stored with a sha256 is checked against it.
     pub async fn get(&self, key: &str) -> Result<Option<Object>> {
         check_key(key)?;
-        match self {
+        let got = match self {
             Store::S3(s) => s.get(key).await,
             Store::Dir(d) => d.clone().blocking(key, move |d, k| d.get(&k)).await,
         }
-        .with_context(|| format!("reading {}", self.url_of(key)))
+        .with_context(|| format!("reading {}", self.url_of(key)))?;
+        if let Some(o) = &got {
+            if let Some(want) = &o.info.sha256 {
+                let actual = sha256_hex(&o.bytes);
+                if &actual != want {
+                    anyhow::bail!(
+                        "{} has sha256 {actual}, but was stored with {want}",
+                        self.url_of(key)
+                    );
+                }
+            }
+        }
+        Ok(got)
     }
 
     /// Write an object, if `cond` holds.

@@ -5,6 +5,12 @@
 //! "not written, read again"). Each write sends the sha256 as the full-object checksum
 //! (`x-amz-checksum-sha256`), which S3 verifies before the object becomes visible, and stores it as
 //! `x-amz-meta-sha256` so a later publish can skip unchanged content with one HEAD.
+//!
+//! Files from [`Transfer::multipart_threshold`] up go as multipart uploads: parts read from disk
+//! and sent concurrently (memory stays at about `concurrency x part_size`), each with its CRC64NVME,
+//! and the whole object's CRC64NVME given at completion as a full-object checksum the server checks
+//! against what it assembled. Conditions apply to the completion. Any failure aborts the upload, so
+//! no parts are left behind and nothing becomes visible.
 
 use anyhow::{anyhow, Context, Result};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
@@ -15,15 +21,47 @@ use sf_aws::AwsSettings;
 use sf_core::exit::bad_input;
 use sf_core::layout::Destination;
 
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+
 use crate::{
     base64, Body, Condition, ETag, Listed, Object, ObjectInfo, PutMeta, PutOutcome, SHA256_METADATA,
 };
+
+/// How large files are moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// Files of this size and larger go as multipart uploads.
+    pub multipart_threshold: u64,
+    /// Bytes per part (S3 needs at least 5 MiB for all but the last, at most 10,000 parts).
+    pub part_size: u64,
+    /// Parts in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for Transfer {
+    fn default() -> Self {
+        Transfer {
+            multipart_threshold: 64 << 20,
+            part_size: 16 << 20,
+            concurrency: 8,
+        }
+    }
+}
+
+/// S3's bounds on parts.
+const MIN_PART: u64 = 5 << 20;
+const MAX_PARTS: u64 = 10_000;
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    transfer: Transfer,
 }
 
 /// The HTTP status of a failed request, when the server answered.
@@ -41,6 +79,7 @@ impl S3Store {
             client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
+            transfer: Transfer::default(),
         };
         store.check_bucket(aws).await?;
         Ok(store)
@@ -52,7 +91,14 @@ impl S3Store {
             client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
+            transfer: Transfer::default(),
         }
+    }
+
+    /// Use other multipart settings.
+    pub fn with_transfer(mut self, transfer: Transfer) -> Self {
+        self.transfer = transfer;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -170,6 +216,14 @@ impl S3Store {
     ) -> Result<PutOutcome> {
         let sha = hex::decode(&meta.sha256)
             .map_err(|_| anyhow!("sha256 {:?} is not hex", meta.sha256))?;
+        if let Body::File(p) = &body {
+            let len = std::fs::metadata(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .len();
+            if len >= self.transfer.multipart_threshold {
+                return self.put_multipart(key, p, len, meta, cond).await;
+            }
+        }
         let (stream, len) = match body {
             Body::Bytes(b) => {
                 let len = b.len() as i64;
@@ -214,6 +268,198 @@ impl S3Store {
         }
     }
 
+    /// A multipart upload of a file; aborted on any failure.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        len: u64,
+        meta: &PutMeta,
+        cond: &Condition,
+    ) -> Result<PutOutcome> {
+        let full = self.full(key);
+        // Parts grow past the configured size when the file would need more than S3's 10,000.
+        let part_size = self
+            .transfer
+            .part_size
+            .max(MIN_PART)
+            .max(len.div_ceil(MAX_PARTS));
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .content_type(&meta.content_type)
+            .cache_control(&meta.cache_control)
+            .metadata(SHA256_METADATA, &meta.sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
+            .send()
+            .await
+            .map_err(|e| anyhow!("starting a multipart upload: {}", DisplayErrorContext(&e)))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| anyhow!("the server gave no upload id"))?
+            .to_string();
+        let result = self
+            .send_parts(&full, &upload_id, path, len, part_size, meta, cond)
+            .await;
+        match result {
+            Ok(PutOutcome::Written(etag)) => Ok(PutOutcome::Written(etag)),
+            other => {
+                // Whatever went wrong, leave no parts behind (they cost money and never expire).
+                let aborted = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                if let Err(e) = aborted {
+                    let msg = format!(
+                        "aborting multipart upload {upload_id} of {full}: {}",
+                        DisplayErrorContext(&e)
+                    );
+                    return Err(match other {
+                        Err(orig) => orig.context(msg),
+                        Ok(_) => anyhow!(msg),
+                    });
+                }
+                other
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_parts(
+        &self,
+        full: &str,
+        upload_id: &str,
+        path: &Path,
+        len: u64,
+        part_size: u64,
+        meta: &PutMeta,
+        cond: &Condition,
+    ) -> Result<PutOutcome> {
+        let parts = len.div_ceil(part_size).max(1);
+        // The whole object's CRC64NVME, read in its own pass while the parts go up.
+        let whole = {
+            let path = path.to_path_buf();
+            tokio::task::spawn_blocking(move || crc64_of(&path, 0, u64::MAX))
+        };
+        let sem = Arc::new(tokio::sync::Semaphore::new(
+            self.transfer.concurrency.max(1),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut done = Vec::new();
+        for n in 0..parts {
+            let permit = sem.clone().acquire_owned().await?;
+            let (client, bucket, key, id, path) = (
+                self.client.clone(),
+                self.bucket.clone(),
+                full.to_string(),
+                upload_id.to_string(),
+                path.to_path_buf(),
+            );
+            tasks.spawn(async move {
+                let offset = n * part_size;
+                let size = part_size.min(len - offset);
+                let p = path.clone();
+                let bytes =
+                    tokio::task::spawn_blocking(move || read_part(&p, offset, size)).await??;
+                let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &bytes);
+                let out = client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(id)
+                    .part_number(n as i32 + 1)
+                    .content_length(size as i64)
+                    .checksum_crc64_nvme(base64(&crc.to_be_bytes()))
+                    .body(ByteStream::from(bytes))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "uploading part {} of {}: {}",
+                            n + 1,
+                            path.display(),
+                            DisplayErrorContext(&e)
+                        )
+                    })?;
+                drop(permit);
+                Ok::<_, anyhow::Error>(
+                    CompletedPart::builder()
+                        .part_number(n as i32 + 1)
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
+                        .build(),
+                )
+            });
+            // Collect finished parts as we go, and stop launching as soon as one failed.
+            while let Some(part) = tasks.try_join_next() {
+                done.push(part??);
+            }
+        }
+        while let Some(part) = tasks.join_next().await {
+            done.push(part??);
+        }
+        done.sort_by_key(|p| p.part_number());
+        let whole = whole.await??;
+        let mut req = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(full)
+            .upload_id(upload_id)
+            .checksum_type(ChecksumType::FullObject)
+            .checksum_crc64_nvme(base64(&whole.to_be_bytes()))
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            );
+        req = match cond {
+            Condition::Always => req,
+            Condition::CreateOnly => req.if_none_match("*"),
+            Condition::IfMatch(e) => req.if_match(&e.0),
+        };
+        match req.send().await {
+            Ok(o) => Ok(PutOutcome::Written(ETag(
+                o.e_tag().unwrap_or_default().to_string(),
+            ))),
+            Err(e) if matches!(status(&e), Some(412) | Some(409)) && *cond != Condition::Always => {
+                Ok(PutOutcome::PreconditionFailed)
+            }
+            Err(e) => {
+                // The response may be lost or unreadable (a dropped connection; some S3-compatible
+                // servers answer with another XML root) while the upload did complete: the object
+                // itself says so, by its size and our sha256.
+                let head = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .send()
+                    .await;
+                if let Ok(h) = head {
+                    let ours = h.content_length() == Some(len as i64)
+                        && h.metadata().and_then(|m| m.get(SHA256_METADATA)) == Some(&meta.sha256);
+                    if ours {
+                        return Ok(PutOutcome::Written(ETag(
+                            h.e_tag().unwrap_or_default().to_string(),
+                        )));
+                    }
+                }
+                Err(anyhow!(
+                    "completing the multipart upload: {}",
+                    DisplayErrorContext(&e)
+                ))
+            }
+        }
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let full = self.full(prefix);
         let strip = if self.prefix.is_empty() {
@@ -244,4 +490,35 @@ impl S3Store {
         }
         Ok(out)
     }
+}
+
+fn read_part(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; size as usize];
+    f.read_exact(&mut buf).with_context(|| {
+        format!(
+            "reading {} at {offset}: did it change during the upload?",
+            path.display()
+        )
+    })?;
+    Ok(buf)
+}
+
+/// CRC64NVME of a file range, streamed.
+fn crc64_of(path: &Path, offset: u64, size: u64) -> Result<u64> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = f.read(&mut buf[..left.min(1 << 20) as usize])?;
+        if n == 0 {
+            break;
+        }
+        d.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(d.finalize())
 }

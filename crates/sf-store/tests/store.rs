@@ -257,3 +257,78 @@ async fn a_missing_bucket_is_bad_input() {
     assert_eq!(sf_core::exit::code_for(&err), 2, "{err:#}");
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
 }
+
+/// Pseudo-random bytes (xorshift), so parts differ and a misplaced part shows.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_multipart_uploads_arrive_whole_and_leave_no_parts() {
+    let Store::S3(s3) = s3_store().await else {
+        unreachable!()
+    };
+    let store = Store::S3(s3.clone().with_transfer(sf_store::Transfer {
+        multipart_threshold: 6 << 20,
+        part_size: 5 << 20,
+        concurrency: 3,
+    }));
+    let bytes = noise((23 << 20) + 12345, 7);
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &bytes).unwrap();
+    let key = "builds/25.11/noble/slurm-25.11-noble-software.tar.gz";
+    let m = meta(&bytes);
+    assert!(matches!(
+        store
+            .put(
+                key,
+                Body::File(tmp.path().to_path_buf()),
+                &m,
+                Condition::CreateOnly
+            )
+            .await
+            .unwrap(),
+        PutOutcome::Written(_)
+    ));
+    let got = store.get(key).await.unwrap().unwrap();
+    assert!(got.bytes == bytes, "the object differs from the file");
+    assert_eq!(got.info.sha256.as_deref(), Some(m.sha256.as_str()));
+    assert_eq!(got.info.cache_control.as_deref(), Some("public, no-cache"));
+
+    // A failed completion (the key exists) aborts: nothing replaced, no parts left open.
+    let other = noise(7 << 20, 9);
+    std::fs::write(tmp.path(), &other).unwrap();
+    assert_eq!(
+        store
+            .put(
+                key,
+                Body::File(tmp.path().to_path_buf()),
+                &meta(&other),
+                Condition::CreateOnly
+            )
+            .await
+            .unwrap(),
+        PutOutcome::PreconditionFailed
+    );
+    assert!(store.get(key).await.unwrap().unwrap().bytes == bytes);
+    let open = s3
+        .client()
+        .list_multipart_uploads()
+        .bucket(s3.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        open.uploads().is_empty(),
+        "open multipart uploads: {:?}",
+        open.uploads()
+    );
+}
