@@ -61,12 +61,9 @@ pub struct Cli {
     /// Print the plan (paths and batches) and stop: no AWS calls.
     #[arg(long)]
     pub dry_run: bool,
-    /// AWS region of the API calls (CloudFront is global; us-east-1 by default).
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-    /// CloudFront API endpoint (local servers) [default: AWS_ENDPOINT_URL or AWS's].
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
+    /// Region, endpoint override and retries, shared with sf-publish (CloudFront itself is global).
+    #[command(flatten)]
+    pub aws: sf_aws::AwsArgs,
     #[command(flatten)]
     pub storage: StorageArgs,
     #[command(flatten)]
@@ -140,31 +137,12 @@ fn check_distribution(id: &str) -> Result<String> {
     Ok(id.to_string())
 }
 
-/// The CloudFront client: the standard AWS credential chain, us-east-1 unless told otherwise.
-async fn client(
-    region: Option<&str>,
-    endpoint: Option<&str>,
-) -> Result<aws_sdk_cloudfront::Client> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(
-        aws_config::Region::new(
-            region
-                .unwrap_or(sf_core::layout::DEFAULT_REGION)
-                .to_string(),
-        ),
-    );
-    if let Some(e) = endpoint {
-        loader = loader.endpoint_url(e);
-    }
-    let conf = loader.load().await;
-    let provider = conf
-        .credentials_provider()
-        .ok_or_else(|| bad_input("no AWS credentials: set them in the environment, a profile, or through OIDC (AWS_ROLE_ARN)"))?;
-    use aws_sdk_cloudfront::config::ProvideCredentials;
-    provider
-        .provide_credentials()
-        .await
-        .map_err(|e| bad_input(format!("no AWS credentials: set them in the environment, a profile, or through OIDC (AWS_ROLE_ARN): {e}")))?;
-    Ok(aws_sdk_cloudfront::Client::new(&conf))
+/// The CloudFront client, configured by sf-aws like every AWS client of the project: the
+/// standard credential chain (checked up front for a clear error), retries and timeouts.
+async fn client(aws: &sf_aws::AwsArgs) -> Result<aws_sdk_cloudfront::Client> {
+    let sdk = aws.settings()?.load().await?;
+    sf_aws::require_credentials(&sdk).await?;
+    Ok(aws_sdk_cloudfront::Client::new(&sdk))
 }
 
 /// Run with a given Actions context.
@@ -250,7 +228,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
             poll: cli.poll_interval,
         };
         let result = rt.block_on(async {
-            let c = client(cli.region.as_deref(), cli.endpoint_url.as_deref()).await?;
+            let c = client(&cli.aws).await?;
             cdn::execute(&c, &d, &plan.batches, waiting, &|m| gha.log(m)).await
         });
         match result {

@@ -13,7 +13,11 @@ use sf_testkit::{moto_url, parse_file_commands};
 fn sf_invalidate() -> Command {
     let mut c = Command::cargo_bin("sf-invalidate").unwrap();
     for (k, _) in std::env::vars() {
-        if k.starts_with("SF_") || k.starts_with("GITHUB_") || k.starts_with("AWS_") {
+        if k.starts_with("SF_")
+            || k.starts_with("GITHUB_")
+            || k.starts_with("AWS_")
+            || k == "S3_ENDPOINT_URL"
+        {
             c.env_remove(k);
         }
     }
