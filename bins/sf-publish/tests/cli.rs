@@ -893,3 +893,57 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
     });
     assert!(open.uploads().is_empty());
 }
+
+#[test]
+fn dry_run_plans_and_actions_outputs_point_at_the_change_list() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    let b = Backend::dir();
+    let out = sf_publish()
+        .args(["mirror"])
+        .arg(src.path())
+        .arg(b.url("m"))
+        .args(["--fingerprint", &key.fingerprint, "--dry-run"])
+        .assert()
+        .success();
+    let plan = json_out(&out.get_output().stdout);
+    let kinds: Vec<&str> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"blob"));
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["index-manifest", "key-index-manifest"]
+    );
+    assert!(
+        listing(&b.store("m")).is_empty(),
+        "a dry run uploads nothing"
+    );
+
+    let gh = tempfile::tempdir().unwrap();
+    let output = gh.path().join("output");
+    std::fs::write(&output, "").unwrap();
+    sf_publish()
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("SF_RESULTS_DIR", gh.path().join("results"))
+        .args(["mirror"])
+        .arg(src.path())
+        .arg(b.url("m"))
+        .args(["--fingerprint", &key.fingerprint])
+        .assert()
+        .success();
+    let outputs = sf_testkit::parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["changes"], "16");
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(&outputs["change-list"]).unwrap()).unwrap();
+    assert_eq!(list["changes"].as_array().unwrap().len(), 16);
+    assert_eq!(list["schema_version"], 1);
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(&outputs["result"]).unwrap()).unwrap();
+    assert_eq!(record["step"], "sf-publish mirror");
+    assert_eq!(record["metrics"]["objects_uploaded"], 16);
+}
