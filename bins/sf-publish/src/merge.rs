@@ -117,9 +117,15 @@ pub async fn merge<D: Document>(
     mut apply: impl FnMut(&mut D) -> Result<bool>,
 ) -> Result<Merged> {
     let mut out = Merged::default();
+    let mut attempted = None;
     for round in 0..MAX_ROUNDS {
         let (mut doc, cond) = read_document::<D>(p, manifest_key).await?;
         if !apply(&mut doc)? {
+            // A write whose answer was lost (then retried into a 412) may still have landed; the
+            // manifest changed either way, so it belongs in the change list.
+            if let (false, Some(item)) = (out.written, attempted) {
+                p.note(&item, Action::Replaced);
+            }
             return Ok(out);
         }
         let bytes = doc.to_bytes();
@@ -136,6 +142,7 @@ pub async fn merge<D: Document>(
         } else {
             Action::Replaced
         };
+        attempted = Some(item.clone());
         match p
             .store
             .put(manifest_key, item.body.clone(), &meta, cond)

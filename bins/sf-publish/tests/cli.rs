@@ -947,3 +947,190 @@ fn dry_run_plans_and_actions_outputs_point_at_the_change_list() {
     assert_eq!(record["step"], "sf-publish mirror");
     assert_eq!(record["metrics"]["objects_uploaded"], 16);
 }
+
+/// A loopback HTTP proxy in front of the S3 server that fails a share of requests: of every
+/// `every`, one is answered 503 Slow Down without being forwarded, one is cut off unanswered, and
+/// one is carried out by the server but its answer is lost. One request per connection, so each
+/// one can be hit.
+struct FaultProxy {
+    url: String,
+    faults: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn fault_proxy(upstream: &str, every: u64) -> FaultProxy {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let up = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let faults = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let f = faults.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut client) = conn else { continue };
+            let (up, f, counter) = (up.clone(), f.clone(), counter.clone());
+            std::thread::spawn(move || {
+                // Read the request head and body.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                let head_end = loop {
+                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
+                    }
+                    match client.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    match client.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                if n % every == every - 1 {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Slow Down\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                if n % every == every - 2 {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                // Forward with `connection: close`, relay the whole answer, close.
+                let mut lines: Vec<&str> = head[..head.len() - 4]
+                    .split("\r\n")
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .collect();
+                lines.push("connection: close");
+                let mut req = (lines.join("\r\n") + "\r\n\r\n").into_bytes();
+                req.extend_from_slice(&buf[head_end..]);
+                let Ok(mut server) = TcpStream::connect(&up) else {
+                    return;
+                };
+                if server.write_all(&req).is_err() {
+                    return;
+                }
+                let mut resp = Vec::new();
+                let _ = server.read_to_end(&mut resp);
+                if n % every == every - 3 {
+                    // Done upstream, but the client never hears of it.
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                let _ = client.write_all(&resp);
+            });
+        }
+    });
+    FaultProxy { url, faults }
+}
+
+#[test]
+fn publishing_survives_throttling_and_dropped_connections() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    let proxy = fault_proxy(&moto_url(), 6);
+    let b = Backend::s3();
+    let through = |c: &mut Command| {
+        c.env("S3_ENDPOINT_URL", &proxy.url)
+            .args(["--aws-max-attempts", "10"]);
+    };
+    let mut c = sf_publish();
+    through(&mut c);
+    c.args(["mirror"])
+        .arg(src.path())
+        .arg(b.url("deps"))
+        .args(["--fingerprint", &key.fingerprint])
+        .assert()
+        .success();
+    let (_, index) = read_index(&b.store("deps"));
+    assert_eq!(
+        index,
+        std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
+            .unwrap()
+    );
+
+    // A multipart tarball through the same faults.
+    let (dir, file) = signed_tarball(&key, "slurm-23.11-noble-software.tar.gz");
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let bytes: Vec<u8> = (0..(11 << 20) + 99)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let sig = sf_pgp::sign::sign_bytes(&key.signing, &bytes).unwrap();
+    std::fs::write(format!("{}.asc", file.display()), sig).unwrap();
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(
+        &sums,
+        format!(
+            "{}  slurm-23.11-noble-software.tar.gz\n",
+            sf_store::sha256_hex(&bytes)
+        ),
+    )
+    .unwrap();
+    let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(&sums).unwrap()).unwrap();
+    std::fs::write(format!("{}.asc", sums.display()), sig).unwrap();
+    let mut c = sf_publish();
+    through(&mut c);
+    c.arg("tarball")
+        .arg(&file)
+        .arg(b.url("root"))
+        .args(["--fingerprint", &key.fingerprint, "--cert"])
+        .arg(key.cert_file.path())
+        .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        .assert()
+        .success();
+    let got = rt()
+        .block_on(
+            b.store("root")
+                .get("builds/23.11/noble/slurm-23.11-noble-software.tar.gz"),
+        )
+        .unwrap()
+        .unwrap();
+    assert!(got.bytes == bytes, "the tarball arrived changed");
+    let Backend::S3 { bucket } = &b else {
+        unreachable!()
+    };
+    let open = rt().block_on(async {
+        let aws = aws();
+        let sdk = aws.load().await.unwrap();
+        aws.s3_client(&sdk)
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap()
+    });
+    assert!(
+        open.uploads().is_empty(),
+        "no multipart upload is left open"
+    );
+    assert!(
+        proxy.faults.load(std::sync::atomic::Ordering::SeqCst) >= 5,
+        "the proxy injected faults"
+    );
+}
