@@ -72,6 +72,15 @@ pub struct Cli {
     /// Parts of one file in flight at once.
     #[arg(long, default_value_t = 8, value_name = "N", global = true, hide_short_help = true, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub part_concurrency: u16,
+    /// Seconds between one-line progress reports on stderr.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "SECS",
+        global = true,
+        hide_short_help = true
+    )]
+    pub progress_secs: f64,
     /// Pause before re-reading an index just written, to confirm no racing writer replaced it.
     #[arg(
         long,
@@ -235,7 +244,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             }
             let rt = runtime()?;
             let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
-            let out = rt.block_on(mirror::publish(&plan, &p, settle));
+            let out = rt.block_on(with_progress(&p, cli, mirror::publish(&plan, &p, settle)));
             for (name, d) in out.as_ref().map(|o| o.timings.clone()).unwrap_or_default() {
                 rec.timing(name, d);
             }
@@ -245,7 +254,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             rec.input("destination", dest);
             let rt = runtime()?;
             let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
-            let out = rt.block_on(reindex::reindex(&p));
+            let out = rt.block_on(with_progress(&p, cli, reindex::reindex(&p)));
             let done = out.as_ref().ok().cloned();
             if let Some(r) = &done {
                 for s in &r.skipped {
@@ -276,7 +285,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             let checked = tarball::check(files, &m, &layout, &trust)?;
             let rt = runtime()?;
             let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
-            let out = rt.block_on(tarball::publish(&checked, &p));
+            let out = rt.block_on(with_progress(&p, cli, tarball::publish(&checked, &p)));
             for t in &checked {
                 rec.record.artifacts.push(sf_core::record::Artifact {
                     kind: "tarball".into(),
@@ -292,6 +301,19 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             finish(cli, gha, rec, &p, None, out)
         }
     }
+}
+
+/// Run the work with periodic progress lines.
+async fn with_progress<T>(
+    p: &Publisher,
+    cli: &Cli,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let every = Duration::from_secs_f64(cli.progress_secs.clamp(0.05, 3600.0));
+    let ticker = publish::progress(p, every);
+    let out = work.await;
+    ticker.abort();
+    out
 }
 
 /// Counters, change list, outputs and the stdout report of a writing run (also after a failure,

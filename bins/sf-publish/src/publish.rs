@@ -171,6 +171,27 @@ impl Publisher {
     }
 }
 
+/// Log a one-line progress report on stderr every `every` until the guard drops (CI logs have no
+/// terminal to draw a bar on; a line every few seconds shows the job is alive and how far it is).
+pub fn progress(p: &Publisher, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    let stats = p.stats.clone();
+    let dest = p.store.destination().to_string();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            eprintln!(
+                "sf-publish: progress: {} objects uploaded ({} bytes), {} unchanged, {} retries, to {dest}",
+                stats.get(&stats.uploaded),
+                stats.get(&stats.bytes),
+                stats.get(&stats.skipped),
+                stats.get(&stats.retries)
+            );
+        }
+    })
+}
+
 /// Sleep before retrying a lost compare-and-swap: exponential, capped, with full jitter so
 /// colliding publishers spread out.
 pub async fn backoff(attempt: u32) {

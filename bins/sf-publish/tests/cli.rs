@@ -856,7 +856,7 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
     let sums = dir.path().join("SHA256SUMS");
     std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
     sign(&sums);
-    sf_publish()
+    let out = sf_publish()
         .arg("tarball")
         .arg(&file)
         .arg(b.url("root"))
@@ -870,8 +870,14 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
             "--part-concurrency",
             "2",
         ])
+        .args(["--progress-secs", "0.05"])
         .assert()
         .success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("sf-publish: progress: "),
+        "no progress lines: {err}"
+    );
     let store = b.store("root");
     let got = rt()
         .block_on(store.get("builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz"))
