@@ -59,9 +59,10 @@ pub fn module_name(cell: &Cell) -> Result<String> {
     Ok(format!("slurm/{}-{}", v.as_str(), cell.toolchain.as_str()))
 }
 
-/// The Slurm version `sinfo --version` must report: the exact Spack version when known.
+/// The Slurm version `sinfo --version` must report: the exact release when known (the cell's
+/// `slurm_release`, e.g. 25.11.6 for Spack's 25-11-6-1), else the release series.
 pub fn expected_version(cell: &Cell) -> Result<String> {
-    match (&cell.slurm_spack_version, &cell.slurm_version) {
+    match (&cell.slurm_release, &cell.slurm_version) {
         (Some(v), _) => Ok(v.clone()),
         (None, Some(v)) => Ok(v.as_str().to_string()),
         _ => Err(bad_input(format!("cell {} builds no Slurm", cell.id))),

@@ -62,6 +62,13 @@ pub fn render(cell: &Cell, facts: &ImageFacts) -> Result<String> {
                 cell.slurm_spack_version.as_deref().unwrap_or(&version),
             )?,
         ),
+        (
+            "slurm_release",
+            safe(
+                "slurm release",
+                cell.slurm_release.as_deref().unwrap_or(&version),
+            )?,
+        ),
         ("os", safe("os", &cell.os)?),
         ("toolchain", cell.toolchain.as_str().to_string()),
         ("arch", cell.arch.as_str().to_string()),

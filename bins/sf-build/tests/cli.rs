@@ -50,7 +50,7 @@ fn cell() -> Cell {
 }
 
 fn slurm_full_version(c: &Cell) -> String {
-    c.slurm_spack_version
+    c.slurm_release
         .clone()
         .unwrap_or_else(|| SLURM_VERSION.to_string())
 }
@@ -300,7 +300,7 @@ fn a_wrong_version_fails_the_test() {
     let out = tmp.path().join("t.tar.gz");
     pack(tmp.path(), &cell_file, &view, &modulefile, &prefix, &out);
     let mut c = cell();
-    c.slurm_spack_version = Some("24.11.6".into());
+    c.slurm_release = Some("24.11.6".into());
     let other = tmp.path().join("other.json");
     fs::write(&other, serde_json::to_vec(&c).unwrap()).unwrap();
     let o = bin()
@@ -458,6 +458,7 @@ fn bad_input_is_exit_2_and_writes_nothing() {
     let mut deps = self::cell();
     deps.slurm_version = None;
     deps.slurm_spack_version = None;
+    deps.slurm_release = None;
     let deps_file = tmp.path().join("deps.json");
     fs::write(&deps_file, serde_json::to_vec(&deps).unwrap()).unwrap();
     let (code, err) = run(&[
