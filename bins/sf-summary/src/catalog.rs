@@ -79,8 +79,34 @@ impl Source for DirSource {
     }
 }
 
-/// Open a destination for reading.
-pub fn open(dest: &Destination) -> Result<Box<dyn Source>> {
+/// An `s3://` destination, read through sf-store (LastModified is not in its listing, so S3
+/// entries carry no date).
+pub struct StoreSource {
+    store: sf_store::Store,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Source for StoreSource {
+    fn list(&self) -> Result<Vec<Entry>> {
+        let listed = self.rt.block_on(self.store.list(""))?;
+        Ok(listed
+            .into_iter()
+            .map(|l| Entry {
+                key: l.key,
+                size: l.size,
+                modified: None,
+            })
+            .collect())
+    }
+
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.rt.block_on(self.store.get(key))?.map(|o| o.bytes))
+    }
+}
+
+/// Open a destination for reading: a directory directly (with file dates), a bucket through
+/// sf-store with the shared AWS settings.
+pub fn open(dest: &Destination, aws: &sf_aws::AwsSettings) -> Result<Box<dyn Source>> {
     match dest {
         Destination::Dir { path } => {
             let root = PathBuf::from(path);
@@ -89,9 +115,14 @@ pub fn open(dest: &Destination) -> Result<Box<dyn Source>> {
             }
             Ok(Box::new(DirSource { root }))
         }
-        Destination::S3 { .. } => Err(bad_input(format!(
-            "{dest}: this build of sf-summary catalogs file:// destinations only; sync the bucket to a directory first"
-        ))),
+        Destination::S3 { .. } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let store = rt.block_on(sf_store::Store::open(dest, aws))?;
+            Ok(Box::new(StoreSource { store, rt }))
+        }
     }
 }
 

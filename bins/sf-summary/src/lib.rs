@@ -145,6 +145,9 @@ pub struct CatalogArgs {
     pub release_name: Option<String>,
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// Region, endpoint override and retries for an s3:// destination.
+    #[command(flatten)]
+    pub aws: sf_aws::AwsArgs,
     #[command(flatten)]
     pub github: GitHubArgs,
     #[command(flatten)]
@@ -153,6 +156,9 @@ pub struct CatalogArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    // octocrab's TLS uses ring and the AWS SDK's aws-lc-rs; with both linked rustls cannot pick
+    // one by itself, so name it once, before any client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match sf_core::exit::parse_cli::<Cli>() {
         Ok(cli) => sf_core::exit::main_with(|| run(cli, &Actions::from_env())),
         Err(code) => code,
@@ -346,7 +352,7 @@ fn run_catalog(args: CatalogArgs, gha: &Actions) -> Result<()> {
     }
     let layout = storage.layout()?;
     rec.input("destination", layout.destination.to_string());
-    let src = catalog::open(&layout.destination)?;
+    let src = catalog::open(&layout.destination, &args.aws.settings()?)?;
     let cat = catalog::build(src.as_ref(), &layout)?;
     let md = catalog::markdown(&cat, usize::MAX);
 

@@ -605,3 +605,77 @@ fn release_is_created_then_updated_with_its_sums_as_assets() {
     assert_eq!(st.releases.len(), 1);
     assert_eq!(st.releases[0]["assets"].as_array().unwrap().len(), 5);
 }
+
+fn files_under(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(root, &p, out);
+        } else {
+            let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.push((key, std::fs::read(&p).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn catalog_reads_an_s3_bucket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bucket(tmp.path());
+    let name = format!("sf-summary-catalog-{}", std::process::id());
+    let moto = sf_testkit::moto_url();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let creds =
+                aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test");
+            let conf = aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .endpoint_url(&moto)
+                .credentials_provider(creds)
+                .force_path_style(true)
+                .build();
+            let c = aws_sdk_s3::Client::from_conf(conf);
+            c.create_bucket().bucket(&name).send().await.unwrap();
+            let mut files = Vec::new();
+            files_under(&b, &b, &mut files);
+            for (key, bytes) in files {
+                c.put_object()
+                    .bucket(&name)
+                    .key(format!("prod/{key}"))
+                    .body(bytes.into())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        });
+    let out = sf_summary()
+        .args([
+            "catalog",
+            &format!("s3://{name}/prod"),
+            "--format",
+            "json",
+            "--endpoint-url",
+            &moto,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["destination"], format!("s3://{name}/prod"));
+    assert_eq!(v["tarballs"].as_array().unwrap().len(), 3);
+    assert!(v["tarballs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["sha256"].as_str().is_some_and(|h| h.len() == 64)));
+    assert_eq!(v["mirrors"][0]["key"], "noble/slurm/25.11");
+    assert_eq!(v["mirrors"][0]["specs"], 3);
+}
