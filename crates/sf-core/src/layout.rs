@@ -431,6 +431,7 @@ impl Layout {
             runner_labels: arch.runner_labels.clone(),
             build: key.build.clone(),
             gpu: key.build.is_gpu(),
+            destination: self.destination.to_string(),
             deps_mirror: self.deps_mirror(&key.toolchain),
             version_mirror: key
                 .slurm_version
@@ -609,6 +610,9 @@ pub struct Cell {
     pub runner_labels: Vec<String>,
     pub build: BuildKind,
     pub gpu: bool,
+    /// The destination root every key below is relative to (`s3://bucket[/prefix]`, `file:///dir`).
+    #[serde(default)]
+    pub destination: String,
     pub deps_mirror: MirrorLocation,
     pub version_mirror: Option<MirrorLocation>,
     pub tarball: Option<TarballLocation>,
