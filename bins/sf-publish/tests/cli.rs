@@ -190,10 +190,14 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn node(name: &str, deps: &[(&str, &str)]) -> Value {
+    node_for(name, "1.0", "debian12", "x86_64_v4", deps)
+}
+
+fn node_for(name: &str, version: &str, os: &str, target: &str, deps: &[(&str, &str)]) -> Value {
     let mut n = json!({
         "name": name,
-        "version": "1.0",
-        "arch": {"platform": "linux", "platform_os": "debian12", "target": "x86_64_v4"},
+        "version": version,
+        "arch": {"platform": "linux", "platform_os": os, "target": target},
         "namespace": "synthetic",
         "parameters": {"build_system": "generic"},
         "package_hash": "aaaa",
@@ -422,7 +426,7 @@ fn the_signed_fixture_publishes_and_its_index_is_spacks() {
 #[test]
 fn concurrent_publishers_lose_no_spec() {
     const PUBLISHERS: usize = 8;
-    const ROUNDS: usize = 4;
+    const ROUNDS: usize = 6;
     const SPECS_EACH: usize = 2;
     let key = new_key();
     let mirrors: Vec<(tempfile::TempDir, Vec<String>)> = (0..PUBLISHERS)
@@ -1139,4 +1143,87 @@ fn publishing_survives_throttling_and_dropped_connections() {
         proxy.faults.load(std::sync::atomic::Ordering::SeqCst) >= 5,
         "the proxy injected faults"
     );
+}
+
+#[test]
+fn status_of_version_cells_looks_for_their_slurm_spec() {
+    let key = new_key();
+    let b = Backend::dir();
+    let m = sf_core::matrix::SupportMatrix::embedded();
+    let layout = sf_core::layout::Layout::new(
+        Some(b.url("").trim_end_matches('/')),
+        None,
+        Default::default(),
+    )
+    .unwrap();
+    let keys = sf_core::matrix::Selection {
+        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
+        slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into(), "24.11".into()]),
+        ..Default::default()
+    }
+    .expand(&m, sf_core::matrix::Pipeline::Version)
+    .unwrap();
+    let cells: Vec<_> = keys.iter().map(|k| layout.cell(&m, k)).collect();
+    let built = cells
+        .iter()
+        .find(|c| c.slurm_version.as_ref().unwrap().as_str() == "25.11")
+        .unwrap();
+    // A version mirror holding slurm@<the cell's exact Spack version> for the cell's OS and target.
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = Mirror::open(dir.path()).unwrap();
+    std::fs::create_dir_all(mirror.path("v3")).unwrap();
+    let version = built.slurm_spack_version.clone().unwrap();
+    let root = node_for(
+        "slurm",
+        &version,
+        built.spack_os.as_deref().unwrap(),
+        &built.spack_target,
+        &[],
+    );
+    let hash = root["hash"].as_str().unwrap().to_string();
+    let spec =
+        json!({"spec": {"_meta": {"version": 5}, "nodes": [root]}, "buildcache_layout_version": 2});
+    let spec_rec = mirror
+        .write_blob(
+            &gzip(spec.to_string().as_bytes()),
+            media_type::SPEC,
+            compression::GZIP,
+        )
+        .unwrap();
+    let tar_rec = mirror
+        .write_blob(&gzip(b"slurm"), media_type::TARBALL, compression::GZIP)
+        .unwrap();
+    let manifest = Manifest {
+        version: 3,
+        data: vec![tar_rec, spec_rec],
+        extra: Default::default(),
+    };
+    mirror
+        .write_manifest(&spack::spec_manifest("slurm", &version, &hash), &manifest)
+        .unwrap();
+    sign_mirror(dir.path(), &key);
+    publish_mirror(
+        dir.path(),
+        &built.version_mirror.as_ref().unwrap().url,
+        &key,
+    )
+    .success();
+
+    let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
+    let out = sf_publish()
+        .args(["status", "-"])
+        .write_stdin(matrix)
+        .assert()
+        .success();
+    let st = json_out(&out.get_output().stdout);
+    let ids = |k: &str| {
+        st[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("published"), [built.id.clone()], "{st}");
+    assert_eq!(ids("pending").len(), 1, "{st}");
 }
