@@ -36,10 +36,11 @@ def help_text(argv):
 
 def subcommands(text):
     """Names listed under 'Commands:' in clap's help."""
-    m = re.search(r"^Commands:\n((?:  \S.*\n)+)", text, re.M)
+    m = re.search(r"^Commands:\n((?:  .*\n)+)", text, re.M)
     if not m:
         return []
-    return [line.split()[0] for line in m.group(1).splitlines() if line.strip()]
+    # Names sit at two spaces; wrapped descriptions are indented further.
+    return [line.split()[0] for line in m.group(1).splitlines() if re.match(r"  \S", line)]
 
 
 def check(where, argv, env_names, problems):
@@ -52,19 +53,23 @@ def check(where, argv, env_names, problems):
         problems.append(f"{where}: {cmd} --help failed (is it built in {BIN}?)")
         return
     path = [cmd]
-    subs = subcommands(top)
     rest = argv[1:]
-    required = re.search(r"^Usage: .*<COMMAND>", top, re.M) is not None
-    if subs and (required or (rest and rest[0] in subs)):
+    text = top
+    # Descend through nested subcommands (sf-sign verify sums ...).
+    while True:
+        subs = subcommands(text)
+        required = re.search(r"^Usage: .*<COMMAND>", text, re.M) is not None
+        if not subs or not (required or (rest and rest[0] in subs)):
+            break
         if not rest or rest[0] not in subs:
-            problems.append(f"{where}: {cmd} needs a subcommand, one of {', '.join(subs)}; got {rest[:1]}")
+            problems.append(f"{where}: {' '.join(path)} needs a subcommand, one of {', '.join(subs)}; got {rest[:1]}")
             return
         path.append(rest[0])
         rest = rest[1:]
-    text = help_text(path)
-    if text is None:
-        problems.append(f"{where}: {' '.join(path)} --help failed")
-        return
+        text = help_text(path)
+        if text is None:
+            problems.append(f"{where}: {' '.join(path)} --help failed")
+            return
     for tok in rest:
         if tok.startswith("--"):
             flag = tok.split("=", 1)[0]

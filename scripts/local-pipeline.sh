@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The README's main command: rehearse the tarball pipeline on this machine, on embedded defaults,
+# with no cloud: a local directory as the bucket, an ephemeral signing key, no CDN.
+#
+#   scripts/local-pipeline.sh [--out DIR] [--slurm-version V] [--toolchain T] [--engine podman|docker]
+#
+# The chain is the workflow's: sf-matrix (one cell) -> sf-spackenv -> the build -> sf-build test ->
+# sf-sign -> sf-publish -> sf-summary. Without --engine the build step packs a small built-in
+# view (real ELF binaries compiled here: libslurm, sinfo, a plugin, linked with RPATHs into a padded
+# build prefix) so everything after it runs for real; with --engine the real Spack build runs in a
+# container. It ends by verifying what landed in the bucket and printing where everything is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+out="$root/out/local-pipeline"
+slurm_version=25.11
+toolchain=noble
+engine=""
+while (($#)); do
+    case "$1" in
+        --out) out=$(realpath -m "$2"); shift 2 ;;
+        --slurm-version) slurm_version=$2; shift 2 ;;
+        --toolchain) toolchain=$2; shift 2 ;;
+        --engine) engine=$2; shift 2 ;;
+        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown argument '$1'; valid: --out DIR, --slurm-version V, --toolchain T, --engine E" >&2; exit 2 ;;
+    esac
+done
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "building the binaries (release)"
+cargo build --release --bins -q
+bin="$root/target/release"
+export PATH="$bin:$PATH"
+
+rm -rf "$out"
+mkdir -p "$out/bucket" "$out/results" "$out/work/dist"
+work="$out/work"
+export SF_DESTINATION="file://$out/bucket"
+export SF_CDN_URL="file://$out/bucket"
+export SF_RESULTS_DIR="$out/results"
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+
+step "sf-matrix: the tarball cell for Slurm $slurm_version on $toolchain"
+sf-matrix --pipeline tarball --slurm-versions "$slurm_version" --toolchains "$toolchain" >"$work/matrix.json"
+cell_field() { python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["include"][0]; print(eval("c"+sys.argv[2]))' "$work/matrix.json" "$1"; }
+tarball_name=$(cell_field '["tarball"]["file_name"]')
+tarball_key=$(cell_field '["tarball"]["key"]')
+release=$(cell_field '["slurm_release"]')
+tarball="$work/dist/$tarball_name"
+
+step "sf-spackenv: Spack environment, build recipe and modulefile"
+sf-spackenv --cell "$work/matrix.json" --out "$work/env" >/dev/null
+
+if [ -n "$engine" ]; then
+    step "sf-build build: the real Spack build with $engine"
+    sf-build build --cell "$work/matrix.json" --env-dir "$work/env" --engine "$engine" --out "$tarball" >/dev/null
+else
+    step "building a small view: libslurm, sinfo and a plugin compiled here, RPATHs into a padded prefix"
+    prefix="$work/build/$(printf '__spack_path_placeholder__%.0s' 1 2 3 4)/slurm-$release"
+    src="$work/src"
+    mkdir -p "$src" "$prefix/lib/slurm" "$prefix/bin"
+    printf 'const char *slurm_version_str(void) { return "slurm %s"; }\n' "$release" >"$src/slurm.c"
+    cat >"$src/sinfo.c" <<'C'
+#include <stdio.h>
+#include <string.h>
+const char *slurm_version_str(void);
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) { puts(slurm_version_str()); return 0; }
+    puts("PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST");
+    return 0;
+}
+C
+    printf 'const char *slurm_version_str(void);\nconst char *plugin_version(void) { return slurm_version_str(); }\n' >"$src/plugin.c"
+    cc -shared -fPIC -Wl,-soname,libslurm.so.1 -o "$prefix/lib/libslurm.so.1" "$src/slurm.c"
+    ln -sf libslurm.so.1 "$prefix/lib/libslurm.so"
+    cc -o "$prefix/bin/sinfo" "$src/sinfo.c" -L"$prefix/lib" -lslurm -Wl,-rpath,"$prefix/lib"
+    cc -shared -fPIC -o "$prefix/lib/slurm/auth_munge.so" "$src/plugin.c" -L"$prefix/lib" -lslurm -Wl,-rpath,"$prefix/lib"
+    mkdir -p "$prefix/share/man/man1" "$prefix/include/slurm"
+    printf '.TH SINFO 1\n' >"$prefix/share/man/man1/sinfo.1"
+    printf '#define SLURM_VERSION_STRING "%s"\n' "$release" >"$prefix/include/slurm/slurm_version.h"
+
+    step "sf-build pack: the relocatable tarball"
+    sf-build pack --cell "$work/matrix.json" --view "$prefix" --env-dir "$work/env" \
+        --build-prefix "$prefix" --out "$tarball" >/dev/null
+fi
+
+step "sf-build test: extract into a fresh prefix, load the module, sinfo --version, ldd"
+if [ -n "$engine" ]; then
+    sf-build test --cell "$work/matrix.json" --tarball "$tarball" --engine "$engine" >/dev/null
+else
+    sf-build test --cell "$work/matrix.json" --tarball "$tarball" --local >/dev/null
+fi
+
+step "an ephemeral signing key (it lives only in $work/key for this run)"
+key_home=$(mktemp -d)
+trap 'rm -rf "$key_home"' EXIT
+gpg --homedir "$key_home" --batch --quiet --passphrase '' --quick-gen-key \
+    "Slurm Factory local rehearsal <rehearsal@example.invalid>" ed25519 sign 1d 2>/dev/null
+mkdir -p "$work/key" && chmod 700 "$work/key"
+gpg --homedir "$key_home" --batch --quiet --armor --export-secret-keys >"$work/key/secret.asc"
+gpg --homedir "$key_home" --batch --quiet --armor --export >"$work/key/public.asc"
+chmod 600 "$work/key/secret.asc"
+
+step "sf-sign: the tarball's .asc and the folder's signed SHA256SUMS"
+sf-sign file "$tarball" --key-file "$work/key/secret.asc" >/dev/null
+sf-sign sums "$work/dist" --key-file "$work/key/secret.asc" >/dev/null
+
+step "sf-publish: tarball, signature and SHA256SUMS into the local bucket"
+sf-publish tarball "$tarball" "$SF_DESTINATION" --cert "$work/key/public.asc" \
+    --change-list "$work/changes.json" >/dev/null
+
+step "checking what landed: signatures verify against the key, checksums match"
+published="$out/bucket/$tarball_key"
+sf-sign verify file "$published" --cert "$work/key/public.asc" >/dev/null
+sf-sign verify sums "$(dirname "$published")" --cert "$work/key/public.asc" >/dev/null
+
+step "sf-summary: the deployment summary"
+sf-summary "$out/results" >"$out/summary.md"
+
+cat <<DONE
+
+The tarball pipeline ran end to end (Slurm $release, $toolchain).
+  bucket        $out/bucket
+  tarball       $published
+  signature     $published.asc
+  checksums     $(dirname "$published")/SHA256SUMS (+ .asc)
+  public key    $work/key/public.asc
+  change list   $work/changes.json
+  records       $out/results
+  summary       $out/summary.md
+Verify it yourself:
+  gpg --import $work/key/public.asc && gpg --verify $published.asc $published
+DONE
