@@ -98,7 +98,13 @@ impl Cache<'_> {
 
 async fn cell_status(cache: &mut Cache<'_>, cell: &Cell) -> Result<(bool, String)> {
     if let Some(t) = &cell.tarball {
-        let root = t.url.strip_suffix(&format!("/{}", t.key)).unwrap_or(&t.url);
+        // The cell names its destination root; older matrices only carry full URLs.
+        let from_url = t.url.strip_suffix(&format!("/{}", t.key)).unwrap_or(&t.url);
+        let root = if cell.destination.is_empty() {
+            from_url
+        } else {
+            cell.destination.as_str()
+        };
         let Some(store) = cache.store(root).await? else {
             return Ok((false, format!("{root} does not exist")));
         };
