@@ -2,6 +2,7 @@
 //! for signing, and the trusted certificates and pin for verifying.
 
 use std::fs;
+use std::path::Path;
 
 use anyhow::Result;
 use sf_core::bad_input;
@@ -57,7 +58,26 @@ pub fn load(args: &KeyArgs, secrets: &SecretEnv, gha: &Actions) -> Result<Signin
     if let Ok(text) = std::str::from_utf8(&material) {
         gha.mask(text);
     }
-    let passphrase: Option<String> = match (&args.passphrase_file, &secrets.passphrase) {
+    let passphrase = passphrase(args.passphrase_file.as_deref(), secrets, gha)?;
+    let pin = args.fingerprint.as_deref().map(KeyPin::parse).transpose()?;
+    let key = SigningKey::load(&material, passphrase.as_ref(), pin.as_ref())?;
+    gha.log(&format!(
+        "signing with key {} (signing key {}, {})",
+        key.fingerprint(),
+        key.signing_key(),
+        key.hash_name()
+    ));
+    Ok(key)
+}
+
+/// The passphrase from `--passphrase-file` or `GPG_PASSPHRASE`, masked in Actions. An empty one
+/// counts as none.
+pub fn passphrase(
+    file: Option<&Path>,
+    secrets: &SecretEnv,
+    gha: &Actions,
+) -> Result<Option<Password>> {
+    let passphrase: Option<String> = match (file, &secrets.passphrase) {
         (Some(path), _) => {
             let text = fs::read_to_string(path).bad_input(format!(
                 "cannot read the passphrase file {} (--passphrase-file)",
@@ -75,16 +95,7 @@ pub fn load(args: &KeyArgs, secrets: &SecretEnv, gha: &Actions) -> Result<Signin
     if let Some(p) = &passphrase {
         gha.mask(p);
     }
-    let pin = args.fingerprint.as_deref().map(KeyPin::parse).transpose()?;
-    let password: Option<Password> = passphrase.filter(|p| !p.is_empty()).map(Password::from);
-    let key = SigningKey::load(&material, password.as_ref(), pin.as_ref())?;
-    gha.log(&format!(
-        "signing with key {} (signing key {}, {})",
-        key.fingerprint(),
-        key.signing_key(),
-        key.hash_name()
-    ));
-    Ok(key)
+    Ok(passphrase.filter(|p| !p.is_empty()).map(Password::from))
 }
 
 /// The certificates given with `--cert` (if any) and the pin (if any).

@@ -4,10 +4,12 @@
 //! `file` writes detached `.asc` signatures of tarballs; `mirror` turns an unsigned Spack layout-3
 //! mirror into a signed one (cleartext-signed spec manifests, the public key and key index);
 //! `sums` writes and signs a folder's `SHA256SUMS`; `verify` checks any of these against a
-//! certificate or a pinned fingerprint. The secret key comes from `GPG_PRIVATE_KEY` or a file and
+//! certificate or a pinned fingerprint; `key generate` makes a new signing key and `key export`
+//! writes the signing key's public certificate. The secret key comes from `GPG_PRIVATE_KEY` or a file and
 //! its passphrase from `GPG_PASSPHRASE` or a file, never from flags; only fingerprints are printed.
 
 pub mod files;
+pub mod keyfiles;
 pub mod keys;
 pub mod mirror;
 
@@ -71,6 +73,52 @@ pub enum Command {
     Verify {
         #[command(subcommand)]
         target: VerifyTarget,
+    },
+    /// Make a new signing key, or export the signing key's public certificate.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// Make a new signing key (certification primary key and a signing subkey) and write the
+    /// ASCII-armoured secret key to FILE with mode 0600; encrypted with GPG_PASSPHRASE (or
+    /// --passphrase-file) if set, unprotected otherwise. Prints the fingerprint, never the key.
+    Generate {
+        /// Where the secret key goes; refused if it exists, unless --force.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Also write the public certificate (ASCII armour) here.
+        #[arg(long, value_name = "FILE")]
+        public_out: Option<PathBuf>,
+        /// The key's user ID, e.g. "Name <email>".
+        #[arg(long, value_name = "UID", default_value = keyfiles::DEFAULT_UID)]
+        uid: String,
+        /// Key algorithm.
+        #[arg(long, value_name = "ALGO", default_value = "ed25519", value_parser = ["ed25519", "rsa4096"])]
+        cipher: String,
+        /// How long the key is valid: a number and a unit s, m, h, d, w or y (e.g. 1d, 2y), or never.
+        #[arg(long, value_name = "PERIOD", default_value = "never")]
+        expires: String,
+        /// Replace existing output files.
+        #[arg(long)]
+        force: bool,
+        /// File holding the passphrase to protect the key with (instead of GPG_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Write the public certificate (ASCII armour) of the signing key, given as for `file`.
+    Export {
+        /// Where the certificate goes; refused if it exists, unless --force.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing output file.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        key: KeyArgs,
     },
 }
 
@@ -159,6 +207,12 @@ pub fn run(cli: Cli, gha: &Actions, secrets: &keys::SecretEnv) -> Result<()> {
         Command::Verify {
             target: VerifyTarget::Sums { .. },
         } => "sf-sign verify sums",
+        Command::Key {
+            action: KeyAction::Generate { .. },
+        } => "sf-sign key generate",
+        Command::Key {
+            action: KeyAction::Export { .. },
+        } => "sf-sign key export",
     };
     let mut rec = Recorder::start(step);
     let result = dispatch(&cli.command, gha, secrets, &mut rec);
@@ -216,6 +270,31 @@ fn dispatch(
             } => files::verify_files(paths, signature.as_deref(), trust, rec),
             VerifyTarget::Mirror { dir, trust } => mirror::verify_mirror(dir, trust, rec),
             VerifyTarget::Sums { dir, trust } => files::verify_sums(dir, trust, rec),
+        },
+        Command::Key { action } => match action {
+            KeyAction::Generate {
+                out,
+                public_out,
+                uid,
+                cipher,
+                expires,
+                force,
+                passphrase_file,
+            } => {
+                let req = keyfiles::GenerateRequest {
+                    out: out.clone(),
+                    public_out: public_out.clone(),
+                    uid: uid.clone(),
+                    cipher: cipher.parse()?,
+                    expires: expires.parse()?,
+                    force: *force,
+                    passphrase_file: passphrase_file.clone(),
+                };
+                keyfiles::generate(&req, secrets, gha, rec)
+            }
+            KeyAction::Export { out, force, key } => {
+                keyfiles::export(out, *force, key, secrets, gha, rec)
+            }
         },
     }
 }

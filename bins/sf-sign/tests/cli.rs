@@ -1066,3 +1066,370 @@ fn help_names_the_secret_variables_and_usage_errors_exit_2() {
     sf_sign().arg("file").assert().code(2);
     sf_sign().args(["verify", "file", "x"]).assert().code(2);
 }
+
+/// The armoured body lines of a key file: what must never show up in any output.
+fn key_body_lines(armored: &str) -> Vec<String> {
+    armored
+        .lines()
+        .filter(|l| l.len() >= 40 && !l.starts_with("-----") && !l.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_no_key_material(o: &std::process::Output, secret: &str) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = stderr(o);
+    for text in [&*out, &*err] {
+        assert!(!text.contains("PRIVATE KEY BLOCK"), "{text}");
+        for line in key_body_lines(secret) {
+            assert!(!text.contains(&line), "key material in output: {text}");
+        }
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn generated_keys_sign_files_that_gpg_and_sqv_verify() {
+    require_tool("sqv");
+    let gpg = Gpg::new();
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("signing-key.asc");
+    let public = dir.path().join("signing-key.pub.asc");
+    let results = dir.path().join("results");
+    let output = dir.path().join("github_output");
+    fs::write(&output, "").unwrap();
+
+    let out = sf_sign()
+        .args(["key", "generate", "--out"])
+        .arg(&secret)
+        .arg("--public-out")
+        .arg(&public)
+        .args([
+            "--uid",
+            "Rehearsal <rehearsal@example.invalid>",
+            "--expires",
+            "1d",
+        ])
+        .env("SF_RESULTS_DIR", &results)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .assert()
+        .success();
+    let o = out.get_output();
+    let report = json(&o.stdout);
+    let fpr = report["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fpr.len(), 40);
+    assert_eq!(report["secret_key"], secret.to_str().unwrap());
+    assert_eq!(report["public_key"], public.to_str().unwrap());
+    assert_eq!(report["cipher"], "ed25519");
+    assert_eq!(report["protected"], false);
+    assert!(report["expires"].as_str().unwrap().ends_with('Z'));
+    let secret_text = fs::read_to_string(&secret).unwrap();
+    assert!(secret_text.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    assert!(fs::read_to_string(&public)
+        .unwrap()
+        .starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    assert_eq!(mode_of(&secret), 0o600);
+    assert_no_key_material(o, &secret_text);
+    let outputs = parse_file_commands(&fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["fingerprint"], fpr);
+    assert_eq!(outputs["secret-key"], secret.to_str().unwrap());
+    assert_eq!(outputs["public-key"], public.to_str().unwrap());
+    let record_path = fs::read_dir(&results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record_text = fs::read_to_string(record_path).unwrap();
+    let record: Value = json(record_text.as_bytes());
+    assert_eq!(record["step"], "sf-sign key generate");
+    assert_eq!(record["status"], "success");
+    for line in key_body_lines(&secret_text) {
+        assert!(!record_text.contains(&line));
+    }
+
+    // The key as CI would hold it: in GPG_PRIVATE_KEY, pinned by the fingerprint printed.
+    let data = dir.path().join("slurm-25.11-noble-software.tar.gz");
+    fs::write(&data, b"tarball ".repeat(50_000)).unwrap();
+    let out = sf_sign()
+        .arg("file")
+        .arg(&data)
+        .env("GPG_PRIVATE_KEY", &secret_text)
+        .env("SF_SIGNING_FINGERPRINT", &fpr)
+        .assert()
+        .success();
+    assert_eq!(json(&out.get_output().stdout)["fingerprint"], fpr.as_str());
+    let asc = dir.path().join("slurm-25.11-noble-software.tar.gz.asc");
+    gpg.import(&public);
+    assert!(gpg.verifies(&asc, Some(&data)), "gpg --verify");
+    let sqv = StdCommand::new("sqv")
+        .arg("--keyring")
+        .arg(&public)
+        .arg(&asc)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(sqv.status.success(), "sqv: {}", stderr(&sqv));
+    assert_eq!(String::from_utf8_lossy(&sqv.stdout).trim(), fpr);
+
+    // gpg takes the generated secret key as it is.
+    gpg.import(&secret);
+    let listed = gpg.run(&["--with-colons", "--list-secret-keys", &fpr]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&format!("fpr:::::::::{fpr}:")));
+}
+
+#[test]
+fn a_passphrase_protects_a_generated_key_and_rsa4096_keys_sign_too() {
+    require_tool("sqv");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("k.asc");
+    let public = dir.path().join("k.pub");
+    let pass = "rehearsal passphrase";
+    let out = sf_sign()
+        .args(["key", "generate", "--cipher", "rsa4096", "--out"])
+        .arg(&secret)
+        .arg("--public-out")
+        .arg(&public)
+        .env("GPG_PASSPHRASE", pass)
+        .env("GITHUB_ACTIONS", "true")
+        .assert()
+        .success();
+    let o = out.get_output();
+    let report = json(&o.stdout);
+    assert_eq!(report["protected"], true);
+    assert_eq!(report["cipher"], "rsa4096");
+    assert_eq!(report["expires"], Value::Null);
+    assert_eq!(report["uid"], "Slurm Factory signing key");
+    let err = stderr(o);
+    assert!(err.contains(&format!("::add-mask::{pass}")), "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(pass));
+    let secret_text = fs::read_to_string(&secret).unwrap();
+    assert_no_key_material(o, &secret_text);
+    assert_eq!(mode_of(&secret), 0o600);
+
+    let data = dir.path().join("data");
+    fs::write(&data, b"payload").unwrap();
+    let out = sf_sign()
+        .arg("file")
+        .arg(&data)
+        .arg("--key-file")
+        .arg(&secret)
+        .assert()
+        .code(2);
+    assert!(stderr(out.get_output()).contains("protected by a passphrase"));
+    sf_sign()
+        .arg("file")
+        .arg(&data)
+        .arg("--key-file")
+        .arg(&secret)
+        .env("GPG_PASSPHRASE", pass)
+        .assert()
+        .success();
+    let sqv = StdCommand::new("sqv")
+        .arg("--keyring")
+        .arg(&public)
+        .arg(dir.path().join("data.asc"))
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(sqv.status.success(), "sqv: {}", stderr(&sqv));
+    assert_eq!(
+        String::from_utf8_lossy(&sqv.stdout).trim(),
+        report["fingerprint"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn the_exported_cert_of_a_gpg_key_has_its_fingerprint_and_verifies_sf_sign_signatures() {
+    require_tool("sqv");
+    let gpg = Gpg::new();
+    let pass = "export passphrase";
+    let fpr = gpg.generate("Build Signer <b@example.invalid>", "ed25519", pass);
+    let secret = gpg.export_secret(&fpr, pass);
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.asc");
+    let output = dir.path().join("github_output");
+    fs::write(&output, "").unwrap();
+
+    let out = sf_sign()
+        .args(["key", "export", "--out"])
+        .arg(&cert)
+        .env("GPG_PRIVATE_KEY", base64(secret.as_bytes()))
+        .env("GPG_PASSPHRASE", pass)
+        .env("SF_SIGNING_FINGERPRINT", &fpr)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .assert()
+        .success();
+    let o = out.get_output();
+    let report = json(&o.stdout);
+    assert_eq!(report["fingerprint"], fpr.as_str());
+    assert_eq!(report["public_key"], cert.to_str().unwrap());
+    assert_no_key_material(o, &secret);
+    let outputs = parse_file_commands(&fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["fingerprint"], fpr);
+    assert_eq!(outputs["public-key"], cert.to_str().unwrap());
+
+    // Public only, and gpg reads the same fingerprint from it.
+    let cert_text = fs::read_to_string(&cert).unwrap();
+    assert!(cert_text.starts_with("-----BEGIN PGP PUBLIC KEY BLOCK-----"));
+    use openpgp::parse::Parse;
+    let parsed = openpgp::Cert::from_bytes(cert_text.as_bytes()).unwrap();
+    assert_eq!(parsed.fingerprint().to_hex(), fpr);
+    assert!(
+        !parsed.is_tsk(),
+        "the exported cert holds secret key material"
+    );
+    let other = Gpg::new();
+    other.import(&cert);
+    let listed = other.run(&["--with-colons", "--list-keys", &fpr]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&format!("fpr:::::::::{fpr}:")));
+
+    // A later job verifies the build job's signature against the shipped cert, pinned.
+    let data = dir.path().join("slurm-25.11-noble-software.tar.gz");
+    fs::write(&data, b"tarball".repeat(1000)).unwrap();
+    sf_sign()
+        .arg("file")
+        .arg(&data)
+        .env("GPG_PRIVATE_KEY", &secret)
+        .env("GPG_PASSPHRASE", pass)
+        .assert()
+        .success();
+    let out = sf_sign()
+        .args(["verify", "file"])
+        .arg(&data)
+        .arg("--cert")
+        .arg(&cert)
+        .args(["--fingerprint", &fpr])
+        .assert()
+        .success();
+    assert_eq!(json(&out.get_output().stdout)["signers"][0], fpr.as_str());
+    let asc = dir.path().join("slurm-25.11-noble-software.tar.gz.asc");
+    assert!(other.verifies(&asc, Some(&data)));
+    let sqv = StdCommand::new("sqv")
+        .arg("--keyring")
+        .arg(&cert)
+        .arg(&asc)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(sqv.status.success(), "sqv: {}", stderr(&sqv));
+}
+
+#[test]
+fn existing_key_files_are_refused_with_exit_2_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("k.asc");
+    let public = dir.path().join("k.pub");
+    fs::write(&secret, "precious").unwrap();
+    let out = sf_sign()
+        .args(["key", "generate", "--out"])
+        .arg(&secret)
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert!(out.get_output().stdout.is_empty());
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "precious");
+
+    // An existing certificate file stops the secret key being written too.
+    let fresh = dir.path().join("fresh.asc");
+    fs::write(&public, "old cert").unwrap();
+    sf_sign()
+        .args(["key", "generate", "--out"])
+        .arg(&fresh)
+        .arg("--public-out")
+        .arg(&public)
+        .assert()
+        .code(2);
+    assert!(!fresh.exists());
+    assert_eq!(fs::read_to_string(&public).unwrap(), "old cert");
+
+    // Bad values and a missing folder: exit 2, nothing written.
+    for args in [
+        vec!["--expires", "3q"],
+        vec!["--cipher", "dsa"],
+        vec!["--uid", " "],
+    ] {
+        sf_sign()
+            .args(["key", "generate", "--out"])
+            .arg(&fresh)
+            .args(&args)
+            .assert()
+            .code(2);
+        assert!(!fresh.exists(), "{args:?}");
+    }
+    sf_sign()
+        .args(["key", "generate", "--out"])
+        .arg(dir.path().join("no/such/dir/k.asc"))
+        .assert()
+        .code(2);
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // --force replaces, still owner-only.
+    let out = sf_sign()
+        .args(["key", "generate", "--force", "--out"])
+        .arg(&secret)
+        .assert()
+        .success();
+    assert!(fs::read_to_string(&secret)
+        .unwrap()
+        .starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    assert_eq!(mode_of(&secret), 0o600);
+    let fpr = json(&out.get_output().stdout)["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Export: an existing file, the key file itself and a wrong pin are refused.
+    sf_sign()
+        .args(["key", "export", "--key-file"])
+        .arg(&secret)
+        .arg("--out")
+        .arg(&public)
+        .assert()
+        .code(2);
+    assert_eq!(fs::read_to_string(&public).unwrap(), "old cert");
+    sf_sign()
+        .args(["key", "export", "--force", "--key-file"])
+        .arg(&secret)
+        .arg("--out")
+        .arg(&secret)
+        .assert()
+        .code(2);
+    assert!(fs::read_to_string(&secret).unwrap().contains("PRIVATE KEY"));
+    let cert = dir.path().join("cert.asc");
+    sf_sign()
+        .args(["key", "export", "--key-file"])
+        .arg(&secret)
+        .arg("--out")
+        .arg(&cert)
+        .args(["--fingerprint", "DFB92630BCA5AB71"])
+        .assert()
+        .code(2);
+    assert!(!cert.exists());
+    sf_sign()
+        .args(["key", "export", "--out"])
+        .arg(&cert)
+        .assert()
+        .code(2);
+    assert!(!cert.exists());
+    let out = sf_sign()
+        .args(["key", "export", "--key-file"])
+        .arg(&secret)
+        .arg("--out")
+        .arg(&cert)
+        .args(["--fingerprint", &fpr])
+        .assert()
+        .success();
+    assert_eq!(json(&out.get_output().stdout)["fingerprint"], fpr.as_str());
+}

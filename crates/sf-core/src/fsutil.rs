@@ -26,6 +26,16 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(dest: &Path) -> io::Result<Self> {
+        Self::create_with_mode(dest, 0o666)
+    }
+
+    /// Like [`AtomicFile::create`], but readable and writable by the owner only (mode 0600) from
+    /// the first byte on, for secret keys: the mode is set when the file is made, not after.
+    pub fn create_private(dest: &Path) -> io::Result<Self> {
+        Self::create_with_mode(dest, 0o600)
+    }
+
+    fn create_with_mode(dest: &Path, mode: u32) -> io::Result<Self> {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -38,10 +48,13 @@ impl AtomicFile {
             name.to_string_lossy(),
             random_hex(6)?
         ));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let file = options.open(&tmp)?;
         Ok(AtomicFile {
             file: Some(file),
             tmp,
@@ -97,5 +110,18 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         write_atomic(&dest, b"whole").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"whole");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("key.asc");
+        let mut f = AtomicFile::create_private(&dest).unwrap();
+        f.write_all(b"secret").unwrap();
+        f.commit().unwrap();
+        let mode = fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -4,12 +4,15 @@
 //! optionally passphrase-protected) into a [`key::SigningKey`] after checking it can sign now;
 //! [`sign`] makes streamed detached signatures and cleartext signatures (what Spack's build-cache
 //! manifests are); [`verify`] checks both against given certificates and says which key signed.
-//! Output verifies with `gpg --verify` and `sqv`, and gpg's signatures verify here.
+//! Output verifies with `gpg --verify` and `sqv`, and gpg's signatures verify here. [`generate`]
+//! makes new signing keys.
 
+pub mod generate;
 pub mod key;
 pub mod sign;
 pub mod verify;
 
+pub use generate::{Cipher, NewKey, Validity};
 pub use key::{Fingerprint, KeyPin, SigningKey};
 pub use verify::{Certs, Verified};
 
