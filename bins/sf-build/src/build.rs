@@ -209,7 +209,7 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
         ]);
     }
     if let Some(j) = req.jobs {
-        args.extend(["--env".into(), format!("SF_BUILD_JOBS={j}")]);
+        args.extend(["--env".into(), format!("{}={j}", sf_core::env::BUILD_JOBS)]);
     }
     args.extend([
         image.clone(),

@@ -23,31 +23,11 @@ use serde_json::json;
 use sf_archive::GzOptions;
 use sf_core::bad_input;
 use sf_core::cli::ResultsArgs;
+use sf_core::env;
 use sf_core::gha::Actions;
 use sf_core::record::{Artifact, Recorder};
 
 use crate::engine::{Engine, EngineKind};
-
-/// The cell, as sf-matrix prints it (file, `-`, or inline JSON). Shared with sf-spackenv.
-pub const ENV_CELL: &str = "SF_CELL";
-/// The directory sf-spackenv wrote for the cell.
-pub const ENV_ENV_DIR: &str = "SF_ENV_DIR";
-/// The container engine: podman or docker.
-pub const ENV_ENGINE: &str = "SF_ENGINE";
-/// Space-separated global options for every engine call (e.g. `--storage-driver=vfs`).
-pub const ENV_ENGINE_ARGS: &str = "SF_ENGINE_ARGS";
-/// Space-separated options for every `run` (e.g. `--ulimit nofile=20000:20000`).
-pub const ENV_RUN_ARGS: &str = "SF_RUN_ARGS";
-/// The tarball path.
-pub const ENV_TARBALL: &str = "SF_TARBALL";
-/// Reproducible-builds clamp for mtimes and the build date.
-pub const ENV_SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
-/// The registry images are pushed to (e.g. `ghcr.io/vantagecompute`).
-pub const ENV_REGISTRY: &str = "SF_REGISTRY";
-/// The registry user.
-pub const ENV_REGISTRY_USER: &str = "SF_REGISTRY_USER";
-/// The registry token (secret; read from the environment only). Falls back to `GITHUB_TOKEN`.
-pub const ENV_REGISTRY_TOKEN: &str = "SF_REGISTRY_TOKEN";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -77,20 +57,20 @@ pub enum Cmd {
 #[derive(Args, Debug, Clone)]
 pub struct CellArg {
     /// The cell as sf-matrix prints it: a JSON file, `-` for stdin, or the JSON itself.
-    #[arg(long, env = ENV_CELL, value_name = "FILE|-|JSON")]
+    #[arg(long, env = env::CELL, value_name = "FILE|-|JSON")]
     pub cell: String,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {
     /// Container engine [default: the first of podman, docker on PATH]
-    #[arg(long, env = ENV_ENGINE, value_enum)]
+    #[arg(long, env = env::ENGINE, value_enum)]
     pub engine: Option<EngineKind>,
     /// A global option for every engine call (repeatable), e.g. --engine-arg=--storage-driver=vfs.
-    #[arg(long = "engine-arg", env = ENV_ENGINE_ARGS, value_delimiter = ' ', allow_hyphen_values = true, value_name = "ARG")]
+    #[arg(long = "engine-arg", env = env::ENGINE_ARGS, value_delimiter = ' ', allow_hyphen_values = true, value_name = "ARG")]
     pub engine_args: Vec<String>,
     /// An option for every container run (repeatable), e.g. --run-arg=--ulimit=nofile=20000:20000.
-    #[arg(long = "run-arg", env = ENV_RUN_ARGS, value_delimiter = ' ', allow_hyphen_values = true, value_name = "ARG")]
+    #[arg(long = "run-arg", env = env::RUN_ARGS, value_delimiter = ' ', allow_hyphen_values = true, value_name = "ARG")]
     pub run_args: Vec<String>,
 }
 
@@ -117,7 +97,7 @@ impl EngineArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PackOpts {
     /// Write the tarball here [default: {cache}/builds/{tarball file name}]
-    #[arg(long, env = ENV_TARBALL, value_name = "FILE")]
+    #[arg(long, env = env::TARBALL, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Replace an existing tarball.
     #[arg(long)]
@@ -129,10 +109,10 @@ pub struct PackOpts {
     #[arg(long = "build-prefix", value_name = "DIR")]
     pub build_prefixes: Vec<String>,
     /// Clamp mtimes here (seconds) [default: the newest mtime in the view]
-    #[arg(long, env = ENV_SOURCE_DATE_EPOCH, value_name = "SECONDS")]
+    #[arg(long, env = env::SOURCE_DATE_EPOCH, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
     /// The source commit recorded in BUILDINFO.json.
-    #[arg(long, env = sf_core::env::GITHUB_SHA, value_name = "SHA")]
+    #[arg(long, env = env::GITHUB_SHA, value_name = "SHA")]
     pub source_commit: Option<String>,
     /// Compression threads [default: all cores]
     #[arg(long, value_name = "N")]
@@ -141,7 +121,7 @@ pub struct PackOpts {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=12))]
     pub level: i32,
     /// Host cache root (buildcache/, sourcecache/, builds/) [default: ~/.slurm-factory]
-    #[arg(long, env = sf_core::env::CACHE_DIR, value_name = "DIR")]
+    #[arg(long, env = env::CACHE_DIR, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -150,7 +130,7 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub cell: CellArg,
     /// The directory sf-spackenv wrote for this cell (Dockerfile, build.sh, spack.yaml, modules/).
-    #[arg(long, env = ENV_ENV_DIR, value_name = "DIR")]
+    #[arg(long, env = env::ENV_DIR, value_name = "DIR")]
     pub env_dir: PathBuf,
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -178,7 +158,7 @@ pub struct PackArgs {
     #[arg(long, value_name = "DIR")]
     pub view: PathBuf,
     /// The directory sf-spackenv wrote (modulefile, spack.lock).
-    #[arg(long, env = ENV_ENV_DIR, value_name = "DIR")]
+    #[arg(long, env = env::ENV_DIR, value_name = "DIR")]
     pub env_dir: Option<PathBuf>,
     #[command(flatten)]
     pub pack: PackOpts,
@@ -189,7 +169,7 @@ pub struct TestArgs {
     #[command(flatten)]
     pub cell: CellArg,
     /// The tarball to test.
-    #[arg(long, env = ENV_TARBALL, value_name = "FILE")]
+    #[arg(long, env = env::TARBALL, value_name = "FILE")]
     pub tarball: PathBuf,
     /// Run on this host instead of a clean container.
     #[arg(long)]
@@ -206,10 +186,10 @@ pub struct ImageArgs {
     #[command(flatten)]
     pub cell: CellArg,
     /// The tested tarball to install.
-    #[arg(long, env = ENV_TARBALL, value_name = "FILE")]
+    #[arg(long, env = env::TARBALL, value_name = "FILE")]
     pub tarball: PathBuf,
     /// Registry and namespace, e.g. ghcr.io/vantagecompute.
-    #[arg(long, env = ENV_REGISTRY, value_name = "REGISTRY")]
+    #[arg(long, env = env::REGISTRY, value_name = "REGISTRY")]
     pub registry: String,
     /// Image name under the registry.
     #[arg(long, default_value = "slurm")]
@@ -230,7 +210,7 @@ pub struct ImageArgs {
     #[arg(long)]
     pub insecure_registry: bool,
     /// Registry user for the login.
-    #[arg(long, env = ENV_REGISTRY_USER, value_name = "USER")]
+    #[arg(long, env = env::REGISTRY_USER, value_name = "USER")]
     pub registry_user: Option<String>,
     /// OCI source label.
     #[arg(
@@ -239,7 +219,7 @@ pub struct ImageArgs {
     )]
     pub source: String,
     /// OCI revision label (the commit).
-    #[arg(long, env = sf_core::env::GITHUB_SHA, value_name = "SHA")]
+    #[arg(long, env = env::GITHUB_SHA, value_name = "SHA")]
     pub revision: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -569,9 +549,9 @@ fn cmd_image(
         .into());
     }
     let tags = image::tags(&c, &a.registry, &a.name, a.tag_version, a.tag_latest)?;
-    let token = std::env::var(ENV_REGISTRY_TOKEN)
+    let token = std::env::var(env::REGISTRY_TOKEN)
         .ok()
-        .or_else(|| std::env::var(sf_core::env::GITHUB_TOKEN).ok())
+        .or_else(|| std::env::var(env::GITHUB_TOKEN).ok())
         .filter(|t| !t.is_empty());
     if let Some(t) = &token {
         gha.mask(t);

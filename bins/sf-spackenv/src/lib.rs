@@ -27,6 +27,7 @@ use serde_json::json;
 
 use sf_core::bad_input;
 use sf_core::cli::{MatrixFileArgs, ResultsArgs, StorageArgs};
+use sf_core::env;
 use sf_core::gha::Actions;
 use sf_core::matrix::Pipeline;
 use sf_core::record::{Artifact, Recorder};
@@ -34,13 +35,6 @@ use sf_core::record::{Artifact, Recorder};
 use crate::cell::CheckedCell;
 use crate::plan::{FileKind, Plan};
 use crate::stack::Stack;
-
-/// The cell file (`-` for stdin).
-pub const ENV_CELL: &str = "SF_CELL";
-/// The output directory.
-pub const ENV_OUT_DIR: &str = "SF_OUT_DIR";
-/// A stack data file to use instead of the embedded `data/spack-stack.yaml`.
-pub const ENV_STACK_FILE: &str = "SF_STACK_FILE";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,7 +48,7 @@ pub const ENV_STACK_FILE: &str = "SF_STACK_FILE";
 )]
 pub struct Cli {
     /// The cell as sf-matrix prints it: a JSON file, or `-` for stdin.
-    #[arg(long, env = ENV_CELL, value_name = "FILE|-", conflicts_with_all = ["slurm_version", "toolchain", "arch", "build"])]
+    #[arg(long, env = env::CELL, value_name = "FILE|-", conflicts_with_all = ["slurm_version", "toolchain", "arch", "build"])]
     pub cell: Option<PathBuf>,
     /// Without --cell: the pipeline (deps, version, tarball).
     #[arg(long)]
@@ -72,7 +66,7 @@ pub struct Cli {
     #[arg(long)]
     pub build: Option<String>,
     /// Directory to write the files into (created if missing).
-    #[arg(long, env = ENV_OUT_DIR, value_name = "DIR")]
+    #[arg(long, env = env::OUT_DIR, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Print one file to stdout and write nothing.
     #[arg(long, value_enum, value_name = "FILE", conflicts_with = "dry_run")]
@@ -81,7 +75,7 @@ pub struct Cli {
     #[arg(long)]
     pub dry_run: bool,
     /// Stack data file (pins) to use instead of the embedded one.
-    #[arg(long, env = ENV_STACK_FILE, value_name = "FILE")]
+    #[arg(long, env = env::STACK_FILE, value_name = "FILE")]
     pub stack_file: Option<PathBuf>,
     #[command(flatten)]
     pub matrix_file: MatrixFileArgs,

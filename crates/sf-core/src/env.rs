@@ -35,6 +35,36 @@ pub const VERSION_MIRROR_TEMPLATE: &str = "SF_VERSION_MIRROR_TEMPLATE";
 pub const TARBALL_TEMPLATE: &str = "SF_TARBALL_TEMPLATE";
 pub const TARBALL_VARIANT_TEMPLATE: &str = "SF_TARBALL_VARIANT_TEMPLATE";
 
+/// One matrix cell as sf-matrix prints it (a file, `-` for stdin, or inline JSON for sf-build):
+/// read by sf-spackenv and sf-build.
+pub const CELL: &str = "SF_CELL";
+/// sf-spackenv: the folder the cell's environment is written to.
+pub const OUT_DIR: &str = "SF_OUT_DIR";
+/// sf-spackenv: a stack data file to use instead of the embedded `data/spack-stack.yaml`.
+pub const STACK_FILE: &str = "SF_STACK_FILE";
+/// sf-build: the folder sf-spackenv wrote for the cell.
+pub const ENV_DIR: &str = "SF_ENV_DIR";
+/// sf-build: the container engine, podman or docker.
+pub const ENGINE: &str = "SF_ENGINE";
+/// sf-build: space-separated global options for every engine call (e.g. `--storage-driver=vfs`).
+pub const ENGINE_ARGS: &str = "SF_ENGINE_ARGS";
+/// sf-build: space-separated options for every container `run` (e.g. `--ulimit nofile=20000:20000`).
+pub const RUN_ARGS: &str = "SF_RUN_ARGS";
+/// sf-build: the Slurm tarball to write, test or put into an image.
+pub const TARBALL: &str = "SF_TARBALL";
+/// sf-build: reproducible-builds clamp for file mtimes and the build date (seconds since 1970).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// sf-build: the registry images are pushed to (e.g. `ghcr.io/vantagecompute`).
+pub const REGISTRY: &str = "SF_REGISTRY";
+/// sf-build: the registry user.
+pub const REGISTRY_USER: &str = "SF_REGISTRY_USER";
+/// sf-build: the registry token. Secret: read from the environment only, masked; falls back to
+/// `GITHUB_TOKEN`.
+pub const REGISTRY_TOKEN: &str = "SF_REGISTRY_TOKEN";
+/// The parallel make jobs the generated `build.sh` uses inside the build container (default
+/// `nproc`); sf-build sets it from `--jobs`.
+pub const BUILD_JOBS: &str = "SF_BUILD_JOBS";
+
 /// The OpenPGP secret key (armored, or base64 of armored/binary). Secret: never echoed.
 pub const GPG_PRIVATE_KEY: &str = "GPG_PRIVATE_KEY";
 /// Passphrase for the secret key. Secret: never echoed.
