@@ -33,6 +33,9 @@ use crate::plan::{Options, PathMap, Plan};
     about = "Invalidate exactly the CloudFront paths a publish changed (JSON on stdout)."
 )]
 pub struct Cli {
+    /// The change list sf-publish wrote (schema/change-list.schema.json).
+    #[arg(long, value_name = "FILE")]
+    pub change_list: Option<PathBuf>,
     /// Changed bucket keys, comma-separated or repeated.
     #[arg(long, value_name = "KEYS", value_delimiter = ',')]
     pub paths: Vec<String>,
@@ -89,12 +92,17 @@ pub fn main() -> ExitCode {
 
 /// The changed keys the CLI names.
 pub fn keys(cli: &Cli) -> Result<Vec<String>> {
-    let mut keys: Vec<String> = cli
+    let mut keys: Vec<String> = Vec::new();
+    if let Some(file) = &cli.change_list {
+        keys.extend(change_list_keys(file)?);
+    }
+    let mut flagged: Vec<String> = cli
         .paths
         .iter()
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
+    keys.append(&mut flagged);
     if let Some(file) = &cli.paths_file {
         let text = if file.as_os_str() == "-" {
             let mut s = String::new();
@@ -121,6 +129,34 @@ pub fn keys(cli: &Cli) -> Result<Vec<String>> {
         }
     }
     Ok(keys)
+}
+
+/// The bucket keys of a change list: what a CDN in front of the bucket root serves, immutable
+/// objects left out. A list of another schema version, or not a change list, is bad input.
+pub fn change_list_keys(file: &std::path::Path) -> Result<Vec<String>> {
+    use sf_publish::changes::{ChangeList, CHANGE_LIST_VERSION};
+    let bytes = std::fs::read(file).bad_input(format!("--change-list {}", file.display()))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .bad_input(format!("--change-list {} is not JSON", file.display()))?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(CHANGE_LIST_VERSION) => {}
+        _ => {
+            return Err(bad_input(format!(
+                "--change-list {} is not a change list of schema version {CHANGE_LIST_VERSION} (schema/change-list.schema.json); give the file sf-publish wrote",
+                file.display()
+            )))
+        }
+    }
+    let list: ChangeList = serde_json::from_value(value).bad_input(format!(
+        "--change-list {}: not a change list (schema/change-list.schema.json)",
+        file.display()
+    ))?;
+    Ok(list
+        .changes
+        .into_iter()
+        .filter(|c| !c.immutable)
+        .map(|c| c.object_key)
+        .collect())
 }
 
 /// A distribution id as CloudFront makes them: upper-case letters and digits.

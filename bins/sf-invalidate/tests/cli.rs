@@ -342,3 +342,75 @@ fn bad_input_is_exit_2() {
         .code(2)
         .stderr(predicates::str::contains("no AWS credentials"));
 }
+
+/// The change list of [`change_list`] as sf-publish writes it (its own type, serialised).
+fn change_list_file(dir: &std::path::Path, schema_version: u32) -> std::path::PathBuf {
+    use sf_publish::changes::{Action, Change, ChangeList};
+    use sf_publish::objects::ObjectKind;
+    let mut list = ChangeList::new("s3://slurm-factory-spack-buildcache-4b670");
+    list.schema_version = schema_version;
+    for key in change_list() {
+        let kind = if spack::is_blob_anywhere(&key) {
+            ObjectKind::Blob
+        } else if key.ends_with(".spec.manifest.json") {
+            ObjectKind::SpecManifest
+        } else if key.ends_with("index.manifest.json") {
+            ObjectKind::IndexManifest
+        } else {
+            ObjectKind::Tarball
+        };
+        list.changes.push(Change {
+            url: format!("s3://slurm-factory-spack-buildcache-4b670/{key}"),
+            object_key: key.clone(),
+            immutable: kind == ObjectKind::Blob,
+            kind,
+            action: Action::Created,
+            size: 1,
+            sha256: "0".repeat(64),
+            key,
+        });
+    }
+    let path = dir.join(format!("changes-v{schema_version}.json"));
+    list.write(&path).unwrap();
+    path
+}
+
+#[test]
+fn reads_the_change_list_sf_publish_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = change_list_file(tmp.path(), sf_publish::changes::CHANGE_LIST_VERSION);
+    let out = sf_invalidate()
+        .args(["--dry-run", "--change-list", file.to_str().unwrap()])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        v["plan"]["paths"],
+        serde_json::json!([
+            "/noble/slurm/25.11/v3/manifests/*",
+            "/builds/25.11/noble/slurm-25.11-noble-software.tar.gz"
+        ])
+    );
+    assert_eq!(
+        v["plan"]["keys"], 42,
+        "immutable blobs are left out before planning"
+    );
+
+    let other = change_list_file(tmp.path(), 99);
+    sf_invalidate()
+        .args(["--dry-run", "--change-list", other.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "not a change list of schema version",
+        ));
+    std::fs::write(tmp.path().join("matrix.json"), r#"{"include":[]}"#).unwrap();
+    sf_invalidate()
+        .args([
+            "--dry-run",
+            "--change-list",
+            tmp.path().join("matrix.json").to_str().unwrap(),
+        ])
+        .assert()
+        .code(2);
+}
