@@ -9,6 +9,15 @@
 //! override (`S3_ENDPOINT_URL`) points the clients at an S3-compatible server (moto, s3s-fs, MinIO)
 //! and switches S3 to path-style addressing, which such servers need. `sf-publish` and
 //! `sf-invalidate` both build their clients here, so they authenticate and retry the same way.
+//!
+//! With a role ARN (`--role-arn` / `AWS_ROLE_ARN`) on a GitHub runner that offers OIDC tokens
+//! (`ACTIONS_ID_TOKEN_REQUEST_URL` and `ACTIONS_ID_TOKEN_REQUEST_TOKEN`, i.e. the job has
+//! `permissions: id-token: write`), credentials come from the built-in provider in [`oidc`], which
+//! assumes the role and mints fresh credentials before they expire. With a role ARN and
+//! `AWS_WEB_IDENTITY_TOKEN_FILE` instead, the standard chain assumes the role itself (it reads
+//! `AWS_ROLE_ARN` from the environment). Without a role ARN the chain is used as it is.
+
+pub mod oidc;
 
 use std::fmt;
 use std::time::Duration;
@@ -26,6 +35,13 @@ pub use aws_sdk_s3::config::Credentials;
 
 use sf_core::env;
 use sf_core::exit::bad_input;
+
+pub use oidc::{OidcCredentials, OidcSettings, SessionName};
+
+/// Set by the runner for every job: the workflow run's number, part of the role session name.
+pub const GITHUB_RUN_ID: &str = "GITHUB_RUN_ID";
+/// A file holding a web-identity token (EKS, some runners); the standard chain reads it.
+pub const AWS_WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
 
 /// Defaults of the retry policy: S3 asks clients to back off on 503 SlowDown, and long matrix runs
 /// on shared runners hit it; five attempts ride out a few seconds of throttling.
@@ -51,8 +67,10 @@ pub struct AwsSettings {
     pub max_backoff: Duration,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
-    /// Credentials to use instead of the chain (tests, and the OIDC provider later). Never logged.
+    /// Credentials to use instead of the chain (tests, rehearsals). Never logged.
     pub credentials: Option<Credentials>,
+    /// The GitHub OIDC provider, used instead of the chain when set (and `credentials` is not).
+    pub oidc: Option<OidcCredentials>,
 }
 
 impl fmt::Debug for AwsSettings {
@@ -64,6 +82,7 @@ impl fmt::Debug for AwsSettings {
             .field("force_path_style", &self.force_path_style)
             .field("max_attempts", &self.max_attempts)
             .field("credentials", &self.credentials.as_ref().map(|_| "<set>"))
+            .field("oidc", &self.oidc)
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +100,7 @@ impl AwsSettings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             credentials: None,
+            oidc: None,
         }
     }
 
@@ -153,20 +173,34 @@ impl AwsSettings {
     /// Load the shared configuration: the chain, with these settings on top.
     pub async fn load(&self) -> Result<SdkConfig> {
         self.validate()?;
+        let mut loader = self.loader();
+        if let Some(c) = &self.credentials {
+            loader = loader.credentials_provider(c.clone());
+        } else if let Some(oidc) = &self.oidc {
+            // The provider's own calls (token endpoint, unsigned STS) use this configuration
+            // without credentials; the clients get the provider, and no SDK identity cache in front
+            // of it, so its refresh window alone decides when credentials are minted again.
+            oidc.attach(&self.loader().no_credentials().load().await);
+            loader = loader
+                .credentials_provider(oidc.clone())
+                .identity_cache(aws_config::identity::IdentityCache::no_cache());
+        }
+        Ok(loader.load().await)
+    }
+
+    /// The chain's loader with region, retries, timeouts and endpoint from these settings.
+    fn loader(&self) -> aws_config::ConfigLoader {
         let region = RegionProviderChain::first_try(self.region.clone().map(Region::new))
             .or_default_provider()
             .or_else(Region::new(sf_core::layout::DEFAULT_REGION));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        let loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
             .retry_config(self.retry_config())
             .timeout_config(self.timeout_config());
-        if let Some(ep) = &self.endpoint_url {
-            loader = loader.endpoint_url(ep.trim_end_matches('/'));
+        match &self.endpoint_url {
+            Some(ep) => loader.endpoint_url(ep.trim_end_matches('/')),
+            None => loader,
         }
-        if let Some(c) = &self.credentials {
-            loader = loader.credentials_provider(c.clone());
-        }
-        Ok(loader.load().await)
     }
 
     /// An S3 client for this configuration.
@@ -196,18 +230,135 @@ pub struct AwsArgs {
     /// Attempts per AWS request, retries included.
     #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS, value_name = "N", global = true, hide_short_help = true)]
     pub aws_max_attempts: u32,
+    /// IAM role to assume with the GitHub OIDC token (needs `permissions: id-token: write`), or
+    /// with AWS_WEB_IDENTITY_TOKEN_FILE through the standard chain.
+    #[arg(long, env = env::AWS_ROLE_ARN, value_name = "ARN", global = true)]
+    pub role_arn: Option<String>,
+    /// Role session length asked of STS, in seconds (900 to 43200, within the role's maximum).
+    #[arg(long, default_value_t = oidc::DEFAULT_SESSION_DURATION.as_secs(), value_name = "SECS", global = true, hide_short_help = true)]
+    pub role_session_duration: u64,
+    /// Mint new role credentials when the current ones expire within this many seconds.
+    #[arg(long, default_value_t = oidc::DEFAULT_REFRESH_WINDOW.as_secs(), value_name = "SECS", global = true, hide_short_help = true)]
+    pub credentials_refresh_window: u64,
 }
 
 impl AwsArgs {
+    /// The settings these flags and the process environment ask for (the runner's OIDC variables
+    /// and run identity are read here).
     pub fn settings(&self) -> Result<AwsSettings> {
+        self.settings_for_cell(None)
+    }
+
+    /// As [`AwsArgs::settings`], naming the matrix cell in the role session name.
+    pub fn settings_for_cell(&self, cell: Option<&str>) -> Result<AwsSettings> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let s = AwsSettings {
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone().filter(|e| !e.trim().is_empty()),
             max_attempts: self.aws_max_attempts,
+            oidc: self.oidc(&RunnerEnv {
+                token_request_url: var(env::ACTIONS_ID_TOKEN_REQUEST_URL),
+                token_request_token: var(env::ACTIONS_ID_TOKEN_REQUEST_TOKEN),
+                web_identity_token_file: var(AWS_WEB_IDENTITY_TOKEN_FILE),
+                repository: var(env::GITHUB_REPOSITORY),
+                run_id: var(GITHUB_RUN_ID),
+                cell: cell.map(str::to_string),
+                actions: sf_core::gha::Actions::from_env(),
+            })?,
             ..AwsSettings::new()
         };
         s.validate()?;
         Ok(s)
+    }
+
+    /// The OIDC provider when a role ARN and the runner's token variables are both there; `None`
+    /// when there is no role or the standard chain handles it (a token file); bad input when a
+    /// role is asked for with no token to assume it with.
+    pub fn oidc(&self, runner: &RunnerEnv) -> Result<Option<OidcCredentials>> {
+        let Some(role_arn) = self
+            .role_arn
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+        else {
+            return Ok(None);
+        };
+        if !role_arn.starts_with("arn:") || role_arn.contains(char::is_whitespace) {
+            return Err(bad_input(format!(
+                "role ARN {role_arn:?} (--role-arn / {}) is not an ARN such as arn:aws:iam::123456789012:role/publisher",
+                env::AWS_ROLE_ARN
+            )));
+        }
+        let duration = Duration::from_secs(self.role_session_duration);
+        if !(oidc::MIN_SESSION_DURATION..=oidc::MAX_SESSION_DURATION).contains(&duration) {
+            return Err(bad_input(format!(
+                "--role-session-duration {} is outside what STS allows: {} to {} seconds",
+                self.role_session_duration,
+                oidc::MIN_SESSION_DURATION.as_secs(),
+                oidc::MAX_SESSION_DURATION.as_secs()
+            )));
+        }
+        match (&runner.token_request_url, &runner.token_request_token) {
+            (Some(url), Some(token)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(bad_input(format!(
+                        "{} {url:?} is not an http(s) URL",
+                        env::ACTIONS_ID_TOKEN_REQUEST_URL
+                    )));
+                }
+                runner.actions.mask(token);
+                Ok(Some(OidcCredentials::new(OidcSettings {
+                    role_arn: role_arn.to_string(),
+                    token_request_url: url.clone(),
+                    token_request_token: token.clone(),
+                    session_name: SessionName::for_run(
+                        runner.repository.as_deref(),
+                        runner.run_id.as_deref(),
+                        runner.cell.as_deref(),
+                    ),
+                    session_duration: duration,
+                    refresh_window: Duration::from_secs(self.credentials_refresh_window),
+                    actions: runner.actions.clone(),
+                })))
+            }
+            _ if runner.web_identity_token_file.is_some() => Ok(None),
+            _ => Err(bad_input(format!(
+                "role {role_arn} was given (--role-arn / {}) but there is no token to assume it with: \
+                 on GitHub Actions give the job `permissions: id-token: write` so the runner sets {} and {}; \
+                 elsewhere set {} (with {})",
+                env::AWS_ROLE_ARN,
+                env::ACTIONS_ID_TOKEN_REQUEST_URL,
+                env::ACTIONS_ID_TOKEN_REQUEST_TOKEN,
+                AWS_WEB_IDENTITY_TOKEN_FILE,
+                env::AWS_ROLE_ARN
+            ))),
+        }
+    }
+}
+
+/// What the runner's environment says about OIDC and the run, passed in rather than read inside
+/// so it can be given explicitly.
+#[derive(Clone, Default)]
+pub struct RunnerEnv {
+    pub token_request_url: Option<String>,
+    pub token_request_token: Option<String>,
+    pub web_identity_token_file: Option<String>,
+    pub repository: Option<String>,
+    pub run_id: Option<String>,
+    pub cell: Option<String>,
+    pub actions: sf_core::gha::Actions,
+}
+
+impl fmt::Debug for RunnerEnv {
+    // By hand: the request token is a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunnerEnv")
+            .field("token_request_url", &self.token_request_url)
+            .field("web_identity_token_file", &self.web_identity_token_file)
+            .field("repository", &self.repository)
+            .field("run_id", &self.run_id)
+            .field("cell", &self.cell)
+            .finish_non_exhaustive()
     }
 }
 
@@ -219,6 +370,10 @@ pub async fn require_credentials(sdk: &SdkConfig) -> Result<()> {
     };
     match provider.provide_credentials().await {
         Ok(_) => Ok(()),
+        // The role and token source were given and checked; minting failed: the work failed.
+        Err(e) if error_chain_has::<oidc::OidcError>(&e) => {
+            Err(anyhow::anyhow!("{}", sf_error_text(&e)))
+        }
         Err(e) => Err(bad_input(format!(
             "{}: {}",
             no_credentials_text(),
@@ -233,6 +388,17 @@ fn no_credentials_text() -> String {
          (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, or {} on a GitHub runner), or run on an instance with a role",
         env::AWS_ROLE_ARN
     )
+}
+
+fn error_chain_has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if x.is::<T>() {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
 }
 
 /// The message of an SDK error with its sources, on one line (SDK errors print only their kind).
