@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's main command: rehearse the tarball pipeline on this machine, on embedded defaults,
-# with no cloud: a local directory as the bucket, an ephemeral signing key, no CDN.
+# with no cloud: a local directory as the bucket, an ephemeral signing key, no CDN, no gpg needed.
 #
 #   scripts/local-pipeline.sh [--out DIR] [--slurm-version V] [--toolchain T] [--engine podman|docker]
+#                             [--debug]   (use a debug build, as the test command does)
 #
 # The chain is the workflow's: sf-matrix (one cell) -> sf-spackenv -> the build -> sf-build test ->
 # sf-sign -> sf-publish -> sf-summary. Without --engine the build step packs a small built-in
@@ -17,22 +18,28 @@ out="$root/out/local-pipeline"
 slurm_version=25.11
 toolchain=noble
 engine=""
+profile=release
 while (($#)); do
     case "$1" in
         --out) out=$(realpath -m "$2"); shift 2 ;;
         --slurm-version) slurm_version=$2; shift 2 ;;
         --toolchain) toolchain=$2; shift 2 ;;
         --engine) engine=$2; shift 2 ;;
-        -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "error: unknown argument '$1'; valid: --out DIR, --slurm-version V, --toolchain T, --engine E" >&2; exit 2 ;;
+        --debug) profile=debug; shift ;;
+        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown argument '$1'; valid: --out DIR, --slurm-version V, --toolchain T, --engine E, --debug" >&2; exit 2 ;;
     esac
 done
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-step "building the binaries (release)"
-cargo build --release --bins -q
-bin="$root/target/release"
+step "building the binaries ($profile)"
+if [ "$profile" = release ]; then
+    cargo build --release --bins -q
+else
+    cargo build --bins -q
+fi
+bin="$root/target/$profile"
 export PATH="$bin:$PATH"
 
 rm -rf "$out"
@@ -94,15 +101,10 @@ else
     sf-build test --cell "$work/matrix.json" --tarball "$tarball" --local >/dev/null
 fi
 
-step "an ephemeral signing key (it lives only in $work/key for this run)"
-key_home=$(mktemp -d)
-trap 'rm -rf "$key_home"' EXIT
-gpg --homedir "$key_home" --batch --quiet --passphrase '' --quick-gen-key \
-    "Slurm Factory local rehearsal <rehearsal@example.invalid>" ed25519 sign 1d 2>/dev/null
+step "sf-sign key generate: an ephemeral signing key, only for this run"
 mkdir -p "$work/key" && chmod 700 "$work/key"
-gpg --homedir "$key_home" --batch --quiet --armor --export-secret-keys >"$work/key/secret.asc"
-gpg --homedir "$key_home" --batch --quiet --armor --export >"$work/key/public.asc"
-chmod 600 "$work/key/secret.asc"
+env -u GPG_PASSPHRASE sf-sign key generate --out "$work/key/secret.asc" --public-out "$work/key/public.asc" \
+    --uid "Slurm Factory local rehearsal <rehearsal@example.invalid>" --expires 1d >/dev/null
 
 step "sf-sign: the tarball's .asc and the folder's signed SHA256SUMS"
 sf-sign file "$tarball" --key-file "$work/key/secret.asc" >/dev/null
@@ -133,4 +135,5 @@ The tarball pipeline ran end to end (Slurm $release, $toolchain).
   summary       $out/summary.md
 Verify it yourself:
   gpg --import $work/key/public.asc && gpg --verify $published.asc $published
+  sha256sum -c SHA256SUMS   (in $(dirname "$published"))
 DONE
