@@ -9,7 +9,10 @@ use std::path::PathBuf;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// A fixture folder under `tests/fixtures/` (real Spack-written caches).
@@ -32,7 +35,9 @@ pub fn require_tool(name: &str) -> PathBuf {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed: `scripts/test.sh` installs it (scripts/deps/)"))
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: `scripts/test.sh` installs it (scripts/deps/)")
+        })
 }
 
 /// Parse `GITHUB_OUTPUT`/`GITHUB_ENV` content the way the runner does: `name=value` lines and
@@ -56,10 +61,15 @@ pub fn parse_file_commands(text: &str) -> BTreeMap<String, String> {
             (_, Some(h)) => {
                 let name = &line[..h];
                 let delim = &line[h + 2..];
-                assert!(!name.is_empty() && !delim.is_empty(), "bad heredoc header {line:?}");
+                assert!(
+                    !name.is_empty() && !delim.is_empty(),
+                    "bad heredoc header {line:?}"
+                );
                 let mut value = Vec::new();
                 loop {
-                    let l = lines.next().unwrap_or_else(|| panic!("delimiter {delim} for {name} never closes"));
+                    let l = lines
+                        .next()
+                        .unwrap_or_else(|| panic!("delimiter {delim} for {name} never closes"));
                     let l = l.strip_suffix('\r').unwrap_or(l);
                     if l == delim {
                         break;
