@@ -199,12 +199,7 @@ impl Stack {
         match path {
             None => Ok(Self::embedded()),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    bad_input(format!(
-                        "cannot read the stack data file {}: {e}",
-                        p.display()
-                    ))
-                })?;
+                let text = sf_core::datafile::read_text(p, "stack data file")?;
                 Self::parse(&text, &p.display().to_string())
             }
         }
@@ -212,13 +207,7 @@ impl Stack {
 
     /// Parse and validate; errors are bad input and name the file.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let s: Stack = serde_yaml::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(":{}", l.line()))
-                .unwrap_or_default();
-            bad_input(format!("{origin}{at}: not a valid stack file: {e}"))
-        })?;
+        let s: Stack = sf_core::datafile::from_yaml(text, origin, "stack file")?;
         s.validate()
             .map_err(|msg| bad_input(format!("{origin}: {msg}")))?;
         Ok(s)

@@ -46,9 +46,7 @@ where
 
 /// The process exit code for an error.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<BadInput>()) {
-        2
-    } else if err.chain().any(|e| e.is::<clap::Error>()) {
+    if err.chain().any(|e| e.is::<BadInput>() || e.is::<clap::Error>()) {
         2
     } else {
         1

@@ -6,6 +6,7 @@
 //! environment variables ([`env`]) and the exit-code discipline ([`exit`]).
 
 pub mod cli;
+pub mod datafile;
 pub mod env;
 pub mod exit;
 pub mod fsutil;

@@ -288,12 +288,7 @@ impl SupportMatrix {
         match path {
             None => Ok(Self::embedded()),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    bad_input(format!(
-                        "cannot read the matrix data file {}: {e}",
-                        p.display()
-                    ))
-                })?;
+                let text = crate::datafile::read_text(p, "matrix data file")?;
                 Self::parse(&text, &p.display().to_string())
             }
         }
@@ -301,13 +296,7 @@ impl SupportMatrix {
 
     /// Parse and validate. Errors are bad input and name the file and line.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let m: SupportMatrix = serde_yaml::from_str(text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(":{}", l.line()))
-                .unwrap_or_default();
-            bad_input(format!("{origin}{at}: not a valid support matrix: {e}"))
-        })?;
+        let m: SupportMatrix = crate::datafile::from_yaml(text, origin, "support matrix")?;
         m.validate(text, origin)?;
         Ok(m)
     }
