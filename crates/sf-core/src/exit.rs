@@ -46,7 +46,10 @@ where
 
 /// The process exit code for an error.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<BadInput>() || e.is::<clap::Error>()) {
+    if err
+        .chain()
+        .any(|e| e.is::<BadInput>() || e.is::<clap::Error>())
+    {
         2
     } else {
         1
