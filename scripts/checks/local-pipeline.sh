@@ -13,10 +13,12 @@ done
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 gpg --homedir "$home" --batch --quiet --import "$out/work/key/public.asc"
-gpg --homedir "$home" --batch --quiet --verify "$tarball.asc" "$tarball"
+gpg --homedir "$home" --batch --quiet --verify "$tarball.asc" "$tarball" 2>"$home/gpg.log" || { cat "$home/gpg.log" >&2; exit 1; }
 gpg --homedir "$home" --batch --quiet --dearmor -o "$home/keyring.pgp" "$out/work/key/public.asc"
 sqv --keyring "$home/keyring.pgp" "$(dirname "$tarball")/SHA256SUMS.asc" "$(dirname "$tarball")/SHA256SUMS" >/dev/null
 (cd "$(dirname "$tarball")" && sha256sum --quiet -c SHA256SUMS)
-tar -tzf "$tarball" | grep -q '^view/bin/sinfo$'
+# (a listing file, not a pipe: grep -q would close the pipe early and tar would die of SIGPIPE)
+tar -tzf "$tarball" >"$home/members"
+grep -qx 'view/bin/sinfo' "$home/members"
 grep -q "Slurm" "$out/summary.md"
 echo "local pipeline: $(basename "$tarball") published, signature and SHA256SUMS verify with gpg, sqv and sha256sum"
