@@ -101,10 +101,7 @@ impl Changes {
 
 /// The JSON Schema of [`ChangeList`], as checked into the repository.
 pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(ChangeList);
-    let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
-    s.push('\n');
-    s
+    sf_core::record::schema_json_of::<ChangeList>()
 }
 
 #[cfg(test)]

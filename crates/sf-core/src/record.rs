@@ -222,12 +222,18 @@ pub fn write_record(dir: &Path, record: &ResultRecord) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The JSON Schema of [`ResultRecord`], as checked into the repository.
-pub fn schema_json() -> String {
-    let schema = schemars::schema_for!(ResultRecord);
+/// The JSON Schema of a type the steps exchange, as the repository keeps it under `schema/`
+/// (pretty JSON with a final newline).
+pub fn schema_json_of<T: JsonSchema>() -> String {
+    let schema = schemars::schema_for!(T);
     let mut s = serde_json::to_string_pretty(&schema).expect("schema serialises");
     s.push('\n');
     s
+}
+
+/// The JSON Schema of [`ResultRecord`], as checked into the repository.
+pub fn schema_json() -> String {
+    schema_json_of::<ResultRecord>()
 }
 
 /// Format a time as RFC 3339 UTC with seconds.
