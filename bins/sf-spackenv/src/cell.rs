@@ -191,32 +191,8 @@ pub fn from_flags(
     arch: Option<&str>,
     build: Option<&str>,
 ) -> Result<CheckedCell> {
-    let first_default = |names: Vec<(&str, bool)>| {
-        names
-            .into_iter()
-            .find(|(_, d)| *d)
-            .map(|(n, _)| n.to_string())
-    };
-    let arch = match arch {
-        Some(a) => a.to_string(),
-        None => first_default(
-            m.archs
-                .iter()
-                .map(|a| (a.name.as_str(), a.default))
-                .collect(),
-        )
-        .expect("validated"),
-    };
-    let build = match build {
-        Some(b) => b.to_string(),
-        None => first_default(
-            m.builds
-                .iter()
-                .map(|b| (b.name.as_str(), b.default))
-                .collect(),
-        )
-        .expect("validated"),
-    };
+    let arch = arch.unwrap_or(m.default_arch().as_str()).to_string();
+    let build = build.unwrap_or(m.default_build().as_str()).to_string();
     let slurm_version = match (slurm_version, pipeline.has_slurm_version()) {
         (Some(v), true) => Some(m.slurm_version(v)?),
         (None, true) => {

@@ -456,6 +456,26 @@ impl SupportMatrix {
             .find(|r| &r.name == t)
             .expect("validated toolchain")
     }
+    /// The architecture a cell gets when none is named: the first marked `default`.
+    pub fn default_arch(&self) -> &Arch {
+        &self
+            .archs
+            .iter()
+            .find(|a| a.default)
+            .expect("validated: one arch is default")
+            .name
+    }
+
+    /// The build kind a cell gets when none is named: the first marked `default`.
+    pub fn default_build(&self) -> &BuildKind {
+        &self
+            .builds
+            .iter()
+            .find(|b| b.default)
+            .expect("validated: one build is default")
+            .name
+    }
+
     pub fn arch(&self, a: &Arch) -> &ArchInfo {
         self.archs
             .iter()
@@ -750,24 +770,15 @@ impl Selection {
             }
             (false, None) => None,
         };
-        let first_default_arch = m
-            .archs
-            .iter()
-            .find(|a| a.default)
-            .map(|a| a.name.clone())
-            .expect("validated");
-        let first_default_build = m
-            .builds
-            .iter()
-            .find(|b| b.default)
-            .map(|b| b.name.clone())
-            .expect("validated");
         Ok(CellKey {
             pipeline,
             slurm_version,
             toolchain,
-            arch: inc.arch.clone().unwrap_or(first_default_arch),
-            build: inc.build.clone().unwrap_or(first_default_build),
+            arch: inc.arch.clone().unwrap_or_else(|| m.default_arch().clone()),
+            build: inc
+                .build
+                .clone()
+                .unwrap_or_else(|| m.default_build().clone()),
         })
     }
 }
