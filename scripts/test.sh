@@ -86,7 +86,8 @@ install_pip
 install_cargo
 start_moto
 
-
+# Incremental state is of no use to a one-off run and doubles the target folder's size.
+export CARGO_INCREMENTAL=0
 log "cargo nextest run --workspace"
 mkdir -p "$root/target"
 nextest_log="$root/target/nextest.log"
