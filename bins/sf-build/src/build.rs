@@ -1,11 +1,14 @@
 //! `sf-build build`: run one cell's Spack build in a container.
 //!
 //! The build image comes from the environment directory's `Dockerfile` (sf-spackenv), tagged by
-//! toolchain and recipe digest, so it is built once per runner and reused by every cell. Each run
-//! gets its own work directory under `{cache}/builds/work/` holding a copy of the environment
-//! directory and the `/opt/slurm` tree (install tree, view, modules), so parallel cells never
-//! share one. The host caches (`buildcache/`, the unsigned local mirror; `sourcecache/`;
-//! `misccache/`) are mounted at sf-spackenv's container paths. The container runs as the caller's
+//! toolchain and recipe digest, so it is built once per runner and reused by every cell (kept
+//! unless `--remove-image`). Each run gets its own work directory under `{cache}/builds/work/`
+//! holding a copy of the environment directory, the `/opt/slurm` tree (install tree, view,
+//! modules) and the run's own mirror, which the build pushes to: parallel cells never share one,
+//! and what is signed and published next is exactly this cell's packages. The host caches
+//! (`buildcache/`, the runner's unsigned binary cache; `sourcecache/`; `misccache/`) are mounted
+//! at the container paths of [`sf_core::container`]; after a successful build the run's mirror is
+//! merged into `buildcache/` so later builds on this runner reuse its binaries. The container runs as the caller's
 //! uid/gid, so everything it writes stays the runner's, and it gets no variable from our
 //! environment: no signing key, passphrase or cloud credential can reach it. On failure a debug
 //! bundle (build logs, `spack.yaml`, the script, the engine's output) is kept and its path reported.
@@ -17,15 +20,13 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use sf_core::bad_input;
+use sf_core::container;
 use sf_core::layout::Cell;
 
 use crate::engine::Engine;
 
-/// Container paths (sf-spackenv's contract, `bins/sf-spackenv/src/container.rs`).
-pub const CONTAINER_ENV_DIR: &str = "/opt/slurm-factory/env";
-pub const CONTAINER_CACHE_DIR: &str = "/opt/slurm-factory-cache";
-pub const CONTAINER_SLURM_ROOT: &str = "/opt/slurm";
-/// The cache subfolders mounted into the container (seed 004's layout plus Spack's misc cache).
+/// The cache subfolders mounted into the container (seed 004's layout plus Spack's misc cache),
+/// each at `{container::CACHE_DIR}/{name}`.
 pub const MOUNTED_CACHES: [&str; 3] = ["buildcache", "sourcecache", "misccache"];
 
 /// One build.
@@ -37,6 +38,7 @@ pub struct BuildRequest<'a> {
     pub engine: &'a Engine,
     pub run_args: Vec<String>,
     pub keep: bool,
+    pub remove_image: bool,
     pub user: (u32, u32),
     pub jobs: Option<u32>,
 }
@@ -49,7 +51,11 @@ pub struct BuildOutcome {
     pub view: Option<PathBuf>,
     pub modules: Option<PathBuf>,
     pub env_dir: PathBuf,
+    /// This run's unsigned mirror: the cell's packages only.
     pub mirror: PathBuf,
+    /// The runner's shared cache the run's mirror was merged into, and what that added.
+    pub cache_mirror: PathBuf,
+    pub cache_merge: Option<sf_spack::cache::Merged>,
     pub logs: PathBuf,
 }
 
@@ -141,8 +147,10 @@ fn prepare(req: &BuildRequest) -> Result<PathBuf> {
         req.cell.id,
         sf_core::fsutil::random_hex(4)?
     ));
-    fs::create_dir_all(work.join("slurm"))
-        .with_context(|| format!("creating {}", work.display()))?;
+    for d in ["slurm", "mirror"] {
+        fs::create_dir_all(work.join(d))
+            .with_context(|| format!("creating {}", work.join(d).display()))?;
+    }
     copy_tree(&req.env_dir, &work.join("env"))?;
     fs::create_dir_all(work.join("env/logs"))?;
     // Run as root for another uid (rootful Podman): hand it what it must write to. As the runner
@@ -193,18 +201,22 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
     let mount = |host: &Path, inside: &str| format!("{}:{inside}", host.display());
     args.extend([
         "--volume".into(),
-        mount(&work.join("env"), CONTAINER_ENV_DIR),
+        mount(&work.join("env"), container::ENV_DIR),
     ]);
     args.extend([
         "--volume".into(),
-        mount(&work.join("slurm"), CONTAINER_SLURM_ROOT),
+        mount(&work.join("slurm"), container::SLURM_ROOT),
+    ]);
+    args.extend([
+        "--volume".into(),
+        mount(&work.join("mirror"), container::OUT_MIRROR_DIR),
     ]);
     for c in MOUNTED_CACHES {
         args.extend([
             "--volume".into(),
             mount(
                 &req.cache_dir.join(c),
-                &format!("{CONTAINER_CACHE_DIR}/{c}"),
+                &format!("{}/{c}", container::CACHE_DIR),
             ),
         ]);
     }
@@ -214,23 +226,68 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
     args.extend([
         image.clone(),
         "/bin/bash".into(),
-        format!("{CONTAINER_ENV_DIR}/build.sh"),
+        format!("{}/build.sh", container::ENV_DIR),
     ]);
     eprintln!("sf-build: running cell {} in container {name}", req.cell.id);
-    req.engine
+    let ran = req
+        .engine
         .run_logged(&args, &work.join("container.log"))
-        .with_context(|| format!("the build of cell {} failed", req.cell.id))?;
+        .with_context(|| format!("the build of cell {} failed", req.cell.id));
+    if req.remove_image {
+        // One-off runners: the image is not worth its disk space after this build.
+        if let Err(e) = req.engine.output(["rmi", "--force", image.as_str()]) {
+            eprintln!("sf-build: warning: could not remove the build image {image}: {e:#}");
+        }
+    }
+    ran?;
     let view = work.join("slurm/view");
     let modules = work.join("slurm/modules");
+    let mirror = work.join("mirror");
+    let cache_mirror = req.cache_dir.join("buildcache");
     Ok(BuildOutcome {
         work_dir: work.to_path_buf(),
         image,
         view: view.is_dir().then_some(view),
         modules: modules.is_dir().then_some(modules),
         env_dir: work.join("env"),
-        mirror: req.cache_dir.join("buildcache"),
+        cache_merge: merge_into_cache(&mirror, &cache_mirror),
+        mirror,
+        cache_mirror,
         logs: work.join("env/logs"),
     })
+}
+
+/// Add the run's mirror to the runner's cache. The cache only saves later builds time, so a
+/// failure here is a warning, never the build's failure; a run that pushed nothing adds nothing.
+fn merge_into_cache(mirror: &Path, cache: &Path) -> Option<sf_spack::cache::Merged> {
+    if !mirror.join(sf_core::layout::spack::LAYOUT_JSON).is_file() {
+        eprintln!(
+            "sf-build: warning: the build pushed no mirror to {}",
+            mirror.display()
+        );
+        return None;
+    }
+    let merged =
+        sf_spack::Mirror::open(mirror).and_then(|m| sf_spack::cache::merge_into_cache(&m, cache));
+    match merged {
+        Ok(m) => {
+            eprintln!(
+                "sf-build: {} specs merged into the runner's cache {} ({} new blobs, {} specs indexed)",
+                m.specs,
+                cache.display(),
+                m.blobs_added,
+                m.indexed
+            );
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!(
+                "sf-build: warning: the runner's cache {} was not updated: {e:#}",
+                cache.display()
+            );
+            None
+        }
+    }
 }
 
 fn current_uid() -> u32 {

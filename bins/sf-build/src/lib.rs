@@ -137,6 +137,10 @@ pub struct BuildArgs {
     /// Keep the build container (it is removed otherwise).
     #[arg(long)]
     pub keep: bool,
+    /// Remove the build image afterwards (it is kept otherwise: every cell of the toolchain on this
+    /// runner reuses it). For one-off runners short of disk.
+    #[arg(long, conflicts_with = "keep")]
+    pub remove_image: bool,
     /// Run the build as UID:GID [default: this process's uid and gid, so files stay the runner's]
     #[arg(long, value_name = "UID:GID")]
     pub user: Option<String>,
@@ -420,6 +424,7 @@ fn cmd_build(
         engine: &engine,
         run_args: a.engine.run_args(),
         keep: a.keep,
+        remove_image: a.remove_image,
         user: match &a.user {
             Some(u) => parse_user(u)?,
             None => current_user(),

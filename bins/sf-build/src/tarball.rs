@@ -12,9 +12,12 @@ use sf_archive::{BuildInfo, GzOptions, PackInput};
 use sf_core::bad_input;
 use sf_core::layout::Cell;
 
-/// The install tree and view paths inside the build container (sf-spackenv's contract): RPATHs
-/// and links under them are relocated.
-pub const CONTAINER_BUILD_PREFIXES: [&str; 2] = ["/opt/slurm/software", "/opt/slurm/view"];
+/// The install tree and view paths inside the build container: RPATHs and links under them are
+/// relocated.
+pub const CONTAINER_BUILD_PREFIXES: [&str; 2] = [
+    sf_core::container::INSTALL_ROOT,
+    sf_core::container::VIEW_ROOT,
+];
 
 /// The assets every tarball carries under `data/slurm_assets/`, embedded so the binary works
 /// wherever it is installed.

@@ -664,7 +664,8 @@ fn test_in_a_clean_container_passes_on_a_good_tarball_and_fails_on_a_broken_one(
 
 /// An environment directory like sf-spackenv's, for an image without Spack: the build script
 /// copies prebuilt binaries into the padded install tree, assembles the view and the modules,
-/// pushes a file into the local mirror, and records what it could see.
+/// "pushes" a Spack-written unsigned mirror (the fixture) to the run's own mirror, and records
+/// what it could see.
 fn fake_env_dir(dir: &Path, fail: bool) -> PathBuf {
     let env = dir.join("env");
     fs::create_dir_all(env.join("payload")).unwrap();
@@ -684,6 +685,13 @@ fn fake_env_dir(dir: &Path, fail: bool) -> PathBuf {
     )
     .unwrap();
     fs::write(env.join("spack.yaml"), "spack:\n  specs: [slurm@25.11]\n").unwrap();
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(sf_testkit::fixture("spack-v3-unsigned"))
+        .arg(env.join("pushed-mirror"))
+        .status()
+        .unwrap();
+    assert!(status.success());
     fs::write(
         env.join("Dockerfile"),
         format!(
@@ -714,8 +722,7 @@ cp -r /opt/slurm-factory/env/payload/. "$pkg/"
 mkdir -p /opt/slurm/view /opt/slurm/modules
 cp -r "$pkg/." /opt/slurm/view/
 cp -r /opt/slurm-factory/env/modules/. /opt/slurm/modules/
-mkdir -p /opt/slurm-factory-cache/buildcache/v3
-echo '{{"signing": "gpg"}}' >/opt/slurm-factory-cache/buildcache/v3/layout.json
+cp -r /opt/slurm-factory/env/pushed-mirror/. /opt/slurm-factory/mirror/
 echo done >"$LOGS/done.log"
 "#,
             v = slurm_full_version(&cell())
@@ -779,16 +786,28 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
     // Everything the container wrote belongs to the uid/gid it ran as.
     for p in [
         work.join("slurm/view/bin/sinfo"),
-        cache.join("buildcache/v3/layout.json"),
+        work.join("mirror/v3/layout.json"),
         logs.join("done.log"),
     ] {
         let m = fs::metadata(&p).unwrap();
         assert_eq!((m.uid(), m.gid()), (4321, 4321), "{}", p.display());
     }
+    // The run pushed to its own mirror, which was then merged into the runner's cache with an
+    // index that lists its specs.
     assert_eq!(
         v["build"]["mirror"],
-        cache.join("buildcache").display().to_string()
+        work.join("mirror").display().to_string()
     );
+    let run_mirror = sf_spack::Mirror::open(work.join("mirror")).unwrap();
+    assert_eq!(run_mirror.spec_manifests().unwrap().len(), 3);
+    assert_eq!(v["build"]["cache_merge"]["specs"], 3);
+    assert_eq!(v["build"]["cache_merge"]["indexed"], 3);
+    let shared = sf_spack::Mirror::open(cache.join("buildcache")).unwrap();
+    assert_eq!(shared.spec_manifests().unwrap().len(), 3);
+    assert!(shared
+        .read_manifest_opt(sf_core::layout::spack::INDEX_MANIFEST)
+        .unwrap()
+        .is_some());
     // No secret reached the container, its logs, or the image.
     let seen = all_text_under(&work) + &all_text_under(&cache.join("buildcache"));
     let image = v["build"]["image"].as_str().unwrap();
@@ -833,7 +852,43 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
     assert!(o.status.success());
     let v2: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_ne!(v2["build"]["work_dir"], v["build"]["work_dir"]);
+    assert_ne!(v2["build"]["mirror"], v["build"]["mirror"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("reusing the build image"));
+    // The same packages again: the cache already has every blob.
+    assert_eq!(v2["build"]["cache_merge"]["blobs_added"], 0);
+    assert_eq!(v2["build"]["cache_merge"]["indexed"], 3);
+    // --remove-image drops the build image after the run. A recipe of its own (so an image of
+    // its own): other tests build from the shared one at the same time.
+    let mut recipe = fs::read_to_string(env.join("Dockerfile")).unwrap();
+    recipe.push_str("LABEL org.slurm-factory.test=remove-image\n");
+    fs::write(env.join("Dockerfile"), recipe).unwrap();
+    let mut b = bin();
+    b.args(["build", "--no-pack", "--remove-image", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache);
+    let o = with_engine(&mut b).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v3: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let own_image = v3["build"]["image"].as_str().unwrap();
+    assert_ne!(own_image, image);
+    let st = podman()
+        .args(["image", "exists", own_image])
+        .status()
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "the build image {own_image} is still there"
+    );
+    let st = podman().args(["image", "exists", image]).status().unwrap();
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "the shared build image {image} went too"
+    );
 }
 
 #[test]

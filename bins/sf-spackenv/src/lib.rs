@@ -9,7 +9,6 @@
 //! bytes. Plan first, then write: `--dry-run` lists the plan, `--print` shows one file of it.
 
 pub mod cell;
-pub mod container;
 pub mod plan;
 pub mod render;
 pub mod spack_yaml;
@@ -183,7 +182,7 @@ fn summary(plan: &Plan, stack: &Stack, out: Option<&Path>, dry_run: bool) -> ser
         "files": listing(plan, out),
         "image_tag": image_tag(&plan.cell, &docker_sha),
         "spack": { "release": stack.spack.release, "commit": stack.spack.commit },
-        "container": container::PATHS,
+        "container": sf_core::container::PATHS,
     })
 }
 

@@ -9,10 +9,10 @@ use sf_core::bad_input;
 use sf_core::matrix::OsFamily;
 
 use crate::cell::CheckedCell;
-use crate::container;
 use crate::spack_yaml;
 use crate::stack::Stack;
 use crate::template;
+use sf_core::container;
 
 const APT_TEMPLATE: &str = include_str!("../../../docker/build-apt.Dockerfile.tmpl");
 const DNF_TEMPLATE: &str = include_str!("../../../docker/build-dnf.Dockerfile.tmpl");
@@ -105,7 +105,7 @@ pub fn build_script(cell: &CheckedCell) -> Result<String> {
             ("cell_id", plain("cell id", cell.id())?),
             ("env_dir", container::ENV_DIR.to_string()),
             ("log_dir", container::LOG_DIR.to_string()),
-            ("local_mirror", container::LOCAL_MIRROR_NAME.to_string()),
+            ("out_mirror", container::OUT_MIRROR_DIR.to_string()),
             ("expected_gcc", gcc.clone()),
             ("builds_slurm", cell.builds_slurm().to_string()),
         ],

@@ -11,8 +11,8 @@
 use serde_yaml::{Mapping, Value};
 
 use crate::cell::CheckedCell;
-use crate::container;
 use crate::stack::Stack;
+use sf_core::container;
 
 /// Mirror names in spack.yaml (what Spack's logs and `spack mirror list` show).
 pub const DEPS_MIRROR_NAME: &str = "slurm-factory-deps";

@@ -782,15 +782,18 @@ mod tests {
 
     #[test]
     fn templates_are_validated() {
-        let mut t = Templates::default();
-        t.tarball = "builds/{version}/x.tar.gz".into();
+        let t = Templates {
+            tarball: "builds/{version}/x.tar.gz".into(),
+            ..Default::default()
+        };
         assert!(t.validate().unwrap_err().to_string().contains("{version}"));
-        let mut t = Templates::default();
-        t.deps_mirror = "/abs/{toolchain}".into();
-        assert!(t.validate().is_err());
-        let mut t = Templates::default();
-        t.deps_mirror = "{toolchain}/../x".into();
-        assert!(t.validate().is_err());
+        for bad in ["/abs/{toolchain}", "{toolchain}/../x"] {
+            let t = Templates {
+                deps_mirror: bad.into(),
+                ..Default::default()
+            };
+            assert!(t.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

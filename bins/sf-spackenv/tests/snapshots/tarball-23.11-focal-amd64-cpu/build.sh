@@ -2,15 +2,16 @@
 # Build cell tarball-23.11-focal-amd64-cpu inside its build container: written by sf-spackenv, run by sf-build.
 #
 # Steps: check the compiler, trust the published mirrors' keys, concretize, install, push every
-# package (roots, link/run and build dependencies) unsigned to the local mirror, then (when Slurm
-# is built) regenerate the view and refresh the modules. Each step logs to its own file under
+# package (roots, link/run and build dependencies) unsigned to this run's own mirror (sf-build
+# merges it into the runner's shared cache afterwards), then (when Slurm is built) regenerate the
+# view and refresh the modules. Each step logs to its own file under
 # the log directory; a failure names the step and the log. Signing happens later, outside.
 set -Eeuo pipefail
 
 readonly CELL_ID="tarball-23.11-focal-amd64-cpu"
 readonly ENV_DIR="${SF_ENV_DIR:-/opt/slurm-factory/env}"
 readonly LOG_DIR="${SF_LOG_DIR:-/opt/slurm-factory/env/logs}"
-readonly LOCAL_MIRROR="local-buildcache"
+readonly OUT_MIRROR="/opt/slurm-factory/mirror"
 readonly EXPECTED_GCC="9.4.0"
 readonly BUILDS_SLURM=true
 # Build jobs follow the runner's cores unless the caller says otherwise.
@@ -65,7 +66,7 @@ step install
 run spack_env install --fail-fast --jobs "$JOBS"
 
 step push
-run spack_env buildcache push --unsigned --update-index --with-build-dependencies "$LOCAL_MIRROR"
+run spack_env buildcache push --unsigned --update-index --with-build-dependencies "$OUT_MIRROR"
 
 if [[ "$BUILDS_SLURM" == true ]]; then
     step view

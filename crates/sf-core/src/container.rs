@@ -1,6 +1,7 @@
 //! Where things are inside the build container: the contract between the files sf-spackenv writes
-//! and the mounts sf-build makes. The paths are fixed (not per cell) so the rendered files are the
-//! same bytes wherever the host keeps its caches; sf-build decides the host side of each mount.
+//! and the mounts sf-build makes, kept here so both read the same constants. The paths are fixed
+//! (not per cell) so the rendered files are the same bytes wherever the host keeps its caches;
+//! sf-build decides the host side of each mount.
 
 use serde::Serialize;
 
@@ -11,8 +12,12 @@ pub const ENV_DIR: &str = "/opt/slurm-factory/env";
 pub const LOG_DIR: &str = "/opt/slurm-factory/env/logs";
 /// The host cache root (`~/.slurm-factory` or `SLURM_FACTORY_CACHE_DIR`), mounted read-write.
 pub const CACHE_DIR: &str = "/opt/slurm-factory-cache";
-/// The local build-cache mirror Spack pushes to, unsigned (seed 004's `buildcache/`).
+/// The runner's shared local binary cache (seed 004's `buildcache/`), an unsigned mirror builds
+/// read from; sf-build merges each successful run's own mirror into it.
 pub const LOCAL_MIRROR_DIR: &str = "/opt/slurm-factory-cache/buildcache";
+/// This run's own mirror, which the build pushes to unsigned: exactly the cell's packages, what
+/// sf-sign and sf-publish take next. Mounted per run, so parallel cells never share it.
+pub const OUT_MIRROR_DIR: &str = "/opt/slurm-factory/mirror";
 /// Downloaded sources (seed 004's `sourcecache/`).
 pub const SOURCE_CACHE_DIR: &str = "/opt/slurm-factory-cache/sourcecache";
 /// Spack's long-lived index caches.
@@ -41,6 +46,7 @@ pub struct ContainerPaths {
     pub log_dir: &'static str,
     pub cache_dir: &'static str,
     pub local_mirror_dir: &'static str,
+    pub out_mirror_dir: &'static str,
     pub source_cache_dir: &'static str,
     pub slurm_root: &'static str,
     pub install_root: &'static str,
@@ -55,6 +61,7 @@ pub const PATHS: ContainerPaths = ContainerPaths {
     log_dir: LOG_DIR,
     cache_dir: CACHE_DIR,
     local_mirror_dir: LOCAL_MIRROR_DIR,
+    out_mirror_dir: OUT_MIRROR_DIR,
     source_cache_dir: SOURCE_CACHE_DIR,
     slurm_root: SLURM_ROOT,
     install_root: INSTALL_ROOT,
