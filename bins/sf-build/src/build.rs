@@ -85,6 +85,31 @@ pub fn image_tag(cell: &Cell, dockerfile: &[u8]) -> String {
     )
 }
 
+/// The cell's build image from the recipe in `env_dir` (sf-spackenv's `Dockerfile`), built
+/// unless this runner has it already. The build context is `env_dir`: recipe and scripts only.
+pub fn ensure_build_image(
+    engine: &Engine,
+    cell: &Cell,
+    env_dir: &Path,
+    log: &Path,
+) -> Result<String> {
+    let dockerfile = env_dir.join("Dockerfile");
+    let recipe = fs::read(&dockerfile).with_context(|| {
+        format!(
+            "reading {} (the build image's recipe sf-spackenv wrote)",
+            dockerfile.display()
+        )
+    })?;
+    let image = image_tag(cell, &recipe);
+    if engine.image_exists(&image) {
+        eprintln!("sf-build: reusing the build image {image}");
+    } else {
+        eprintln!("sf-build: building the build image {image}");
+        engine.build(&dockerfile, env_dir, std::slice::from_ref(&image), &[], log)?;
+    }
+    Ok(image)
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
@@ -165,23 +190,12 @@ fn prepare(req: &BuildRequest) -> Result<PathBuf> {
 }
 
 fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
-    let dockerfile = work.join("env/Dockerfile");
-    let recipe = fs::read(&dockerfile)?;
-    let image = image_tag(req.cell, &recipe);
-    let engine_log = work.join("engine.log");
-    if req.engine.image_exists(&image) {
-        eprintln!("sf-build: reusing the build image {image}");
-    } else {
-        eprintln!("sf-build: building the build image {image}");
-        // The context is the copied environment directory: recipe and scripts, nothing else.
-        req.engine.build(
-            &dockerfile,
-            &work.join("env"),
-            std::slice::from_ref(&image),
-            &[],
-            &engine_log,
-        )?;
-    }
+    let image = ensure_build_image(
+        req.engine,
+        req.cell,
+        &work.join("env"),
+        &work.join("engine.log"),
+    )?;
     let name = format!(
         "sf-build-{}-{}",
         req.cell.id,

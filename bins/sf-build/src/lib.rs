@@ -1,7 +1,7 @@
 //! `sf-build`: run one cell's Spack build in a container ([`build`]), turn the view into the
-//! relocatable tarball ([`tarball`], on `sf-archive`), prove the tarball works in a clean
-//! container before anything publishes it ([`tarball_test`]), and build the Slurm image from it
-//! ([`image`]).
+//! relocatable tarball ([`tarball`], on `sf-archive`), prove the tarball ([`tarball_test`]) or the
+//! signed mirror ([`mirror_test`]) works in a clean container before anything publishes it, and
+//! build the Slurm image from the tarball ([`image`]).
 //!
 //! stdout carries one JSON object per command (what a later step reads); people read stderr.
 
@@ -9,6 +9,7 @@ pub mod build;
 pub mod cell;
 pub mod engine;
 pub mod image;
+pub mod mirror_test;
 pub mod tarball;
 pub mod tarball_test;
 
@@ -50,6 +51,8 @@ pub enum Cmd {
     Pack(PackArgs),
     /// Test a tarball: extract, load the module with Lmod, `sinfo --version`, `ldd` everything.
     Test(TestArgs),
+    /// Test signed mirrors: `spack install --cache-only` the build's specs in a clean container.
+    TestMirror(TestMirrorArgs),
     /// Build the Slurm image from a tested tarball, and push it.
     Image(ImageArgs),
 }
@@ -186,6 +189,32 @@ pub struct TestArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct TestMirrorArgs {
+    #[command(flatten)]
+    pub cell: CellArg,
+    /// A signed local mirror to install from (repeatable): what `sf-sign mirror` made of the
+    /// build's mirror.
+    #[arg(long = "mirror", required = true, value_name = "DIR")]
+    pub mirrors: Vec<PathBuf>,
+    /// The directory the build ran with (its `spack.lock` and `Dockerfile`): sf-build build's
+    /// `env_dir` output.
+    #[arg(long, env = env::ENV_DIR, value_name = "DIR")]
+    pub env_dir: PathBuf,
+    /// Another mirror URL the container fetches from itself (repeatable) [default: for a
+    /// version cell, the cell's published deps mirror]
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Vec<String>,
+    /// Fetch from the given mirrors only, not the cell's deps mirror.
+    #[arg(long, conflicts_with = "upstream")]
+    pub no_upstream: bool,
+    /// The image to test in [default: the cell's build image, from --env-dir's Dockerfile]
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct ImageArgs {
     #[command(flatten)]
     pub cell: CellArg,
@@ -264,6 +293,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         Cmd::Build(_) => "sf-build build",
         Cmd::Pack(_) => "sf-build pack",
         Cmd::Test(_) => "sf-build test",
+        Cmd::TestMirror(_) => "sf-build test-mirror",
         Cmd::Image(_) => "sf-build image",
     };
     let mut rec = Recorder::start(step);
@@ -271,6 +301,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         Cmd::Build(a) => cmd_build(a, gha, &mut rec),
         Cmd::Pack(a) => cmd_pack(a, gha, &mut rec),
         Cmd::Test(a) => cmd_test(a, gha, &mut rec),
+        Cmd::TestMirror(a) => cmd_test_mirror(a, gha, &mut rec),
         Cmd::Image(a) => cmd_image(a, gha, &mut rec),
     };
     let dir = cli.results.results_dir.as_deref();
@@ -450,6 +481,7 @@ fn cmd_build(
         ("work_dir", &outcome.work_dir.display().to_string()),
         ("view", &out_s(&outcome.view)),
         ("mirror", &outcome.mirror.display().to_string()),
+        ("env_dir", &outcome.env_dir.display().to_string()),
         ("logs", &outcome.logs.display().to_string()),
         ("image", &outcome.image),
     ])?;
@@ -534,6 +566,93 @@ fn cmd_test(a: &TestArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_jso
         "module": module,
         "expected_version": version,
         "where": if a.local { "local".to_string() } else { image },
+    }))
+}
+
+fn cmd_test_mirror(
+    a: &TestMirrorArgs,
+    gha: &Actions,
+    rec: &mut Recorder,
+) -> Result<serde_json::Value, Failed> {
+    let c = load_cell(&a.cell, rec)?;
+    rec.input("env_dir", a.env_dir.display().to_string());
+    // Everything about the input is checked before an engine is looked for or an image built.
+    let mut checked = Vec::new();
+    for m in &a.mirrors {
+        rec.input("mirror", m.display().to_string());
+        checked.push(mirror_test::check_mirror(m)?);
+    }
+    let lock = a.env_dir.join("spack.lock");
+    if !lock.is_file() {
+        return Err(bad_input(format!(
+            "{} has no spack.lock: give --env-dir the directory the build ran with (sf-build build's env_dir output)",
+            a.env_dir.display()
+        ))
+        .into());
+    }
+    let version = c
+        .slurm_version
+        .is_some()
+        .then(|| cell::expected_version(&c))
+        .transpose()?;
+    let upstream = if a.no_upstream {
+        Vec::new()
+    } else if !a.upstream.is_empty() {
+        a.upstream.clone()
+    } else if c.version_mirror.is_some() {
+        vec![c.deps_mirror.cdn_url.clone()]
+    } else {
+        Vec::new()
+    };
+    let engine = a.engine.engine()?;
+    let scratch = tarball_test::scratch_dir(None)?;
+    let image = match &a.image {
+        Some(i) => i.clone(),
+        None => build::ensure_build_image(&engine, &c, &a.env_dir, &scratch.join("engine.log"))?,
+    };
+    let started = std::time::Instant::now();
+    let outcome = {
+        let _g = gha.group(&format!("test-mirror {}", c.id));
+        mirror_test::run(
+            &mirror_test::MirrorTest {
+                engine: &engine,
+                image: image.clone(),
+                run_args: a.engine.run_args(),
+                lock,
+                mirrors: a.mirrors.clone(),
+                upstream: upstream.clone(),
+                version: version.clone(),
+            },
+            &scratch,
+        )?
+    };
+    rec.timing("test-mirror", started.elapsed());
+    let log = scratch.join("test.log");
+    std::fs::write(&log, &outcome.log).with_context(|| format!("writing {}", log.display()))?;
+    eprint!("{}", outcome.log);
+    gha.set_outputs(&[
+        ("passed", if outcome.passed { "true" } else { "false" }),
+        ("summary", &outcome.summary),
+    ])?;
+    if !outcome.passed {
+        return Err(Failed {
+            error: anyhow::anyhow!(
+                "the mirror test of cell {} failed: {}",
+                c.id,
+                outcome.summary
+            ),
+            logs: Some(scratch),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    rec.output("summary", &outcome.summary);
+    Ok(json!({
+        "passed": true,
+        "summary": outcome.summary,
+        "mirrors": checked,
+        "upstream": upstream,
+        "expected_version": version,
+        "image": image,
     }))
 }
 

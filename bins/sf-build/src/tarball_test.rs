@@ -41,6 +41,25 @@ pub struct TestOutcome {
     pub summary: String,
 }
 
+impl TestOutcome {
+    /// The verdict of a test script: it passed if it exited 0 and said `PASS:`.
+    pub fn from_output(output: &std::process::Output) -> Self {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let summary = stdout
+            .lines()
+            .chain(stderr.lines())
+            .find(|l| l.starts_with("PASS:") || l.starts_with("FAIL:"))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("the test exited with {} without a verdict", output.status));
+        TestOutcome {
+            passed: output.status.success() && summary.starts_with("PASS:"),
+            log: format!("{stdout}{stderr}"),
+            summary,
+        }
+    }
+}
+
 /// Run the tarball test.
 pub fn run(
     tarball: &Path,
@@ -111,19 +130,7 @@ pub fn run(
                 .context("running the tarball test container")?
         }
     };
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let summary = stdout
-        .lines()
-        .chain(stderr.lines())
-        .find(|l| l.starts_with("PASS:") || l.starts_with("FAIL:"))
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("the test exited with {} without a verdict", output.status));
-    Ok(TestOutcome {
-        passed: output.status.success() && summary.starts_with("PASS:"),
-        log: format!("{stdout}{stderr}"),
-        summary,
-    })
+    Ok(TestOutcome::from_output(&output))
 }
 
 /// A scratch directory for one test run, kept on failure.

@@ -1067,3 +1067,147 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
         .args(["rmi", "-f", &main_tag, &format!("{reg}/slurm:25.11")])
         .output();
 }
+
+// ---------------------------------------------------------------------------------------------
+// test-mirror
+
+fn copy_tree(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A build's environment directory as test-mirror reads it: the lock file and the recipe.
+fn env_with_lock(dir: &Path) -> PathBuf {
+    let env = dir.join("env");
+    fs::create_dir_all(&env).unwrap();
+    // The shape Spack v1.0 writes (`_meta.lockfile-version` 6); the container only needs a file.
+    fs::write(
+        env.join("spack.lock"),
+        r#"{"_meta":{"file-type":"spack-lockfile","lockfile-version":6,"specfile-version":5},"spack":{"version":"1.0.2","type":"git","commit":"0"},"roots":[],"concrete_specs":{}}"#,
+    )
+    .unwrap();
+    fs::write(env.join("Dockerfile"), format!("FROM {BASE_IMAGE}\n")).unwrap();
+    env
+}
+
+#[test]
+fn test_mirror_refuses_what_is_not_a_complete_signed_mirror_before_running_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cell = write_cell(tmp.path(), &cell());
+    let env = env_with_lock(tmp.path());
+    let results = tmp.path().join("results");
+    let signed = tmp.path().join("signed");
+    copy_tree(&sf_testkit::fixture("spack-v3-signed"), &signed);
+    let broken = tmp.path().join("broken");
+    copy_tree(&signed, &broken);
+    // greet's tarball blob goes missing.
+    let m = sf_spack::Mirror::open(&broken).unwrap();
+    let greet = m
+        .spec_manifests()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name == "greet")
+        .unwrap();
+    let rec = m
+        .read_manifest(&greet.key)
+        .unwrap()
+        .manifest
+        .record(sf_spack::manifest::media_type::TARBALL)
+        .unwrap()
+        .clone();
+    fs::remove_file(m.blob_path(&rec).unwrap()).unwrap();
+    let keyless = tmp.path().join("keyless");
+    copy_tree(&signed, &keyless);
+    fs::remove_dir_all(keyless.join("v3/manifests/key")).unwrap();
+
+    let unsigned = sf_testkit::fixture("spack-v3-unsigned");
+    let legacy = sf_testkit::fixture("spack-v2-signed");
+    let no_lock = tmp.path().join("no-lock");
+    fs::create_dir(&no_lock).unwrap();
+    let cases: [(&Path, &Path, &str); 6] = [
+        (&unsigned, &env, "is not signed: sign the mirror first"),
+        (&broken, &env, "is not complete"),
+        (&keyless, &env, "publishes no key"),
+        (&legacy, &env, "layout-2 mirror"),
+        (Path::new("/nonexistent/mirror"), &env, "is not a directory"),
+        (&signed, &no_lock, "has no spack.lock"),
+    ];
+    for (mirror, env_dir, says) in cases {
+        // No engine is given: the checks come before one is looked for.
+        let o = bin()
+            .args(["test-mirror", "--cell"])
+            .arg(&cell)
+            .arg("--mirror")
+            .arg(mirror)
+            .arg("--env-dir")
+            .arg(env_dir)
+            .arg("--results-dir")
+            .arg(&results)
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{}: {err}", mirror.display());
+        assert!(err.contains(says), "{}: {err}", mirror.display());
+    }
+    assert!(!results.exists(), "bad input wrote a result record");
+}
+
+#[test]
+fn test_mirror_runs_its_script_in_a_clean_container_with_the_mirror_mounted() {
+    let image = base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let cell = write_cell(tmp.path(), &cell());
+    let env = env_with_lock(tmp.path());
+    let signed = tmp.path().join("signed");
+    copy_tree(&sf_testkit::fixture("spack-v3-signed"), &signed);
+    let results = tmp.path().join("results");
+    let mut b = bin();
+    b.args(["test-mirror", "--image", image, "--cell"])
+        .arg(&cell)
+        .arg("--mirror")
+        .arg(&signed)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--results-dir")
+        .arg(&results);
+    for (k, v) in SECRETS {
+        b.env(k, v);
+    }
+    let o = with_engine(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The script found the lock file and the mirror's layout.json inside the container, then
+    // stopped where a Spack-less image must stop: it says so, and the step fails with its logs kept.
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("FAIL: spack is not on PATH in this image"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the mirror test of cell"), "{stderr}");
+    for (k, secret) in SECRETS {
+        assert!(!stderr.contains(secret), "{k} printed");
+    }
+    let rec: Value = serde_json::from_slice(
+        &fs::read(
+            fs::read_dir(&results)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rec["step"], "sf-build test-mirror");
+    assert_eq!(rec["status"], "failed");
+    let kept = PathBuf::from(rec["error"]["logs"].as_str().unwrap());
+    assert!(fs::read_to_string(kept.join("test.log"))
+        .unwrap()
+        .contains("spack is not on PATH"));
+}
