@@ -12,6 +12,8 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -24,6 +26,8 @@ use crate::{sha256_hex, Body, Condition, ETag, Listed, Object, ObjectInfo, PutMe
 #[derive(Clone, Debug)]
 pub struct DirStore {
     root: PathBuf,
+    /// Bytes written so far (for progress).
+    sent: Arc<AtomicU64>,
 }
 
 impl DirStore {
@@ -52,7 +56,13 @@ impl DirStore {
         }
         Ok(DirStore {
             root: root.to_path_buf(),
+            sent: Arc::default(),
         })
+    }
+
+    /// Bytes written so far by this store and its clones.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     pub fn root(&self) -> &Path {
@@ -128,6 +138,7 @@ impl DirStore {
         let tmp = parent.join(format!(".{name}.{}.tmp", sf_core::fsutil::random_hex(6)?));
         let guard = TempGuard(tmp.clone());
         let sha = write_temp(&tmp, body)?;
+        self.sent.fetch_add(body.len()?, Ordering::Relaxed);
 
         let dir =
             fs::File::open(&parent).with_context(|| format!("opening {}", parent.display()))?;

@@ -159,6 +159,15 @@ impl Store {
         }
     }
 
+    /// Bytes sent to the destination so far by this store and its clones (multipart parts as they
+    /// land), for progress reports.
+    pub fn sent(&self) -> u64 {
+        match self {
+            Store::S3(s) => s.sent(),
+            Store::Dir(d) => d.sent(),
+        }
+    }
+
     pub fn destination(&self) -> Destination {
         match self {
             Store::S3(s) => s.destination(),

@@ -23,6 +23,7 @@ use sf_core::layout::Destination;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
@@ -62,6 +63,8 @@ pub struct S3Store {
     bucket: String,
     prefix: String,
     transfer: Transfer,
+    /// Bytes the server has taken so far (whole objects and multipart parts), for progress.
+    sent: Arc<AtomicU64>,
 }
 
 /// The HTTP status of a failed request, when the server answered.
@@ -80,6 +83,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             transfer: Transfer::default(),
+            sent: Arc::default(),
         };
         store.check_bucket(aws).await?;
         Ok(store)
@@ -92,6 +96,7 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             transfer: Transfer::default(),
+            sent: Arc::default(),
         }
     }
 
@@ -99,6 +104,11 @@ impl S3Store {
     pub fn with_transfer(mut self, transfer: Transfer) -> Self {
         self.transfer = transfer;
         self
+    }
+
+    /// Bytes sent so far by this store and its clones.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     pub fn client(&self) -> &Client {
@@ -257,7 +267,11 @@ impl S3Store {
             Condition::CreateOnly => req.if_none_match("*"),
             Condition::IfMatch(e) => req.if_match(&e.0),
         };
-        match req.send().await {
+        let sent = req.send().await;
+        if sent.is_ok() {
+            self.sent.fetch_add(len as u64, Ordering::Relaxed);
+        }
+        match sent {
             Ok(o) => Ok(PutOutcome::Written(ETag(
                 o.e_tag().unwrap_or_default().to_string(),
             ))),
@@ -355,12 +369,13 @@ impl S3Store {
         let mut done = Vec::new();
         for n in 0..parts {
             let permit = sem.clone().acquire_owned().await?;
-            let (client, bucket, key, id, path) = (
+            let (client, bucket, key, id, path, sent) = (
                 self.client.clone(),
                 self.bucket.clone(),
                 full.to_string(),
                 upload_id.to_string(),
                 path.to_path_buf(),
+                self.sent.clone(),
             );
             tasks.spawn(async move {
                 let offset = n * part_size;
@@ -388,6 +403,7 @@ impl S3Store {
                             DisplayErrorContext(&e)
                         )
                     })?;
+                sent.fetch_add(size, Ordering::Relaxed);
                 drop(permit);
                 Ok::<_, anyhow::Error>(
                     CompletedPart::builder()
