@@ -81,10 +81,36 @@ start_moto() {
     return 1
 }
 
+# A Docker engine of the tests' own (Debian's dockerd): vfs storage and no bridge or iptables, so
+# it runs without the kernel features a container host would give it; its socket and storage
+# stay under target/ and /tmp, and it stops with the other servers.
+start_dockerd() {
+    local dir="$root/target/test-servers" exec_root
+    exec_root=$(mktemp -d /tmp/sf-dockerd.XXXXXX) # socket paths have a length limit
+    mkdir -p "$dir/docker-data"
+    dockerd --host "unix://$exec_root/docker.sock" --data-root "$dir/docker-data" \
+        --exec-root "$exec_root/exec" --pidfile "$exec_root/docker.pid" \
+        --storage-driver vfs --iptables=false --ip6tables=false --bridge=none \
+        >"$dir/dockerd.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 150); do
+        if DOCKER_HOST="unix://$exec_root/docker.sock" docker info >/dev/null 2>&1; then
+            export SF_TEST_DOCKER_HOST="unix://$exec_root/docker.sock"
+            log "dockerd on $SF_TEST_DOCKER_HOST"
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "dockerd did not start; its log:"
+    cat "$dir/dockerd.log" >&2
+    return 1
+}
+
 install_apt
 install_pip
 install_cargo
 start_moto
+start_dockerd
 
 # Incremental state is of no use to a one-off run and doubles the target folder's size.
 export CARGO_INCREMENTAL=0

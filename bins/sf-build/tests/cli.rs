@@ -948,43 +948,48 @@ fn a_failed_container_build_keeps_a_debug_bundle() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no build.sh"));
 }
 
-#[test]
-fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
-    base_image();
+/// A local registry (Debian's docker-registry) on a free port, storing under `dir`.
+fn start_registry(dir: &Path) -> (std::process::Child, u16) {
     let registry_bin = require_tool("docker-registry");
-    let tmp = tempfile::tempdir().unwrap();
-    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
-    let tarball = tmp.path().join("slurm-25.11-noble-software.tar.gz");
-    let packed = pack(tmp.path(), &cell, &view, &modulefile, &prefix, &tarball);
-
-    // A local registry (Debian's docker-registry) on a free port, storing under the temp dir.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let config = tmp.path().join("registry.yml");
+    let config = dir.join("registry.yml");
     fs::write(
         &config,
         format!(
             "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            tmp.path().join("registry").display()
+            dir.join("registry").display()
         ),
     )
     .unwrap();
-    let mut registry = Command::new(registry_bin)
+    let registry = Command::new(registry_bin)
         .arg("serve")
         .arg(&config)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let reg = format!("127.0.0.1:{port}/sf-test");
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    (registry, port)
+}
+
+#[test]
+fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
+    base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let tarball = tmp.path().join("slurm-25.11-noble-software.tar.gz");
+    let packed = pack(tmp.path(), &cell, &view, &modulefile, &prefix, &tarball);
+
+    let (mut registry, port) = start_registry(tmp.path());
+    let reg = format!("127.0.0.1:{port}/sf-test");
     let mut b = bin();
     b.args([
         "image",
@@ -1210,4 +1215,149 @@ fn test_mirror_runs_its_script_in_a_clean_container_with_the_mirror_mounted() {
     assert!(fs::read_to_string(kept.join("test.log"))
         .unwrap()
         .contains("spack is not on PATH"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine path: real Docker (the dockerd scripts/test.sh starts, vfs storage).
+
+fn docker() -> Command {
+    require_tool("docker");
+    let mut c = Command::new("docker");
+    c.env("DOCKER_HOST", sf_testkit::docker_host());
+    c
+}
+
+/// The same Debian base image, copied from the Podman test storage into the Docker engine once.
+fn docker_base_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        base_image();
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
+        let script = format!(
+            "set -eo pipefail; docker image inspect {BASE_IMAGE} >/dev/null 2>&1 && exit 0; \
+             podman {args} save --format docker-archive {BASE_IMAGE} | docker load >/dev/null",
+            args = podman_args().join(" "),
+        );
+        sh(Command::new("flock")
+            .arg(root.join("docker-base.lock"))
+            .args(["bash", "-c", &script])
+            .env("DOCKER_HOST", sf_testkit::docker_host()));
+    });
+    BASE_IMAGE
+}
+
+fn with_docker(b: &mut Bin) -> &mut Bin {
+    b.args(["--engine", "docker"])
+        .env("DOCKER_HOST", sf_testkit::docker_host())
+}
+
+#[test]
+fn the_docker_engine_builds_tests_and_ships_the_image_too() {
+    let image = docker_base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fake_env_dir(tmp.path(), false);
+    let cache = tmp.path().join("cache");
+    let cell = write_cell(tmp.path(), &cell());
+
+    // The build, as another uid, with secrets in our environment.
+    let mut b = bin();
+    b.args(["build", "--user", "4321:4321", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    for (k, v) in SECRETS {
+        b.env(k, v);
+    }
+    let o = with_docker(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let work = PathBuf::from(v["build"]["work_dir"].as_str().unwrap());
+    let logs = PathBuf::from(v["build"]["logs"].as_str().unwrap());
+    assert_eq!(fs::read_to_string(logs.join("uid")).unwrap().trim(), "4321");
+    let m = fs::metadata(work.join("mirror/v3/layout.json")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (4321, 4321));
+    assert_eq!(v["build"]["cache_merge"]["indexed"], 3);
+    let build_image = v["build"]["image"].as_str().unwrap();
+    let seen = all_text_under(&work);
+    let inspect = sh(docker().args(["image", "inspect", build_image]));
+    let history = sh(docker().args(["history", "--no-trunc", build_image]));
+    for (k, secret) in SECRETS {
+        assert!(!seen.contains(secret), "{k} leaked into the build");
+        assert!(
+            !inspect.contains(secret) && !history.contains(secret),
+            "{k} leaked into the image"
+        );
+    }
+    // No container is left behind.
+    let left = sh(docker().args(["ps", "-a", "--format", "{{.Names}}"]));
+    assert!(!left.contains("sf-build-"), "{left}");
+
+    // The packed tarball passes the test in a clean Docker container; a broken one fails.
+    let tarball = PathBuf::from(v["tarball"]["tarball"].as_str().unwrap());
+    let o = with_docker(
+        bin()
+            .args(["test", "--image", image, "--cell"])
+            .arg(&cell)
+            .arg("--tarball")
+            .arg(&tarball),
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let broken_dir = tmp.path().join("broken");
+    fs::create_dir(&broken_dir).unwrap();
+    let (bcell, bview, bmod, bprefix) = local_fixture(&broken_dir, true);
+    let broken = broken_dir.join("slurm.tar.gz");
+    pack(&broken_dir, &bcell, &bview, &bmod, &bprefix, &broken);
+    let o = with_docker(
+        bin()
+            .args(["test", "--image", image, "--cell"])
+            .arg(&bcell)
+            .arg("--tarball")
+            .arg(&broken),
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("libslurm.so.1 => not found"), "{stderr}");
+
+    // The Slurm image, built and pushed with Docker, runs sinfo from PATH.
+    let (mut registry, port) = start_registry(tmp.path());
+    let reg = format!("127.0.0.1:{port}/sf-docker");
+    let mut b = bin();
+    b.args(["image", "--push", "--base-image", image, "--cell"])
+        .arg(&cell)
+        .arg("--tarball")
+        .arg(&tarball)
+        .arg("--registry")
+        .arg(&reg)
+        .env("SF_REGISTRY_TOKEN", "sekrit-registry-token");
+    let o = with_docker(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let listed = Command::new("curl")
+        .arg("-fsS")
+        .arg(format!(
+            "http://127.0.0.1:{port}/v2/sf-docker/slurm/tags/list"
+        ))
+        .output();
+    let _ = registry.kill();
+    let _ = registry.wait();
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stderr.contains("sekrit-registry-token"));
+    let tags = String::from_utf8_lossy(&listed.unwrap().stdout).into_owned();
+    assert!(tags.contains("\"25.11-noble\""), "{tags}");
+    let main_tag = format!("{reg}/slurm:25.11-noble");
+    let out = sh(docker().args(["run", "--rm", &main_tag, "sinfo", "--version"]));
+    assert_eq!(
+        out.trim(),
+        format!("slurm {}", slurm_full_version(&self::cell()))
+    );
+    let _ = docker()
+        .args(["rmi", "-f", &main_tag, build_image])
+        .output();
 }

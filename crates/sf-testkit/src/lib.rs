@@ -29,6 +29,13 @@ pub fn moto_url() -> String {
     })
 }
 
+/// The Docker engine (`DOCKER_HOST` value) started by `scripts/test.sh`.
+pub fn docker_host() -> String {
+    std::env::var("SF_TEST_DOCKER_HOST").unwrap_or_else(|_| {
+        panic!("SF_TEST_DOCKER_HOST is not set: run the suite with `scripts/test.sh`, which starts dockerd with vfs storage")
+    })
+}
+
 /// Whether a command is on PATH (for a clear failure message, never to skip a test).
 pub fn require_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
