@@ -59,6 +59,8 @@ pids=()
 stop_servers() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # vfs keeps a full copy of every layer and container: gigabytes nobody reads again.
+    rm -rf "$root/target/test-servers/docker-data"
 }
 trap stop_servers EXIT
 
