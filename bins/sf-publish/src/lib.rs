@@ -11,6 +11,7 @@ pub mod changes;
 pub mod merge;
 pub mod mirror;
 pub mod objects;
+pub mod progress;
 pub mod publish;
 pub mod reindex;
 pub mod status;
@@ -72,7 +73,8 @@ pub struct Cli {
     /// Parts of one file in flight at once.
     #[arg(long, default_value_t = 8, value_name = "N", global = true, hide_short_help = true, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub part_concurrency: u16,
-    /// Seconds between one-line progress reports on stderr.
+    /// Seconds between one-line progress reports on stderr when it is not a terminal (a line also
+    /// comes each time another tenth of the bytes is done); on a terminal a bar is drawn instead.
     #[arg(
         long,
         default_value_t = 10.0,
@@ -303,16 +305,16 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
     }
 }
 
-/// Run the work with periodic progress lines.
+/// Run the work showing its progress (a bar on a terminal, lines in CI logs).
 async fn with_progress<T>(
     p: &Publisher,
     cli: &Cli,
     work: impl std::future::Future<Output = T>,
 ) -> T {
     let every = Duration::from_secs_f64(cli.progress_secs.clamp(0.05, 3600.0));
-    let ticker = publish::progress(p, every);
+    let reporter = progress::start(p, progress::style_here(), every);
     let out = work.await;
-    ticker.abort();
+    reporter.finish();
     out
 }
 

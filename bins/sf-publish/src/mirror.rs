@@ -329,6 +329,7 @@ pub async fn publish(plan: &Plan, p: &Publisher, settle: Duration) -> Result<Out
         out.timings.push((name, t.elapsed()));
         t = Instant::now();
     };
+    p.plan_bytes(plan.objects()?.iter().map(|o| o.size).sum());
     p.upload_all(plan.blob_items()?)
         .await
         .context("uploading blobs")?;

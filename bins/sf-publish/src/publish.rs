@@ -25,6 +25,10 @@ pub struct Stats {
     pub skipped: AtomicU64,
     /// Compare-and-swap attempts that lost to another writer.
     pub retries: AtomicU64,
+    /// Bytes the run means to write (for progress).
+    pub planned_bytes: AtomicU64,
+    /// Bytes found at the destination already (for progress).
+    pub skipped_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -88,6 +92,18 @@ impl Publisher {
         }
     }
 
+    /// Add to the bytes the run means to write.
+    pub fn plan_bytes(&self, bytes: u64) {
+        self.stats.planned_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn skip(&self, item: &Item) {
+        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .skipped_bytes
+            .fetch_add(item.size, Ordering::Relaxed);
+    }
+
     /// Note a write in the change list and the counters.
     pub fn note(&self, item: &Item, action: Action) {
         self.stats.uploaded.fetch_add(1, Ordering::Relaxed);
@@ -111,7 +127,7 @@ impl Publisher {
             .meta(&item.sha256, item.media_type.as_deref(), item.signed);
         let (action, cond) = match self.store.head(&item.key).await? {
             Some(h) if h.sha256.as_deref() == Some(item.sha256.as_str()) => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                self.skip(&item);
                 return Ok(Done::Skipped);
             }
             Some(h) if item.kind.immutable() => {
@@ -123,7 +139,7 @@ impl Publisher {
                         item.size
                     ));
                 }
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                self.skip(&item);
                 return Ok(Done::Skipped);
             }
             Some(_) => (Action::Replaced, Condition::Always),
@@ -169,27 +185,6 @@ impl Publisher {
         }
         Ok(())
     }
-}
-
-/// Log a one-line progress report on stderr every `every` until the guard drops (CI logs have no
-/// terminal to draw a bar on; a line every few seconds shows the job is alive and how far it is).
-pub fn progress(p: &Publisher, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
-    let stats = p.stats.clone();
-    let dest = p.store.destination().to_string();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            eprintln!(
-                "sf-publish: progress: {} objects uploaded ({} bytes), {} unchanged, {} retries, to {dest}",
-                stats.get(&stats.uploaded),
-                stats.get(&stats.bytes),
-                stats.get(&stats.skipped),
-                stats.get(&stats.retries)
-            );
-        }
-    })
 }
 
 /// Sleep before retrying a lost compare-and-swap: exponential, capped, with full jitter so

@@ -162,6 +162,12 @@ fn file_item(key: &str, path: &Path, kind: ObjectKind, sha256: Option<&str>) -> 
 /// Upload checked tarballs: tarball, signature, `SHA256SUMS`, its signature.
 pub async fn publish(tarballs: &[CheckedTarball], p: &Publisher) -> Result<()> {
     for t in tarballs {
+        let sums = sibling(&t.file, SHA256SUMS);
+        for f in [t.file.clone(), asc(&t.file), sums.clone(), asc(&sums)] {
+            p.plan_bytes(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0));
+        }
+    }
+    for t in tarballs {
         let l = &t.location;
         let sums = sibling(&t.file, SHA256SUMS);
         p.upload(file_item(

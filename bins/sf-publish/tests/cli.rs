@@ -877,11 +877,20 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
         .args(["--progress-secs", "0.05"])
         .assert()
         .success();
+    // stderr is a pipe here, as in a CI log: one-line reports, ending with the whole total.
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("sf-publish: progress: "))
+        .collect();
+    assert!(!lines.is_empty(), "no progress lines: {err}");
+    assert!(lines.iter().all(|l| l.contains("/s; ")), "a rate: {err}");
+    let last = lines.last().unwrap();
     assert!(
-        err.contains("sf-publish: progress: "),
-        "no progress lines: {err}"
+        last.starts_with("sf-publish: progress: 100%, 12.") && last.contains(" MiB of 12."),
+        "the last line has the whole total: {last}"
     );
+    assert!(!err.contains('\r') && !err.contains("\x1b["), "no bar in a log: {err}");
     let store = b.store("root");
     let got = rt()
         .block_on(store.get("builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz"))
@@ -902,6 +911,104 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
             .unwrap()
     });
     assert!(open.uploads().is_empty());
+}
+
+/// Quote a word for `sh -c`.
+fn sh_quote(w: &std::ffi::OsStr) -> String {
+    format!("'{}'", w.to_string_lossy().replace('\'', "'\\''"))
+}
+
+#[test]
+fn a_terminal_gets_a_bar() {
+    // util-linux `script` runs the binary on a pseudo-terminal, as a person at a shell would.
+    let script = sf_testkit::require_tool("script");
+    let key = new_key();
+    let b = Backend::s3();
+    let dir = tempfile::tempdir().unwrap();
+    let name = "slurm-25.11-jammy-software.tar.gz";
+    let file = dir.path().join(name);
+    let mut x: u64 = 0x51afd7ed558ccd;
+    let bytes: Vec<u8> = (0..(11 << 20) + 5)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let sign = |p: &Path| {
+        let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
+        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
+    };
+    sign(&file);
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
+    sign(&sums);
+    let bin = assert_cmd::cargo::cargo_bin("sf-publish");
+    let args: Vec<std::ffi::OsString> = vec![
+        bin.into(),
+        "tarball".into(),
+        file.clone().into(),
+        b.url("root").into(),
+        "--fingerprint".into(),
+        key.fingerprint.clone().into(),
+        "--cert".into(),
+        key.cert_file.path().into(),
+        "--multipart-threshold-mib".into(),
+        "5".into(),
+        "--part-size-mib".into(),
+        "5".into(),
+        "--progress-secs".into(),
+        "0.05".into(),
+    ];
+    let line: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
+    // The same environment as sf_publish(), on a terminal outside GitHub Actions.
+    let mut c = std::process::Command::new(script);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_")
+            || k.starts_with("GITHUB_")
+            || k.starts_with("AWS_")
+            || k == "S3_ENDPOINT_URL"
+            || k == "CI"
+        {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .env("TERM", "xterm-256color")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("S3_ENDPOINT_URL", moto_url())
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    // The finished bar, full, with the bytes: drawn in place, not logged as lines.
+    assert!(
+        text.contains(&format!("{}]", "#".repeat(10))) && !text.contains("#-"),
+        "no full bar: {text:?}"
+    );
+    assert!(text.contains(" MiB/11."), "bytes done/total: {text:?}");
+    assert!(text.contains("4 uploaded, 0 unchanged"), "{text:?}");
+    assert!(
+        !text.contains("sf-publish: progress: "),
+        "no log lines on a terminal: {text:?}"
+    );
+    let got = rt()
+        .block_on(
+            b.store("root")
+                .head("builds/25.11/jammy/slurm-25.11-jammy-software.tar.gz"),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.size, bytes.len() as u64);
 }
 
 #[test]
@@ -1224,6 +1331,6 @@ fn status_of_version_cells_looks_for_their_slurm_spec() {
             .map(|c| c["id"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    assert_eq!(ids("published"), [built.id.clone()], "{st}");
+    assert_eq!(ids("published"), std::slice::from_ref(&built.id), "{st}");
     assert_eq!(ids("pending").len(), 1, "{st}");
 }
