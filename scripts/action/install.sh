@@ -6,6 +6,9 @@
 # Inputs (env): SF_ACTION_VERSION (optional tag), SF_ACTION_REF, SF_ACTION_REPOSITORY,
 # SF_ACTION_PATH, RUNNER_TOOL_CACHE/RUNNER_TEMP, GITHUB_PATH, GITHUB_OUTPUT, GH_TOKEN (masked by
 # the runner). SF_RELEASE_BASE_URL overrides where releases are downloaded from (tests).
+# Source builds: CARGO_TARGET_DIR is reused when set (else a target directory kept in the tool
+# cache); SF_TOOLING_CARGO_PROFILE picks the cargo profile (default release; `dev` for rehearsals
+# that already have a debug build).
 set -euo pipefail
 
 fail() { echo "::error title=slurm-factory install::$*" >&2; exit 1; }
@@ -27,11 +30,11 @@ target="$cpu-$os"
 asset="slurm-factory-$target.tar.gz"
 
 cache_root=${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:-/tmp}}/slurm-factory
-dest="$cache_root/${version:-source}/$target"
-bin_dir="$dest/bin"
 
-from_release() {
-    [[ "$version" =~ ^v[0-9]+(\.[0-9]+){0,2}([-.+][0-9A-Za-z.-]+)?$ ]] || return 1
+# A release tag such as v1.2.0 (or v1): what may have a release to install.
+release_tag() { [[ "$version" =~ ^v[0-9]+(\.[0-9]+){0,2}([-.+][0-9A-Za-z.-]+)?$ ]]; }
+
+from_release() { # into bin_dir
     local base=${SF_RELEASE_BASE_URL:-https://github.com/$repository/releases/download}/$version
     local work
     work=$(mktemp -d)
@@ -58,19 +61,62 @@ from_release() {
     echo "installed slurm-factory $version ($target) from the release, checksum verified" >&2
 }
 
+# The commit the action's source is exactly at: a clean git checkout's HEAD, or the full commit
+# SHA the action was pinned to (the runner downloads those without .git). Nothing when unknown or
+# changed: only a source known to be one commit may keep its build across jobs under its name.
+source_commit() {
+    local commit
+    # (the action's own checkout, not some repository it happens to sit in)
+    if [ "$(git -C "$action_path" rev-parse --show-toplevel 2>/dev/null)" = "$(cd "$action_path" && pwd -P)" ] &&
+        commit=$(git -C "$action_path" rev-parse --verify -q HEAD 2>/dev/null); then
+        [ -z "$(git -C "$action_path" status --porcelain --untracked-files=no 2>/dev/null)" ] || return 1
+        echo "$commit"
+    elif [[ "${SF_ACTION_REF:-}" =~ ^[0-9a-f]{40}$ ]]; then
+        echo "$SF_ACTION_REF"
+    else
+        return 1
+    fi
+}
+
 from_source() {
-    command -v cargo >/dev/null || fail "no release asset fits $version/$target and cargo is not installed to build from source"
-    echo "building slurm-factory from $action_path with cargo" >&2
-    local crate
-    for crate in "$action_path"/bins/sf-*; do
-        cargo install --locked --quiet --root "$dest" --path "$crate"
+    command -v cargo >/dev/null || fail "no release asset fits ${version:-this ref}/$target and cargo is not installed to build from source"
+    local profile=${SF_TOOLING_CARGO_PROFILE:-release}
+    [[ "$profile" =~ ^[A-Za-z0-9_-]+$ ]] || fail "SF_TOOLING_CARGO_PROFILE '$profile' is not a cargo profile name (release, dev, ...)"
+    local out=$profile
+    [ "$profile" != dev ] || out=debug
+    # One cargo build of the whole workspace (not a cargo install per binary): cargo itself decides
+    # what is stale, so a kept or shared target directory makes this quick.
+    local target_dir=${CARGO_TARGET_DIR:-$cache_root/target}
+    echo "building slurm-factory from $action_path with cargo (profile $profile, target $target_dir)" >&2
+    cargo build --locked --quiet --bins --profile "$profile" \
+        --manifest-path "$action_path/Cargo.toml" --target-dir "$target_dir"
+    mkdir -p "$bin_dir"
+    local b
+    for b in "${binaries[@]}"; do
+        # Copied, then renamed into place: a job still running the old file keeps it.
+        cp "$target_dir/$out/$b" "$bin_dir/.$b.$$"
+        mv -f "$bin_dir/.$b.$$" "$bin_dir/$b"
     done
 }
 
-if [ ! -x "$bin_dir/sf-matrix" ]; then
-    from_release || from_source
+binaries=(sf-matrix sf-spackenv sf-build sf-sign sf-publish sf-invalidate sf-summary)
+installed() { # installed DIR: every binary is there
+    local b
+    for b in "${binaries[@]}"; do [ -x "$1/$b" ] || return 1; done
+}
+
+bin_dir="$cache_root/$version/$target/bin"
+if ! release_tag || ! { installed "$bin_dir" || from_release; }; then
+    # A build from source is never kept under a ref's name (a branch moves): under the commit when
+    # the source is exactly a commit, else only for this job.
+    if commit=$(source_commit); then
+        bin_dir="$cache_root/source-$commit/$target/bin"
+    else
+        bin_dir="${RUNNER_TEMP:-$(mktemp -d)}/slurm-factory/$target/bin"
+    fi
+    installed "$bin_dir" || from_source
 fi
-for b in sf-matrix sf-spackenv sf-build sf-sign sf-publish sf-invalidate sf-summary; do
+for b in "${binaries[@]}"; do
     [ -x "$bin_dir/$b" ] || fail "$b is missing from $bin_dir"
 done
 echo "$bin_dir" >>"${GITHUB_PATH:-/dev/null}"
