@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# shellcheck source=scripts/lib/small-view.sh
+source scripts/lib/small-view.sh
 
 out="$root/out/local-pipeline"
 slurm_version=25.11
@@ -39,7 +41,7 @@ if [ "$profile" = release ]; then
 else
     cargo build --bins -q
 fi
-bin="$root/target/$profile"
+bin="$(realpath -m "${CARGO_TARGET_DIR:-$root/target}")/$profile"
 export PATH="$bin:$PATH"
 
 rm -rf "$out"
@@ -67,27 +69,7 @@ if [ -n "$engine" ]; then
 else
     step "building a small view: libslurm, sinfo and a plugin compiled here, RPATHs into a padded prefix"
     prefix="$work/build/$(printf '__spack_path_placeholder__%.0s' 1 2 3 4)/slurm-$release"
-    src="$work/src"
-    mkdir -p "$src" "$prefix/lib/slurm" "$prefix/bin"
-    printf 'const char *slurm_version_str(void) { return "slurm %s"; }\n' "$release" >"$src/slurm.c"
-    cat >"$src/sinfo.c" <<'C'
-#include <stdio.h>
-#include <string.h>
-const char *slurm_version_str(void);
-int main(int argc, char **argv) {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) { puts(slurm_version_str()); return 0; }
-    puts("PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST");
-    return 0;
-}
-C
-    printf 'const char *slurm_version_str(void);\nconst char *plugin_version(void) { return slurm_version_str(); }\n' >"$src/plugin.c"
-    cc -shared -fPIC -Wl,-soname,libslurm.so.1 -o "$prefix/lib/libslurm.so.1" "$src/slurm.c"
-    ln -sf libslurm.so.1 "$prefix/lib/libslurm.so"
-    cc -o "$prefix/bin/sinfo" "$src/sinfo.c" -L"$prefix/lib" -lslurm -Wl,-rpath,"$prefix/lib"
-    cc -shared -fPIC -o "$prefix/lib/slurm/auth_munge.so" "$src/plugin.c" -L"$prefix/lib" -lslurm -Wl,-rpath,"$prefix/lib"
-    mkdir -p "$prefix/share/man/man1" "$prefix/include/slurm"
-    printf '.TH SINFO 1\n' >"$prefix/share/man/man1/sinfo.1"
-    printf '#define SLURM_VERSION_STRING "%s"\n' "$release" >"$prefix/include/slurm/slurm_version.h"
+    small_view "$prefix" "$release" "$work/src"
 
     step "sf-build pack: the relocatable tarball"
     sf-build pack --cell "$work/matrix.json" --view "$prefix" --env-dir "$work/env" \
