@@ -55,21 +55,36 @@ pub struct SessionName(String);
 
 impl SessionName {
     /// `sf-<owner>-<repo>-<run id>-<cell>`, each part present only when known (`slurm-factory`
-    /// when none is); other characters become `-`, and the name is cut to 64 characters.
+    /// when none is); other characters become `-`. Past 64 characters the repository gives way
+    /// first (its owner, then its end), so the run id and the cell, which tell runs and jobs apart
+    /// in CloudTrail, stay whole.
     pub fn for_run(repository: Option<&str>, run_id: Option<&str>, cell: Option<&str>) -> Self {
-        if [repository, run_id, cell]
-            .iter()
-            .all(|p| p.is_none_or(|p| p.trim().is_empty()))
-        {
+        fn given(p: Option<&str>) -> Option<&str> {
+            p.map(str::trim).filter(|p| !p.is_empty())
+        }
+        let (repository, run_id, cell) = (given(repository), given(run_id), given(cell));
+        if repository.is_none() && run_id.is_none() && cell.is_none() {
             return SessionName("slurm-factory".into());
         }
-        let mut name = String::from("sf");
-        for part in [repository, run_id, cell].into_iter().flatten() {
-            let part = part.trim();
-            if !part.is_empty() {
-                name.push('-');
-                name.push_str(part);
+        // "sf", then "-part" for each part.
+        let rest: usize = [run_id, cell].iter().flatten().map(|p| p.len() + 1).sum();
+        let room = MAX_SESSION_NAME.saturating_sub(2 + rest);
+        let repository = repository.and_then(|r| {
+            let name = r.rsplit('/').next().unwrap_or(r);
+            if r.len() < room {
+                Some(r)
+            } else if name.len() < room {
+                Some(name)
+            } else if room > 1 {
+                name.get(..room - 1)
+            } else {
+                None
             }
+        });
+        let mut name = String::from("sf");
+        for p in [repository, run_id, cell].into_iter().flatten() {
+            name.push('-');
+            name.push_str(p);
         }
         let clean: String = name
             .chars()
@@ -416,6 +431,29 @@ mod tests {
         assert_eq!(
             SessionName::for_run(None, None, None).as_str(),
             "slurm-factory"
+        );
+        // A real run id is 11 digits: the owner gives way, the cell stays whole.
+        let cell = "tarball-25.11-noble-amd64-cpu";
+        let n = SessionName::for_run(
+            Some("vantagecompute/slurm-factory"),
+            Some("12345678901"),
+            Some(cell),
+        );
+        assert_eq!(
+            n.as_str(),
+            "sf-slurm-factory-12345678901-tarball-25.11-noble-amd64-cpu"
+        );
+        let n = SessionName::for_run(
+            Some("an-owner/a-repository-with-a-very-long-name"),
+            Some("12345678901"),
+            Some("version-25.11-rockylinux10-arm64-gpu"),
+        );
+        assert!(n.as_str().len() <= MAX_SESSION_NAME, "{}", n.as_str());
+        assert!(
+            n.as_str()
+                .ends_with("-12345678901-version-25.11-rockylinux10-arm64-gpu"),
+            "{}",
+            n.as_str()
         );
     }
 

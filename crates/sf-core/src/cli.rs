@@ -1,5 +1,6 @@
 //! Command-line pieces every binary shares: the support-matrix file, the storage layout options and
-//! the results directory, each with its documented environment variable.
+//! the results directory and the cell a step runs for, each with its documented environment
+//! variable.
 
 use std::path::PathBuf;
 
@@ -76,4 +77,67 @@ pub struct ResultsArgs {
     /// Directory to append this step's JSON result record to.
     #[arg(long, env = env::RESULTS_DIR, value_name = "DIR", global = true)]
     pub results_dir: Option<PathBuf>,
+}
+
+/// `--cell-id`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CellIdArgs {
+    /// The matrix cell this step runs for (as sf-matrix names it, e.g. tarball-25.11-noble-amd64-cpu):
+    /// recorded in the result record and named in the AWS role session.
+    #[arg(long, env = env::CELL_ID, value_name = "ID", global = true)]
+    pub cell_id: Option<String>,
+}
+
+impl CellIdArgs {
+    /// The cell id, if one was given (empty counts as none); bad input unless it is a cell id's
+    /// characters (letters, digits, `.`, `_`, `-`), since it becomes part of file names.
+    pub fn get(&self) -> Result<Option<&str>> {
+        let Some(id) = self
+            .cell_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        let ok = id.len() <= 128
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if ok {
+            Ok(Some(id))
+        } else {
+            Err(crate::exit::bad_input(format!(
+                "cell id {id:?} (--cell-id / {}) is not a matrix cell id: letters, digits, '.', '_' and '-', \
+                 at most 128, e.g. tarball-25.11-noble-amd64-cpu",
+                env::CELL_ID
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cell_ids_are_checked() {
+        let a = |s: &str| CellIdArgs {
+            cell_id: Some(s.into()),
+        };
+        assert_eq!(
+            a("tarball-25.11-noble-amd64-cpu").get().unwrap(),
+            Some("tarball-25.11-noble-amd64-cpu")
+        );
+        assert_eq!(a("  ").get().unwrap(), None);
+        assert_eq!(CellIdArgs::default().get().unwrap(), None);
+        for bad in ["a/b", "../x", "a b", ".hidden"] {
+            assert_eq!(
+                crate::exit::code_for(&a(bad).get().unwrap_err()),
+                2,
+                "{bad}"
+            );
+        }
+    }
 }

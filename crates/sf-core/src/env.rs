@@ -38,6 +38,10 @@ pub const TARBALL_VARIANT_TEMPLATE: &str = "SF_TARBALL_VARIANT_TEMPLATE";
 /// One matrix cell as sf-matrix prints it (a file, `-` for stdin, or inline JSON for sf-build):
 /// read by sf-spackenv and sf-build.
 pub const CELL: &str = "SF_CELL";
+/// The id of the matrix cell a step runs for (the workflows set it from `matrix.id`): sf-sign,
+/// sf-publish and sf-invalidate put it in their result records (so sf-summary joins them to the
+/// cell's row) and in the AWS role session name.
+pub const CELL_ID: &str = "SF_CELL_ID";
 /// sf-spackenv: the folder the cell's environment is written to.
 pub const OUT_DIR: &str = "SF_OUT_DIR";
 /// sf-spackenv: a stack data file to use instead of the embedded `data/spack-stack.yaml`.
