@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use serde::Serialize;
 use sf_core::bad_input;
-use sf_core::cli::{ResultsArgs, StorageArgs};
+use sf_core::cli::{CellIdArgs, ResultsArgs, StorageArgs};
 use sf_core::env;
 use sf_core::exit::ResultExt;
 use sf_core::gha::Actions;
@@ -71,6 +71,8 @@ pub struct Cli {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub results: ResultsArgs,
+    #[command(flatten)]
+    pub cell: CellIdArgs,
 }
 
 /// What stdout gets.
@@ -175,8 +177,8 @@ fn check_distribution(id: &str) -> Result<String> {
 
 /// The CloudFront client, configured by sf-aws like every AWS client of the project: the
 /// standard credential chain (checked up front for a clear error), retries and timeouts.
-async fn client(aws: &sf_aws::AwsArgs) -> Result<aws_sdk_cloudfront::Client> {
-    let sdk = aws.settings()?.load().await?;
+async fn client(aws: &sf_aws::AwsArgs, cell: Option<&str>) -> Result<aws_sdk_cloudfront::Client> {
+    let sdk = aws.settings_for_cell(cell)?.load().await?;
     sf_aws::require_credentials(&sdk).await?;
     Ok(aws_sdk_cloudfront::Client::new(&sdk))
 }
@@ -184,6 +186,8 @@ async fn client(aws: &sf_aws::AwsArgs) -> Result<aws_sdk_cloudfront::Client> {
 /// Run with a given Actions context.
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let mut rec = Recorder::start("sf-invalidate");
+    let cell = cli.cell.get()?;
+    rec.record.cell = cell.map(str::to_string);
     let keys = keys(&cli)?;
     let layout = cli.storage.layout()?;
     let map = match &cli.path_map {
@@ -264,7 +268,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
             poll: cli.poll_interval,
         };
         let result = rt.block_on(async {
-            let c = client(&cli.aws).await?;
+            let c = client(&cli.aws, cell).await?;
             cdn::execute(&c, &d, &plan.batches, waiting, &|m| gha.log(m)).await
         });
         match result {

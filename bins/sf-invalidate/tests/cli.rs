@@ -414,3 +414,69 @@ fn reads_the_change_list_sf_publish_writes() {
         .assert()
         .code(2);
 }
+
+#[path = "../../sf-publish/tests/support/proxy.rs"]
+mod proxy;
+#[path = "../../../crates/sf-aws/tests/support/token_endpoint.rs"]
+mod token_endpoint;
+
+#[test]
+fn with_a_role_the_session_and_the_record_name_the_cell() {
+    let dist = distribution("cell");
+    let ep = token_endpoint::TokenEndpoint::start(200);
+    // What the binary sends STS, seen on its way to the local server.
+    let seen = proxy::recording(&moto_url());
+    let tmp = tempfile::tempdir().unwrap();
+    let cell = "version-25.11-noble-amd64-cpu";
+    let n = u64::from_str_radix(&sf_core::fsutil::random_hex(4).unwrap(), 16).unwrap();
+    let run_id = format!("2{n:010}");
+    // No AWS keys: only the role and the runner's OIDC variables, as on a GitHub runner.
+    sf_invalidate()
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env(
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/sf-invalidator",
+        )
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", &ep.url)
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            token_endpoint::REQUEST_TOKEN,
+        )
+        .env("GITHUB_REPOSITORY", "vantagecompute/slurm-factory")
+        .env("GITHUB_RUN_ID", &run_id)
+        .env("SF_CELL_ID", cell)
+        .env("SF_RESULTS_DIR", tmp.path())
+        .env("SF_CLOUDFRONT_DISTRIBUTION_ID", &dist)
+        .args(["--endpoint-url", &seen.url])
+        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
+        .assert()
+        .success();
+    assert_eq!(invalidations(&dist).len(), 1);
+    // Credentials came from the runner's token, nothing else.
+    assert!(ep.requests() >= 1 && ep.issued.lock().unwrap().len() == ep.requests());
+    let session = format!("RoleSessionName=sf-slurm-factory-{run_id}-{cell}");
+    let assumed: Vec<String> = seen
+        .forms()
+        .into_iter()
+        .filter(|f| f.contains("Action=AssumeRoleWithWebIdentity"))
+        .collect();
+    assert!(!assumed.is_empty(), "no AssumeRoleWithWebIdentity call");
+    for form in &assumed {
+        assert!(form.split('&').any(|kv| kv == session), "{form}");
+    }
+    let record = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("sf-invalidate-{cell}-"))
+        })
+        .expect("a result record named for the cell");
+    let rec: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(rec["cell"], cell);
+}

@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use sf_aws::{AwsArgs, AwsSettings};
-use sf_core::cli::{MatrixFileArgs, ResultsArgs, StorageArgs};
+use sf_core::cli::{CellIdArgs, MatrixFileArgs, ResultsArgs, StorageArgs};
 use sf_core::exit::bad_input;
 use sf_core::gha::Actions;
 use sf_core::layout::Destination;
@@ -52,6 +52,8 @@ pub struct Cli {
     pub aws: AwsArgs,
     #[command(flatten)]
     pub results: ResultsArgs,
+    #[command(flatten)]
+    pub cell: CellIdArgs,
     /// Also write the change list (keys created or replaced) to this file, for sf-invalidate.
     #[arg(long, value_name = "FILE", global = true)]
     pub change_list: Option<PathBuf>,
@@ -196,7 +198,10 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
 }
 
 fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
-    let aws = cli.aws.settings()?;
+    let cell = cli.cell.get()?;
+    // The cell joins this record to the cell's build and signing in the summary.
+    rec.record.cell = cell.map(str::to_string);
+    let aws = cli.aws.settings_for_cell(cell)?;
     let settle = Duration::from_millis(cli.confirm_delay_ms);
     let concurrency = usize::from(cli.concurrency);
     let transfer = Transfer {

@@ -1,6 +1,8 @@
 //! The real `sf-publish` binary authenticating with the GitHub OIDC provider of sf-aws: a token
 //! endpoint written in the tests (the runner's wire format) and the local S3 server's STS and S3.
 
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "../../../crates/sf-aws/tests/support/token_endpoint.rs"]
 mod token_endpoint;
 
@@ -135,4 +137,71 @@ fn a_refused_token_request_fails_naming_the_endpoint() {
     assert!(err.contains("401"), "{err}");
     assert!(!err.contains(REQUEST_TOKEN), "{err}");
     assert!(!String::from_utf8_lossy(&o.stdout).contains(REQUEST_TOKEN));
+}
+
+#[test]
+fn the_role_session_and_the_record_name_the_cell() {
+    let bucket = new_bucket();
+    let ep = TokenEndpoint::start(200);
+    // What the binary sends STS, seen on its way to the local server.
+    let seen = proxy::recording(&moto_url());
+    let results = tempfile::tempdir().unwrap();
+    // A run id of GitHub's real length, and the cell from the job's environment.
+    let n = u64::from_str_radix(&sf_core::fsutil::random_hex(4).unwrap(), 16).unwrap();
+    let run_id = format!("1{n:010}");
+    let cell = "tarball-25.11-noble-amd64-cpu";
+    sf_publish(Some(&ep))
+        .env("S3_ENDPOINT_URL", &seen.url)
+        .env("GITHUB_RUN_ID", &run_id)
+        .env("SF_CELL_ID", cell)
+        .env("SF_RESULTS_DIR", results.path())
+        .arg("mirror")
+        .arg(fixture("spack-v3-unsigned"))
+        .arg(format!("s3://{bucket}/cell"))
+        .arg("--allow-unsigned")
+        .assert()
+        .success();
+    let session = format!("sf-slurm-factory-{run_id}-{cell}");
+    let assumed: Vec<String> = seen
+        .forms()
+        .into_iter()
+        .filter(|f| f.contains("Action=AssumeRoleWithWebIdentity"))
+        .collect();
+    assert!(!assumed.is_empty(), "no AssumeRoleWithWebIdentity call");
+    for form in &assumed {
+        assert!(
+            form.split('&')
+                .any(|kv| kv == format!("RoleSessionName={session}")),
+            "the session name names the run and the cell: {form}"
+        );
+    }
+    // The record is named for its step and cell (the change list lies beside it).
+    let record = std::fs::read_dir(results.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("sf-publish-mirror-{cell}-"))
+        })
+        .expect("a result record named for the cell");
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(rec["cell"], cell);
+    assert_eq!(rec["step"], "sf-publish mirror");
+}
+
+#[test]
+fn a_cell_id_that_is_not_one_is_bad_input() {
+    let out = sf_publish(None)
+        .env("AWS_ROLE_ARN", "")
+        .args(["--cell-id", "../etc", "reindex", "s3://no-such-bucket/x"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("--cell-id") && err.contains("SF_CELL_ID"),
+        "{err}"
+    );
 }

@@ -20,7 +20,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use sf_core::cli::ResultsArgs;
+use sf_core::cli::{CellIdArgs, ResultsArgs};
 use sf_core::env;
 use sf_core::gha::Actions;
 use sf_core::record::Recorder;
@@ -38,6 +38,8 @@ pub struct Cli {
     pub command: Command,
     #[command(flatten)]
     pub results: ResultsArgs,
+    #[command(flatten)]
+    pub cell: CellIdArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -215,6 +217,8 @@ pub fn run(cli: Cli, gha: &Actions, secrets: &keys::SecretEnv) -> Result<()> {
         } => "sf-sign key export",
     };
     let mut rec = Recorder::start(step);
+    // The cell joins this record (the signer's fingerprint) to the cell's row in the summary.
+    rec.record.cell = cli.cell.get()?.map(str::to_string);
     let result = dispatch(&cli.command, gha, secrets, &mut rec);
     match result {
         Ok(outcome) => {
