@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("SF_BIN_DIR", ROOT / "target" / "debug"))
+# Where invocations.sh just built them: SF_BIN_DIR, else the debug folder of the cargo target folder.
+BIN = Path(os.environ.get("SF_BIN_DIR") or (ROOT / (os.environ.get("CARGO_TARGET_DIR") or "target") / "debug"))
 EXPR = re.compile(r"\$\{\{.*?\}\}")
 COMMANDS = ("sf-matrix", "sf-spackenv", "sf-build", "sf-sign", "sf-publish", "sf-invalidate", "sf-summary")
 
