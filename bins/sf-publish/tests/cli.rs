@@ -21,6 +21,9 @@ use sf_spack::spec::dag_hash_of;
 use sf_store::Store;
 use sf_testkit::{fixture, moto_url};
 
+#[path = "support/proxy.rs"]
+mod proxy;
+
 const FIXTURE_INDEX: &str = "9a3a151a1d8fd8ee70181218d5c275d6b9ee96d3e028d109fa994d7fad6324ce";
 
 fn rt() -> tokio::runtime::Runtime {
@@ -890,7 +893,10 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
         last.starts_with("sf-publish: progress: 100%, 12.") && last.contains(" MiB of 12."),
         "the last line has the whole total: {last}"
     );
-    assert!(!err.contains('\r') && !err.contains("\x1b["), "no bar in a log: {err}");
+    assert!(
+        !err.contains('\r') && !err.contains("\x1b["),
+        "no bar in a log: {err}"
+    );
     let store = b.store("root");
     let got = rt()
         .block_on(store.get("builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz"))
@@ -1065,107 +1071,69 @@ fn dry_run_plans_and_actions_outputs_point_at_the_change_list() {
     assert_eq!(record["metrics"]["objects_uploaded"], 16);
 }
 
-/// A loopback HTTP proxy in front of the S3 server that fails a share of requests: of every
-/// `every`, one is answered 503 Slow Down without being forwarded, one is cut off unanswered, and
-/// one is carried out by the server but its answer is lost. One request per connection, so each
-/// one can be hit.
-struct FaultProxy {
-    url: String,
-    faults: std::sync::Arc<std::sync::atomic::AtomicU64>,
+/// Write `len` bytes of noise and return their sha256, computed on the way. One 8 MiB block of
+/// xorshift64* output, written rotated by a different offset each time: no two blocks alike (a part
+/// sent to the wrong place shows), nothing gzip's 32 KiB window can shrink, and no per-byte work
+/// in this debug-built test beyond the first block.
+fn write_noise(path: &Path, len: u64, seed: u64) -> String {
+    use sha2::Digest;
+    const BLOCK: usize = 8 << 20;
+    let mut x = seed | 1;
+    let mut base = Vec::with_capacity(BLOCK);
+    while base.len() < BLOCK {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        base.extend_from_slice(&x.wrapping_mul(0x2545f4914f6cdd1d).to_le_bytes());
+    }
+    let mut f = std::io::BufWriter::with_capacity(BLOCK, std::fs::File::create(path).unwrap());
+    let mut h = sha2::Sha256::new();
+    let mut left = len;
+    let mut i = 0usize;
+    while left > 0 {
+        let off = (i * 1_000_003) % BLOCK;
+        for piece in [&base[off..], &base[..off]] {
+            let n = (piece.len() as u64).min(left) as usize;
+            h.update(&piece[..n]);
+            f.write_all(&piece[..n]).unwrap();
+            left -= n as u64;
+        }
+        i += 1;
+    }
+    f.flush().unwrap();
+    hex::encode(h.finalize())
 }
 
-fn fault_proxy(upstream: &str, every: u64) -> FaultProxy {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::atomic::Ordering;
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let up = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let faults = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let f = faults.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut client) = conn else { continue };
-            let (up, f, counter) = (up.clone(), f.clone(), counter.clone());
-            std::thread::spawn(move || {
-                // Read the request head and body.
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 65536];
-                let head_end = loop {
-                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break p + 4;
-                    }
-                    match client.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    match client.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                if n % every == every - 1 {
-                    f.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.write_all(
-                        b"HTTP/1.1 503 Slow Down\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
-                    return;
-                }
-                if n % every == every - 2 {
-                    f.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    return;
-                }
-                // Forward with `connection: close`, relay the whole answer, close.
-                let mut lines: Vec<&str> = head[..head.len() - 4]
-                    .split("\r\n")
-                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-                    .collect();
-                lines.push("connection: close");
-                let mut req = (lines.join("\r\n") + "\r\n\r\n").into_bytes();
-                req.extend_from_slice(&buf[head_end..]);
-                let Ok(mut server) = TcpStream::connect(&up) else {
-                    return;
-                };
-                if server.write_all(&req).is_err() {
-                    return;
-                }
-                let mut resp = Vec::new();
-                let _ = server.read_to_end(&mut resp);
-                if n % every == every - 3 {
-                    // Done upstream, but the client never hears of it.
-                    f.fetch_add(1, Ordering::SeqCst);
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    return;
-                }
-                let _ = client.write_all(&resp);
-            });
+/// The sha256 of an object, streamed from the server (never whole in memory).
+fn object_sha256(bucket: &str, key: &str) -> (u64, String) {
+    use sha2::Digest;
+    rt().block_on(async {
+        let aws = aws();
+        let sdk = aws.load().await.unwrap();
+        let mut body = aws
+            .s3_client(&sdk)
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .body;
+        let mut h = sha2::Sha256::new();
+        let mut n = 0u64;
+        while let Some(chunk) = body.try_next().await.unwrap() {
+            n += chunk.len() as u64;
+            h.update(&chunk);
         }
-    });
-    FaultProxy { url, faults }
+        (n, hex::encode(h.finalize()))
+    })
 }
 
 #[test]
 fn publishing_survives_throttling_and_dropped_connections() {
     let key = new_key();
     let src = signed_fixture(&key);
-    let proxy = fault_proxy(&moto_url(), 6);
+    let proxy = proxy::faulty(&moto_url(), 6);
     let b = Backend::s3();
     let through = |c: &mut Command| {
         c.env("S3_ENDPOINT_URL", &proxy.url)
@@ -1185,71 +1153,97 @@ fn publishing_survives_throttling_and_dropped_connections() {
         std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
             .unwrap()
     );
+    let mirror_faults = proxy.faults();
 
-    // A multipart tarball through the same faults.
-    let (dir, file) = signed_tarball(&key, "slurm-23.11-noble-software.tar.gz");
-    let mut x: u64 = 0x2545f4914f6cdd1d;
-    let bytes: Vec<u8> = (0..(11 << 20) + 99)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(&file, &bytes).unwrap();
-    let sig = sf_pgp::sign::sign_bytes(&key.signing, &bytes).unwrap();
-    std::fs::write(format!("{}.asc", file.display()), sig).unwrap();
+    // A 1 GiB tarball through the same faults, as multipart parts. The folder (and the GiB in it)
+    // is removed when `dir` drops, also when an assertion fails.
+    let dir = tempfile::tempdir().unwrap();
+    let name = "slurm-23.11-noble-software.tar.gz";
+    let file = dir.path().join(name);
+    let size: u64 = (1 << 30) + 99;
+    let started = std::time::Instant::now();
+    let sha = write_noise(&file, size, 0x2545f4914f6cdd1d);
+    let written = started.elapsed();
+    sf_pgp::sign::sign_file(&key.signing, &file).unwrap();
     let sums = dir.path().join("SHA256SUMS");
-    std::fs::write(
-        &sums,
-        format!(
-            "{}  slurm-23.11-noble-software.tar.gz\n",
-            sf_store::sha256_hex(&bytes)
-        ),
-    )
-    .unwrap();
-    let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(&sums).unwrap()).unwrap();
-    std::fs::write(format!("{}.asc", sums.display()), sig).unwrap();
+    std::fs::write(&sums, format!("{sha}  {name}\n")).unwrap();
+    sf_pgp::sign::sign_file(&key.signing, &sums).unwrap();
+    let prepared = started.elapsed();
+    // Parts of 64 MiB, 4 in flight: 17 parts. A fault in 10 requests here (each costs a part
+    // sent again) still hits every kind, with the local server's Python, which bounds the speed
+    // here, doing about half again the work.
+    let proxy = proxy::faulty(&moto_url(), 10);
     let mut c = sf_publish();
-    through(&mut c);
-    c.arg("tarball")
+    c.env("S3_ENDPOINT_URL", &proxy.url)
+        .args(["--aws-max-attempts", "10"]);
+    let out = c
+        .arg("tarball")
         .arg(&file)
         .arg(b.url("root"))
         .args(["--fingerprint", &key.fingerprint, "--cert"])
         .arg(key.cert_file.path())
-        .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        .args(["--part-size-mib", "64", "--part-concurrency", "4"])
+        .args(["--progress-secs", "2"])
         .assert()
         .success();
-    let got = rt()
-        .block_on(
-            b.store("root")
-                .get("builds/23.11/noble/slurm-23.11-noble-software.tar.gz"),
-        )
-        .unwrap()
-        .unwrap();
-    assert!(got.bytes == bytes, "the tarball arrived changed");
+    let published = started.elapsed();
+    let report = json_out(&out.get_output().stdout);
+    assert_eq!(report["objects_uploaded"], 4, "{report}");
+    // The CI-log progress shows the GiB moving, not just starting and ending.
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let moving: std::collections::BTreeSet<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("sf-publish: progress: "))
+        .filter_map(|l| l.split_once("%,").map(|(pc, _)| pc))
+        .filter(|pc| *pc != "0" && *pc != "100")
+        .collect();
+    assert!(moving.len() >= 3, "progress while the GiB went up: {err}");
+
     let Backend::S3 { bucket } = &b else {
         unreachable!()
     };
-    let open = rt().block_on(async {
+    let (got_len, got_sha) = object_sha256(
+        bucket,
+        "root/builds/23.11/noble/slurm-23.11-noble-software.tar.gz",
+    );
+    assert_eq!(got_len, size);
+    assert_eq!(got_sha, sha, "the tarball arrived changed");
+    let checked = started.elapsed();
+    let s3 = rt().block_on(async {
         let aws = aws();
         let sdk = aws.load().await.unwrap();
         aws.s3_client(&sdk)
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap()
     });
+    let open = rt()
+        .block_on(s3.list_multipart_uploads().bucket(bucket).send())
+        .unwrap();
     assert!(
         open.uploads().is_empty(),
-        "no multipart upload is left open"
+        "no multipart upload is left open: {:?}",
+        open.uploads()
     );
+    // The local server keeps objects in memory; give the GiB back for the rest of the suite.
+    rt().block_on(
+        s3.delete_object()
+            .bucket(bucket)
+            .key("root/builds/23.11/noble/slurm-23.11-noble-software.tar.gz")
+            .send(),
+    )
+    .unwrap();
     assert!(
-        proxy.faults.load(std::sync::atomic::Ordering::SeqCst) >= 5,
-        "the proxy injected faults"
+        mirror_faults >= 5 && proxy.faults() >= 3,
+        "the proxies injected faults: {mirror_faults} in the mirror, {} in the tarball",
+        proxy.faults()
     );
+    eprintln!(
+        "1 GiB tarball: written {:.1}s, signed {:.1}s, published {:.1}s, downloaded and hashed {:.1}s; {} faults injected in its publish",
+        written.as_secs_f64(),
+        (prepared - written).as_secs_f64(),
+        (published - prepared).as_secs_f64(),
+        (checked - published).as_secs_f64(),
+        proxy.faults()
+    );
+    drop(dir);
 }
 
 #[test]
