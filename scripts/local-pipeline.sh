@@ -58,6 +58,9 @@ cell_field() { python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["incl
 tarball_name=$(cell_field '["tarball"]["file_name"]')
 tarball_key=$(cell_field '["tarball"]["key"]')
 release=$(cell_field '["slurm_release"]')
+# As in the workflows' cell jobs: the steps' records join the cell's row in the summary.
+SF_CELL_ID=$(cell_field '["id"]')
+export SF_CELL_ID
 tarball="$work/dist/$tarball_name"
 
 step "sf-spackenv: Spack environment, build recipe and modulefile"
