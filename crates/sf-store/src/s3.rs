@@ -6,15 +6,16 @@
 //! (`x-amz-checksum-sha256`), which S3 verifies before the object becomes visible, and stores it as
 //! `x-amz-meta-sha256` so a later publish can skip unchanged content with one HEAD.
 //!
-//! Files from [`Transfer::multipart_threshold`] up go as multipart uploads: parts read from disk
-//! and sent concurrently (memory stays at about `concurrency x part_size`), each with its CRC64NVME,
-//! and the whole object's CRC64NVME given at completion as a full-object checksum the server checks
-//! against what it assembled. Conditions apply to the completion. Any failure aborts the upload, so
-//! no parts are left behind and nothing becomes visible.
+//! Files from [`Transfer::multipart_threshold`] up go as multipart uploads: parts streamed from
+//! disk and sent concurrently (memory does not grow with part size or file size), each with its
+//! CRC64NVME, and the whole object's CRC64NVME (combined from the parts') given at completion as a
+//! full-object checksum the server checks against what it assembled. Conditions apply to the
+//! completion. Any failure aborts the upload, so no parts are left behind and nothing becomes
+//! visible.
 
 use anyhow::{anyhow, Context, Result};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::Client;
 
 use sf_aws::AwsSettings;
@@ -52,6 +53,9 @@ impl Default for Transfer {
         }
     }
 }
+
+/// Read size when streaming a part from disk.
+const PART_READ_BUFFER: usize = 256 << 10;
 
 /// S3's bounds on parts.
 const MIN_PART: u64 = 5 << 20;
@@ -357,11 +361,6 @@ impl S3Store {
         cond: &Condition,
     ) -> Result<PutOutcome> {
         let parts = len.div_ceil(part_size).max(1);
-        // The whole object's CRC64NVME, read in its own pass while the parts go up.
-        let whole = {
-            let path = path.to_path_buf();
-            tokio::task::spawn_blocking(move || crc64_of(&path, 0, u64::MAX))
-        };
         let sem = Arc::new(tokio::sync::Semaphore::new(
             self.transfer.concurrency.max(1),
         ));
@@ -380,10 +379,20 @@ impl S3Store {
             tasks.spawn(async move {
                 let offset = n * part_size;
                 let size = part_size.min(len - offset);
+                // Streamed from the file, not held in memory: buffered parts cost far more than
+                // part size x concurrency once freed buffers piled up in the allocator, and the
+                // SDK hashed an in-memory body once more for the signature (a streamed one is
+                // sent as UNSIGNED-PAYLOAD; the part's CRC64NVME, checked by the server, covers it).
                 let p = path.clone();
-                let bytes =
-                    tokio::task::spawn_blocking(move || read_part(&p, offset, size)).await??;
-                let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &bytes);
+                let crc = tokio::task::spawn_blocking(move || crc64_of(&p, offset, size)).await??;
+                let body = ByteStream::read_from()
+                    .path(&path)
+                    .offset(offset)
+                    .length(Length::Exact(size))
+                    .buffer_size(PART_READ_BUFFER)
+                    .build()
+                    .await
+                    .with_context(|| format!("opening {}", path.display()))?;
                 let out = client
                     .upload_part()
                     .bucket(bucket)
@@ -392,7 +401,7 @@ impl S3Store {
                     .part_number(n as i32 + 1)
                     .content_length(size as i64)
                     .checksum_crc64_nvme(base64(&crc.to_be_bytes()))
-                    .body(ByteStream::from(bytes))
+                    .body(body)
                     .send()
                     .await
                     .map_err(|e| {
@@ -405,13 +414,15 @@ impl S3Store {
                     })?;
                 sent.fetch_add(size, Ordering::Relaxed);
                 drop(permit);
-                Ok::<_, anyhow::Error>(
+                Ok::<_, anyhow::Error>((
                     CompletedPart::builder()
                         .part_number(n as i32 + 1)
                         .set_e_tag(out.e_tag().map(str::to_string))
                         .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
                         .build(),
-                )
+                    crc,
+                    size,
+                ))
             });
             // Collect finished parts as we go, and stop launching as soon as one failed.
             while let Some(part) = tasks.try_join_next() {
@@ -421,8 +432,10 @@ impl S3Store {
         while let Some(part) = tasks.join_next().await {
             done.push(part??);
         }
-        done.sort_by_key(|p| p.part_number());
-        let whole = whole.await??;
+        done.sort_by_key(|(p, _, _)| p.part_number());
+        // The whole object's CRC64NVME, from the parts' CRCs (no second read of the file).
+        let whole = combine_crc64(done.iter().map(|&(_, crc, size)| (crc, size)));
+        let done: Vec<CompletedPart> = done.into_iter().map(|(p, _, _)| p).collect();
         let mut req = self
             .client
             .complete_multipart_upload()
@@ -508,20 +521,17 @@ impl S3Store {
     }
 }
 
-fn read_part(path: &Path, offset: u64, size: u64) -> Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = vec![0u8; size as usize];
-    f.read_exact(&mut buf).with_context(|| {
-        format!(
-            "reading {} at {offset}: did it change during the upload?",
-            path.display()
-        )
-    })?;
-    Ok(buf)
+/// The CRC64NVME of consecutive pieces, from each piece's CRC64NVME and length, in order.
+fn combine_crc64(pieces: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    use crc_fast::CrcAlgorithm::Crc64Nvme;
+    pieces
+        .into_iter()
+        .fold(crc_fast::checksum(Crc64Nvme, &[]), |acc, (crc, len)| {
+            crc_fast::checksum_combine(Crc64Nvme, acc, crc, len)
+        })
 }
 
-/// CRC64NVME of a file range, streamed.
+/// CRC64NVME of a file range, streamed; the range must be there whole.
 fn crc64_of(path: &Path, offset: u64, size: u64) -> Result<u64> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     f.seek(SeekFrom::Start(offset))?;
@@ -531,10 +541,45 @@ fn crc64_of(path: &Path, offset: u64, size: u64) -> Result<u64> {
     while left > 0 {
         let n = f.read(&mut buf[..left.min(1 << 20) as usize])?;
         if n == 0 {
-            break;
+            anyhow::bail!(
+                "{} ended {left} bytes short of {}: did it change during the upload?",
+                path.display(),
+                offset + size
+            );
         }
         d.update(&buf[..n]);
         left -= n as u64;
     }
     Ok(d.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_crcs_combine_into_the_whole_files_crc() {
+        use crc_fast::CrcAlgorithm::Crc64Nvme;
+        let data: Vec<u8> = (0..100_003u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, &data).unwrap();
+        let part = 7_919u64;
+        let pieces: Vec<(u64, u64)> = (0..(data.len() as u64).div_ceil(part))
+            .map(|n| {
+                let size = part.min(data.len() as u64 - n * part);
+                (crc64_of(&path, n * part, size).unwrap(), size)
+            })
+            .collect();
+        assert_eq!(combine_crc64(pieces), crc_fast::checksum(Crc64Nvme, &data));
+        assert_eq!(
+            combine_crc64([(crc_fast::checksum(Crc64Nvme, &data), data.len() as u64)]),
+            crc_fast::checksum(Crc64Nvme, &data)
+        );
+        // A range past the end is an error, not a short checksum.
+        let e = crc64_of(&path, 100_000, 10).unwrap_err();
+        assert!(e.to_string().contains("did it change"), "{e}");
+    }
 }
