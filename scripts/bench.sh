@@ -12,7 +12,10 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 filter=${1:-}
 
-export BENCH_BIN="$root/target/release"
+# Our binaries are where cargo puts them (CARGO_TARGET_DIR moves them out of target/).
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ "$target_dir" == /* ]] || target_dir="$root/$target_dir"
+export BENCH_BIN="$target_dir/release"
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d /tmp/sf-bench.XXXXXX)}
 export BENCH_DIR
 trap 'rm -rf "$BENCH_DIR"' EXIT
