@@ -136,7 +136,7 @@ pub fn keys(cli: &Cli) -> Result<Vec<String>> {
 /// The bucket keys of a change list: what a CDN in front of the bucket root serves, immutable
 /// objects left out. A list of another schema version, or not a change list, is bad input.
 pub fn change_list_keys(file: &std::path::Path) -> Result<Vec<String>> {
-    use sf_publish::changes::{ChangeList, CHANGE_LIST_VERSION};
+    use sf_core::changes::{ChangeList, CHANGE_LIST_VERSION};
     let bytes = std::fs::read(file).bad_input(format!("--change-list {}", file.display()))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .bad_input(format!("--change-list {} is not JSON", file.display()))?;

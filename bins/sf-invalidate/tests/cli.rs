@@ -345,8 +345,7 @@ fn bad_input_is_exit_2() {
 
 /// The change list of [`change_list`] as sf-publish writes it (its own type, serialised).
 fn change_list_file(dir: &std::path::Path, schema_version: u32) -> std::path::PathBuf {
-    use sf_publish::changes::{Action, Change, ChangeList};
-    use sf_publish::objects::ObjectKind;
+    use sf_core::changes::{Action, Change, ChangeList, ObjectKind};
     let mut list = ChangeList::new("s3://slurm-factory-spack-buildcache-4b670");
     list.schema_version = schema_version;
     for key in change_list() {
@@ -378,7 +377,7 @@ fn change_list_file(dir: &std::path::Path, schema_version: u32) -> std::path::Pa
 #[test]
 fn reads_the_change_list_sf_publish_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = change_list_file(tmp.path(), sf_publish::changes::CHANGE_LIST_VERSION);
+    let file = change_list_file(tmp.path(), sf_core::changes::CHANGE_LIST_VERSION);
     let out = sf_invalidate()
         .args(["--dry-run", "--change-list", file.to_str().unwrap()])
         .assert()

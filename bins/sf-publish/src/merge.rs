@@ -20,7 +20,7 @@ use sf_spack::manifest::{compression, media_type, BlobRecord, KeyIndex, Manifest
 use sf_store::{sha256_hex, Condition, PutOutcome};
 
 use crate::changes::Action;
-use crate::objects::ObjectKind;
+use crate::objects::{ObjectKind, ObjectMeta};
 use crate::publish::{backoff, Item, Publisher};
 
 /// Give up after this many rounds (each lost round means another writer made progress).

@@ -5,9 +5,6 @@
 //! change at a fixed key and is served `no-cache`, so a CDN or client revalidates it (a cheap 304
 //! when unchanged) and never serves an index that points at something newer than it knows.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-
 use sf_spack::manifest::media_type;
 use sf_store::PutMeta;
 
@@ -16,39 +13,17 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `Cache-Control` of objects that change at a fixed key.
 pub const REVALIDATE: &str = "public, no-cache";
 
-/// The kind of a published object.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum ObjectKind {
-    /// `blobs/sha256/..`: a tarball, spec, index, key or key-index blob of a mirror.
-    Blob,
-    /// `v3/manifests/spec/**.spec.manifest.json` (usually clearsigned).
-    SpecManifest,
-    /// `v3/manifests/key/<FPR>.key.manifest.json`.
-    KeyManifest,
-    /// `v3/manifests/key/keys.manifest.json`.
-    KeyIndexManifest,
-    /// `v3/manifests/index/index.manifest.json`.
-    IndexManifest,
-    /// `v3/layout.json`.
-    LayoutJson,
-    /// A relocatable Slurm tarball.
-    Tarball,
-    /// A detached signature (`.asc`) of a tarball or of `SHA256SUMS`.
-    Signature,
-    /// A folder's `SHA256SUMS`.
-    Sums,
+pub use sf_core::changes::ObjectKind;
+
+/// The HTTP metadata that follows from an object's kind.
+pub trait ObjectMeta {
+    fn cache_control(self) -> &'static str;
+    fn content_type(self, blob_media_type: Option<&str>, signed: bool) -> &'static str;
+    fn meta(self, sha256: &str, blob_media_type: Option<&str>, signed: bool) -> PutMeta;
 }
 
-impl ObjectKind {
-    /// Whether the object never changes at its key (no invalidation needed).
-    pub fn immutable(self) -> bool {
-        self == ObjectKind::Blob
-    }
-
-    pub fn cache_control(self) -> &'static str {
+impl ObjectMeta for ObjectKind {
+    fn cache_control(self) -> &'static str {
         if self.immutable() {
             IMMUTABLE
         } else {
@@ -57,7 +32,7 @@ impl ObjectKind {
     }
 
     /// Content-Type; a blob's follows its record's media type.
-    pub fn content_type(self, blob_media_type: Option<&str>, signed: bool) -> &'static str {
+    fn content_type(self, blob_media_type: Option<&str>, signed: bool) -> &'static str {
         match self {
             ObjectKind::Blob => match blob_media_type {
                 Some(media_type::TARBALL) | Some(media_type::SPEC) => "application/gzip",
@@ -77,7 +52,7 @@ impl ObjectKind {
     }
 
     /// The metadata an object of this kind is stored with.
-    pub fn meta(self, sha256: &str, blob_media_type: Option<&str>, signed: bool) -> PutMeta {
+    fn meta(self, sha256: &str, blob_media_type: Option<&str>, signed: bool) -> PutMeta {
         PutMeta {
             content_type: self.content_type(blob_media_type, signed).to_string(),
             cache_control: self.cache_control().to_string(),

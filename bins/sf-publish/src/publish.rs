@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use sf_store::{Body, Condition, PutOutcome, Store};
 
 use crate::changes::{Action, Change, Changes};
-use crate::objects::ObjectKind;
+use crate::objects::{ObjectKind, ObjectMeta};
 
 /// Counters of one run, shared by concurrent uploads.
 #[derive(Debug, Default)]

@@ -23,7 +23,7 @@ use sf_store::{sha256_hex, Condition, PutOutcome, Store};
 
 use crate::changes::Action;
 use crate::merge::MAX_ROUNDS;
-use crate::objects::ObjectKind;
+use crate::objects::{ObjectKind, ObjectMeta};
 use crate::publish::{backoff, Item, Publisher};
 
 /// A spec manifest left out, and why.

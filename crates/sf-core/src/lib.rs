@@ -5,6 +5,7 @@
 //! record each step leaves behind ([`record`]), the build container's paths ([`container`]), GitHub Actions I/O ([`gha`]), the documented
 //! environment variables ([`env`]) and the exit-code discipline ([`exit`]).
 
+pub mod changes;
 pub mod cli;
 pub mod container;
 pub mod datafile;
