@@ -34,9 +34,13 @@ cache_root=${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:-/tmp}}/slurm-factory
 # A release tag such as v1.2.0 (or v1): what may have a release to install.
 release_tag() { [[ "$version" =~ ^v[0-9]+(\.[0-9]+){0,2}([-.+][0-9A-Za-z.-]+)?$ ]]; }
 
-from_release() { # into bin_dir
+# from_release: install the release's asset for this runner, setting bin_dir. The cache is keyed
+# by the asset's checksum, not the tag: a moving tag (v1) that now names a newer release is
+# installed afresh, never served from an older build. Returns 1 when the release has no asset for
+# this runner (or no release answers), so the caller builds from source.
+from_release() {
     local base=${SF_RELEASE_BASE_URL:-https://github.com/$repository/releases/download}/$version
-    local work
+    local work sum
     work=$(mktemp -d)
     local auth=()
     [ -z "${GH_TOKEN:-}" ] || auth=(-H "Authorization: Bearer $GH_TOKEN")
@@ -44,20 +48,32 @@ from_release() { # into bin_dir
         rm -rf "$work"
         return 1
     fi
-    if ! grep -q "  $asset\$" "$work/SHA256SUMS"; then
+    sum=$(awk -v a="$asset" '$2 == a || $2 == "*" a { print $1; exit }' "$work/SHA256SUMS")
+    if ! [[ "$sum" =~ ^[0-9a-f]{64}$ ]]; then
         echo "release $version has no $asset; building from source instead" >&2
         rm -rf "$work"
         return 1
     fi
+    bin_dir="$cache_root/release-$sum/$target/bin"
+    if installed "$bin_dir"; then
+        rm -rf "$work"
+        echo "slurm-factory $version ($target) already installed from the release, checksum $sum" >&2
+        return 0
+    fi
     curl -fsSL --retry 3 "${auth[@]}" -o "$work/$asset" "$base/$asset" || fail "downloading $asset from $base failed"
     # Verify before anything from the archive runs: a mismatch is fatal, never a fallback.
-    if ! (cd "$work" && grep "  $asset\$" SHA256SUMS | sha256sum -c --status -); then
+    if ! (cd "$work" && printf '%s  %s\n' "$sum" "$asset" | sha256sum -c --status -); then
         rm -rf "$work"
         fail "checksum mismatch for $asset of release $version: refusing to run it"
     fi
-    mkdir -p "$bin_dir"
-    tar -xzf "$work/$asset" -C "$bin_dir" --no-same-owner
+    # Unpacked beside the final folder, then renamed: a half-extracted tree is never "installed".
+    mkdir -p "$(dirname "$bin_dir")"
+    local staging
+    staging=$(mktemp -d "$(dirname "$bin_dir")/.bin.XXXXXX")
+    tar -xzf "$work/$asset" -C "$staging" --no-same-owner
     rm -rf "$work"
+    installed "$staging" || { rm -rf "$staging"; fail "the $asset of release $version lacks some of ${binaries[*]}"; }
+    mv -T "$staging" "$bin_dir" 2>/dev/null || rm -rf "$staging" # another job got there first
     echo "installed slurm-factory $version ($target) from the release, checksum verified" >&2
 }
 
@@ -105,8 +121,8 @@ installed() { # installed DIR: every binary is there
     for b in "${binaries[@]}"; do [ -x "$1/$b" ] || return 1; done
 }
 
-bin_dir="$cache_root/$version/$target/bin"
-if ! release_tag || ! { installed "$bin_dir" || from_release; }; then
+bin_dir=""
+if ! release_tag || ! from_release; then
     # A build from source is never kept under a ref's name (a branch moves): under the commit when
     # the source is exactly a commit, else only for this job.
     if commit=$(source_commit); then
