@@ -541,6 +541,31 @@ fn cmd_test(a: &TestArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_jso
     let started = std::time::Instant::now();
     let outcome = tarball_test::run(&a.tarball, &module, &version, &place, &scratch)?;
     rec.timing("test", started.elapsed());
+    report_verdict(
+        &outcome,
+        &format!("the tarball test of {}", a.tarball.display()),
+        scratch,
+        gha,
+        rec,
+    )?;
+    Ok(json!({
+        "passed": true,
+        "summary": outcome.summary,
+        "module": module,
+        "expected_version": version,
+        "where": if a.local { "local".to_string() } else { image },
+    }))
+}
+
+/// Show a test script's log, set the `passed`/`summary` outputs, and fail with the scratch folder
+/// kept as the logs when it did not pass (removed when it did).
+fn report_verdict(
+    outcome: &tarball_test::TestOutcome,
+    what: &str,
+    scratch: PathBuf,
+    gha: &Actions,
+    rec: &mut Recorder,
+) -> Result<(), Failed> {
     let log = scratch.join("test.log");
     std::fs::write(&log, &outcome.log).with_context(|| format!("writing {}", log.display()))?;
     eprint!("{}", outcome.log);
@@ -550,23 +575,13 @@ fn cmd_test(a: &TestArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_jso
     ])?;
     if !outcome.passed {
         return Err(Failed {
-            error: anyhow::anyhow!(
-                "the tarball test of {} failed: {}",
-                a.tarball.display(),
-                outcome.summary
-            ),
+            error: anyhow::anyhow!("{what} failed: {}", outcome.summary),
             logs: Some(scratch),
         });
     }
     let _ = std::fs::remove_dir_all(&scratch);
     rec.output("summary", &outcome.summary);
-    Ok(json!({
-        "passed": true,
-        "summary": outcome.summary,
-        "module": module,
-        "expected_version": version,
-        "where": if a.local { "local".to_string() } else { image },
-    }))
+    Ok(())
 }
 
 fn cmd_test_mirror(
@@ -627,25 +642,13 @@ fn cmd_test_mirror(
         )?
     };
     rec.timing("test-mirror", started.elapsed());
-    let log = scratch.join("test.log");
-    std::fs::write(&log, &outcome.log).with_context(|| format!("writing {}", log.display()))?;
-    eprint!("{}", outcome.log);
-    gha.set_outputs(&[
-        ("passed", if outcome.passed { "true" } else { "false" }),
-        ("summary", &outcome.summary),
-    ])?;
-    if !outcome.passed {
-        return Err(Failed {
-            error: anyhow::anyhow!(
-                "the mirror test of cell {} failed: {}",
-                c.id,
-                outcome.summary
-            ),
-            logs: Some(scratch),
-        });
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    rec.output("summary", &outcome.summary);
+    report_verdict(
+        &outcome,
+        &format!("the mirror test of cell {}", c.id),
+        scratch,
+        gha,
+        rec,
+    )?;
     Ok(json!({
         "passed": true,
         "summary": outcome.summary,
