@@ -694,16 +694,94 @@ fn one_changed_byte_in_a_blob_or_a_manifest_fails_verification() {
     fs::write(&blob, &original).unwrap();
     verify().success();
 
-    let manifest = mirror.join("v3/manifests/spec/libgreet/libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json");
-    let text = fs::read_to_string(&manifest).unwrap();
+    // Changes only the signature check can see: the blobs and their sizes stay right.
+    let name = "libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json";
+    let manifest = mirror.join(format!("v3/manifests/spec/libgreet/{name}"));
+    let original = fs::read_to_string(&manifest).unwrap();
+    let bad_signature_of = |err: &str| {
+        err.lines()
+            .any(|l| l.contains(name) && l.contains(": bad signature by"))
+    };
+
+    // The signed JSON: one value no blob check reads.
+    assert!(original.contains("\"compression\":\"gzip\""));
     fs::write(
         &manifest,
-        text.replacen("\"contentLength\":3542", "\"contentLength\":3543", 1),
+        original.replacen("\"compression\":\"gzip\"", "\"compression\":\"gzir\"", 1),
     )
     .unwrap();
     let out = verify().code(1);
-    assert!(stderr(out.get_output())
-        .contains("libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json"));
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("1 item(s) failed") && bad_signature_of(&err),
+        "{err}"
+    );
+
+    // One byte of the signature itself, inside its armour.
+    fs::write(&manifest, flip_last_signature_byte(&original)).unwrap();
+    let out = verify().code(1);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("1 item(s) failed") && bad_signature_of(&err),
+        "{err}"
+    );
+    fs::write(&manifest, &original).unwrap();
+    verify().success();
+}
+
+/// The armoured signature of a cleartext-signed document with its last byte (inside the last
+/// MPI, so the packet still parses) flipped, and the text before it untouched.
+fn flip_last_signature_byte(doc: &str) -> String {
+    let start = doc.find("-----BEGIN PGP SIGNATURE-----").unwrap();
+    let (head, armour) = doc.split_at(start);
+    let mut lines = armour.lines();
+    let begin = lines.next().unwrap();
+    // Armour headers end at the first empty line; the body runs to the CRC (`=`) or END line.
+    let mut body = String::new();
+    for l in lines.by_ref() {
+        if l.is_empty() {
+            break;
+        }
+    }
+    let mut tail = Vec::new();
+    for l in lines {
+        if l.starts_with('=') || l.starts_with("-----") || !tail.is_empty() {
+            tail.push(l);
+        } else {
+            body.push_str(l);
+        }
+    }
+    let mut packet = base64_decode(&body);
+    *packet.last_mut().unwrap() ^= 0x01;
+    let mut out = format!("{head}{begin}\n\n");
+    for chunk in base64(&packet).as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    for l in tail {
+        out.push_str(l);
+        out.push('\n');
+    }
+    assert_ne!(out, doc);
+    out
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let out = StdCommand::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    out.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = out.wait_with_output().unwrap();
+    assert!(o.status.success());
+    o.stdout
 }
 
 #[test]
