@@ -301,6 +301,27 @@ fn dry_run_lists_the_plan_and_writes_nothing() {
 }
 
 #[test]
+fn a_closed_stdout_pipe_exits_quietly() {
+    // The reader is gone before the first byte: the JSON writer meets EPIPE at once.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("sf-spackenv"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_") || k.starts_with("GITHUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args([
+        "--pipeline",
+        "deps",
+        "--toolchain",
+        "rockylinux8",
+        "--dry-run",
+    ]);
+    let (status, stderr) = sf_testkit::run_with_closed_stdout(&mut cmd);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
 fn cells_not_from_the_data_file_are_refused_with_exit_2_and_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");

@@ -57,10 +57,15 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
 }
 
 /// True when the error is stdout having been closed under us (`sf-matrix | head`).
+///
+/// `serde_json::to_writer` wraps the write's io error in its own error type, which does not
+/// expose it as a source, so that type is asked for the io error's kind directly.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -138,5 +143,22 @@ mod tests {
         let io = io::Error::new(io::ErrorKind::BrokenPipe, "closed");
         let err = anyhow::Error::new(io).context("writing stdout");
         assert!(is_broken_pipe(&err));
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised_inside_a_serde_json_error() {
+        struct Closed;
+        impl io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "closed"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let err = serde_json::to_writer(Closed, &[1, 2, 3]).unwrap_err();
+        assert!(is_broken_pipe(&anyhow::Error::new(err)));
+        let other = serde_json::from_str::<u8>("x").unwrap_err();
+        assert!(!is_broken_pipe(&anyhow::Error::new(other)));
     }
 }

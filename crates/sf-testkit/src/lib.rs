@@ -47,6 +47,25 @@ pub fn require_tool(name: &str) -> PathBuf {
         })
 }
 
+/// Run a command whose stdout is a pipe nobody reads any more: the read end is closed before the
+/// process starts, so its first write fails (EPIPE), as in `sf-matrix | head` once head has left.
+/// Returns the exit status and what it wrote to stderr.
+pub fn run_with_closed_stdout(
+    cmd: &mut std::process::Command,
+) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = cmd
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run the command");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Parse `GITHUB_OUTPUT`/`GITHUB_ENV` content the way the runner does: `name=value` lines and
 /// `name<<DELIM` ... `DELIM` blocks. Panics on anything the runner would reject.
 pub fn parse_file_commands(text: &str) -> BTreeMap<String, String> {
