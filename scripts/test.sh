@@ -4,7 +4,8 @@
 # 1. installs the tools the tests use, from the package registries (Debian's apt, PyPI, crates),
 #    as listed in scripts/deps/*.apt, *.pip and *.cargo (one package per line, `#` comments);
 # 2. starts the servers the tests talk to, on 127.0.0.1 only (moto: S3, STS, CloudFront);
-# 3. runs the whole suite (cargo nextest, then doc tests, then the script checks);
+# 3. runs the whole suite (cargo nextest, then doc tests with cargo test --doc, since nextest does
+#    not run them, then the script checks);
 # 4. stops the servers, whatever happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,9 +109,19 @@ start_dockerd() {
     return 1
 }
 
+# The test runner itself; cargo-nextest is a cargo subcommand, so it is looked for the way cargo
+# finds it rather than by name on PATH.
+install_nextest() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        log "cargo install cargo-nextest --locked"
+        cargo install -q cargo-nextest --locked
+    fi
+}
+
 install_apt
 install_pip
 install_cargo
+install_nextest
 start_moto
 start_dockerd
 
@@ -121,6 +132,8 @@ mkdir -p "$root/target"
 nextest_log="$root/target/nextest.log"
 cargo nextest run --workspace --no-fail-fast --failure-output final 2>&1 | tee "$nextest_log"
 rust_passed=$(sed -n 's/.* tests run: \([0-9]*\) passed.*/\1/p' "$nextest_log" | tail -n 1)
+log "cargo test --doc --workspace"
+cargo test -q --doc --workspace
 
 checks=0
 for check in scripts/checks/*.sh; do
