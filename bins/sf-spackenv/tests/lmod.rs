@@ -225,19 +225,106 @@ fn an_empty_prefix_is_an_lmod_error() {
     );
 }
 
+/// What `module -t list` prints after the `LIST` line (the snippets send it to stdout), so
+/// module names quoted in Lmod's messages are not mistaken for loaded modules.
+fn loaded(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .skip_while(|l| *l != "LIST")
+        .map(str::trim)
+        .filter(|l| l.starts_with("slurm/") || l.starts_with("site-slurm/"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Print the loaded modules for [`loaded`].
+const LIST: &str = "echo LIST\nmodule -t list 2>&1";
+
+/// A second module tree, as a site might have, with its own Slurm module under another name that
+/// declares the same Lmod family. Lmod only keeps one of them loaded if our modulefile declares the
+/// family too: a `conflict("slurm")` alone names modules called `slurm`, not `site-slurm`.
+fn site_tree(t: &Tree) -> PathBuf {
+    let dir = t.dir.path().join("site-modules");
+    std::fs::create_dir_all(dir.join("site-slurm")).unwrap();
+    std::fs::write(
+        dir.join("site-slurm/1.0.lua"),
+        "family(\"slurm\")\nsetenv(\"SITE_SLURM\", \"1\")\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_site_slurm_module_of_another_name_is_swapped_out() {
+    let t = Tree::new();
+    let p = t.prefix("pfx").display().to_string();
+    let site = site_tree(&t).display().to_string();
+    // Ours after the site's, then the site's after ours: Lmod swaps the family member each time.
+    for (first, second) in [
+        ("site-slurm/1.0", "slurm/25.11-noble"),
+        ("slurm/25.11-noble", "site-slurm/1.0"),
+    ] {
+        let out = t.run(
+            &[("SLURM_INSTALL_PREFIX", &p)],
+            &format!(
+                "module use {site}\nmodule load {first} || exit 9\nmodule load {second} || exit 8\n\
+                 {LIST}\necho \"SLURM_ROOT=${{SLURM_ROOT:-}}\""
+            ),
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success(),
+            "{first} then {second}: {stdout}\n{stderr}"
+        );
+        assert_eq!(
+            loaded(&out),
+            vec![second],
+            "{first} then {second}: {stdout}\n{stderr}"
+        );
+        let want_root = if second.starts_with("slurm/") {
+            p.as_str()
+        } else {
+            ""
+        };
+        assert_eq!(var(&stdout, "SLURM_ROOT"), want_root, "{stdout}");
+    }
+}
+
+#[test]
+fn without_auto_swap_a_second_slurm_family_module_is_refused() {
+    let t = Tree::new();
+    let p = t.prefix("pfx").display().to_string();
+    let site = site_tree(&t).display().to_string();
+    let out = t.run(
+        &[("SLURM_INSTALL_PREFIX", &p), ("LMOD_AUTO_SWAP", "no")],
+        &format!(
+            "module use {site}\nmodule load site-slurm/1.0 || exit 9\n\
+             module load slurm/25.11-noble; echo \"LOAD_STATUS=$?\"\n{LIST}"
+        ),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_ne!(var(&stdout, "LOAD_STATUS"), "0", "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("You can only have one slurm module loaded at a time"),
+        "{stderr}"
+    );
+    assert_eq!(loaded(&out), vec!["site-slurm/1.0"], "{stdout}\n{stderr}");
+}
+
+/// Two versions of our own module: Lmod swaps same-name modules by itself, so this holds with or
+/// without the family line; the tests above are the ones that need it.
 #[test]
 fn only_one_slurm_is_loaded_at_a_time() {
     let t = Tree::new();
     let p = t.prefix("pfx").display().to_string();
     let out = t.run(
         &[("SLURM_INSTALL_PREFIX", &p)],
-        "module load slurm/25.11-noble || exit 9\nmodule load slurm/24.11-noble\nmodule -t list 2>&1",
+        &format!("module load slurm/25.11-noble || exit 9\nmodule load slurm/24.11-noble\n{LIST}"),
     );
     let (stdout, stderr) = text(&out);
-    let loaded: Vec<&str> = stdout
-        .lines()
-        .chain(stderr.lines())
-        .filter(|l| l.starts_with("slurm/"))
-        .collect();
-    assert_eq!(loaded, vec!["slurm/24.11-noble"], "{stdout}\n{stderr}");
+    assert_eq!(
+        loaded(&out),
+        vec!["slurm/24.11-noble"],
+        "{stdout}\n{stderr}"
+    );
 }

@@ -19,7 +19,10 @@ lib/ (the tarball's view/) when it is not /opt/slurm/view. SLURM_CONF keeps its 
 it is already set, and is /etc/slurm/slurm.conf otherwise.
 ]])
 
--- One Slurm at a time.
+-- One Slurm at a time: a site's own Slurm module under another name that declares the same
+-- family is swapped out (or refused, with LMOD_AUTO_SWAP=no); the conflict covers other
+-- versions of this module.
+family("slurm")
 conflict("slurm")
 
 local default_prefix = "/opt/slurm/view"
