@@ -124,6 +124,12 @@ impl DirStore {
         _meta: &PutMeta,
         cond: &Condition,
     ) -> Result<PutOutcome> {
+        let staged = self.stage(key, body)?;
+        self.commit(staged, cond)
+    }
+
+    /// Write the content beside its key, not yet visible.
+    pub fn stage(&self, key: &str, body: &Body) -> Result<Staged> {
         let dest = self.path(key);
         let parent = dest
             .parent()
@@ -139,7 +145,22 @@ impl DirStore {
         let guard = TempGuard(tmp.clone());
         let sha = write_temp(&tmp, body)?;
         self.sent.fetch_add(body.len()?, Ordering::Relaxed);
+        Ok(Staged {
+            tmp: guard,
+            parent,
+            dest,
+            sha,
+        })
+    }
 
+    /// Move staged content into place if `cond` holds (the staged file is removed if not).
+    pub fn commit(&self, staged: Staged, cond: &Condition) -> Result<PutOutcome> {
+        let Staged {
+            tmp,
+            parent,
+            dest,
+            sha,
+        } = staged;
         let dir =
             fs::File::open(&parent).with_context(|| format!("opening {}", parent.display()))?;
         rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
@@ -156,8 +177,9 @@ impl DirStore {
         if !holds {
             return Ok(PutOutcome::PreconditionFailed);
         }
-        fs::rename(&tmp, &dest).with_context(|| format!("moving {} into place", dest.display()))?;
-        std::mem::forget(guard);
+        fs::rename(&tmp.0, &dest)
+            .with_context(|| format!("moving {} into place", dest.display()))?;
+        std::mem::forget(tmp);
         // The rename is durable only once the directory is; the lock is released when `dir` drops.
         dir.sync_all().ok();
         Ok(PutOutcome::Written(ETag(sha)))
@@ -265,7 +287,17 @@ fn write_temp(tmp: &Path, body: &Body) -> Result<String> {
 }
 
 /// Removes the temporary file unless it was moved into place.
+#[derive(Debug)]
 struct TempGuard(PathBuf);
+
+/// Content written beside its key by [`DirStore::stage`], removed unless committed.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: TempGuard,
+    parent: PathBuf,
+    dest: PathBuf,
+    sha: String,
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {

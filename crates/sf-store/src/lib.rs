@@ -26,7 +26,7 @@ use sf_aws::AwsSettings;
 use sf_core::exit::bad_input;
 use sf_core::layout::Destination;
 
-pub use dir::DirStore;
+pub use dir::{DirStore, Staged};
 pub use s3::{S3Store, Transfer};
 
 /// The user-metadata name holding the lowercase hex sha256 of an object (`x-amz-meta-sha256`).
@@ -102,6 +102,43 @@ impl Body {
 
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+}
+
+/// A check a write waits for before it becomes visible. The upload itself may run while the check
+/// does (a multipart upload's parts, a staged temporary file): only its last step (completing the
+/// upload, the rename) waits, and when the check fails the upload is abandoned (aborted, removed),
+/// so a large file is never read twice in a row and nothing unchecked is ever visible.
+#[derive(Clone, Debug)]
+pub struct Gate(tokio::sync::watch::Receiver<Option<bool>>);
+
+/// The side of a [`Gate`] that gives the verdict; dropped without one, the gate stays shut.
+#[derive(Debug)]
+pub struct GateKeeper(tokio::sync::watch::Sender<Option<bool>>);
+
+impl Gate {
+    pub fn new() -> (GateKeeper, Gate) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (GateKeeper(tx), Gate(rx))
+    }
+
+    /// Wait for the verdict: `Ok` once the check passed, an error once it failed.
+    pub async fn pass(&self) -> Result<()> {
+        let mut rx = self.0.clone();
+        let verdict = rx.wait_for(Option::is_some).await.map(|v| *v);
+        match verdict {
+            Ok(Some(true)) => Ok(()),
+            _ => Err(anyhow::anyhow!(
+                "not completed: the checks of what was being uploaded did not pass"
+            )),
+        }
+    }
+}
+
+impl GateKeeper {
+    pub fn verdict(self, passed: bool) {
+        // No receiver left means no upload waits any more; nothing to tell.
+        let _ = self.0.send(Some(passed));
     }
 }
 
@@ -214,14 +251,41 @@ impl Store {
         meta: &PutMeta,
         cond: Condition,
     ) -> Result<PutOutcome> {
+        self.put_gated(key, body, meta, cond, None).await
+    }
+
+    /// Write an object, if `cond` holds, visible only once `gate` (if any) passes.
+    pub async fn put_gated(
+        &self,
+        key: &str,
+        body: Body,
+        meta: &PutMeta,
+        cond: Condition,
+        gate: Option<Gate>,
+    ) -> Result<PutOutcome> {
         check_key(key)?;
         let r = match self {
-            Store::S3(s) => s.put(key, body, meta, &cond).await,
+            Store::S3(s) => s.put(key, body, meta, &cond, gate).await,
             Store::Dir(d) => {
-                let meta = meta.clone();
-                d.clone()
-                    .blocking(key, move |d, k| d.put(&k, &body, &meta, &cond))
-                    .await
+                let staged = d
+                    .clone()
+                    .blocking(key, move |d, k| d.stage(&k, &body))
+                    .await;
+                match (staged, gate) {
+                    (Err(e), _) => Err(e),
+                    // A shut gate drops the staged file, which removes it.
+                    (Ok(staged), Some(g)) if g.pass().await.is_err() => {
+                        drop(staged);
+                        Err(anyhow::anyhow!(
+                            "not written: the checks of what was being uploaded did not pass"
+                        ))
+                    }
+                    (Ok(staged), _) => {
+                        d.clone()
+                            .blocking(key, move |d, _| d.commit(staged, &cond))
+                            .await
+                    }
+                }
             }
         };
         r.with_context(|| format!("writing {}", self.url_of(key)))

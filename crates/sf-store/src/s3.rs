@@ -30,7 +30,8 @@ use std::sync::Arc;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 
 use crate::{
-    base64, Body, Condition, ETag, Listed, Object, ObjectInfo, PutMeta, PutOutcome, SHA256_METADATA,
+    base64, Body, Condition, ETag, Gate, Listed, Object, ObjectInfo, PutMeta, PutOutcome,
+    SHA256_METADATA,
 };
 
 /// How large files are moved.
@@ -227,6 +228,7 @@ impl S3Store {
         body: Body,
         meta: &PutMeta,
         cond: &Condition,
+        gate: Option<Gate>,
     ) -> Result<PutOutcome> {
         let sha = hex::decode(&meta.sha256)
             .map_err(|_| anyhow!("sha256 {:?} is not hex", meta.sha256))?;
@@ -235,8 +237,12 @@ impl S3Store {
                 .with_context(|| format!("reading {}", p.display()))?
                 .len();
             if len >= self.transfer.multipart_threshold {
-                return self.put_multipart(key, p, len, meta, cond).await;
+                return self.put_multipart(key, p, len, meta, cond, gate).await;
             }
+        }
+        // A single PUT is visible the moment it succeeds: it waits for the gate before it starts.
+        if let Some(g) = &gate {
+            g.pass().await?;
         }
         let (stream, len) = match body {
             Body::Bytes(b) => {
@@ -294,6 +300,7 @@ impl S3Store {
         len: u64,
         meta: &PutMeta,
         cond: &Condition,
+        gate: Option<Gate>,
     ) -> Result<PutOutcome> {
         let full = self.full(key);
         // Parts grow past the configured size when the file would need more than S3's 10,000.
@@ -320,7 +327,7 @@ impl S3Store {
             .ok_or_else(|| anyhow!("the server gave no upload id"))?
             .to_string();
         let result = self
-            .send_parts(&full, &upload_id, path, len, part_size, meta, cond)
+            .send_parts(&full, &upload_id, path, len, part_size, meta, cond, gate)
             .await;
         match result {
             Ok(PutOutcome::Written(etag)) => Ok(PutOutcome::Written(etag)),
@@ -359,6 +366,7 @@ impl S3Store {
         part_size: u64,
         meta: &PutMeta,
         cond: &Condition,
+        gate: Option<Gate>,
     ) -> Result<PutOutcome> {
         let parts = len.div_ceil(part_size).max(1);
         let sem = Arc::new(tokio::sync::Semaphore::new(
@@ -431,6 +439,11 @@ impl S3Store {
         }
         while let Some(part) = tasks.join_next().await {
             done.push(part??);
+        }
+        // Every part is there; the upload becomes the object only once its checks passed (the
+        // caller aborts it otherwise).
+        if let Some(g) = &gate {
+            g.pass().await?;
         }
         done.sort_by_key(|(p, _, _)| p.part_number());
         // The whole object's CRC64NVME, from the parts' CRCs (no second read of the file).

@@ -332,3 +332,166 @@ async fn s3_multipart_uploads_arrive_whole_and_leave_no_parts() {
         open.uploads()
     );
 }
+
+/// Keys of a bucket's open multipart uploads (moto's ListParts answer does not parse, so the
+/// parts are counted by the bytes the store sent).
+async fn open_uploads(s3: &sf_store::S3Store) -> Vec<String> {
+    let open = s3
+        .client()
+        .list_multipart_uploads()
+        .bucket(s3.bucket())
+        .send()
+        .await
+        .unwrap();
+    open.uploads()
+        .iter()
+        .map(|u| u.key().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Start a gated write of `file` in the background.
+fn gated_put(
+    store: &Store,
+    key: &str,
+    file: &std::path::Path,
+    bytes: &[u8],
+    gate: sf_store::Gate,
+) -> tokio::task::JoinHandle<anyhow::Result<PutOutcome>> {
+    let (store, key, file, m) = (
+        store.clone(),
+        key.to_string(),
+        file.to_path_buf(),
+        meta(bytes),
+    );
+    tokio::spawn(async move {
+        store
+            .put_gated(
+                &key,
+                Body::File(file),
+                &m,
+                Condition::CreateOnly,
+                Some(gate),
+            )
+            .await
+    })
+}
+
+/// Wait (up to 20 s) until `ready` holds.
+async fn until(what: &str, mut ready: impl AsyncFnMut() -> bool) {
+    for _ in 0..400 {
+        if ready().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_a_gated_upload_sends_its_parts_but_completes_only_when_the_gate_passes() {
+    let Store::S3(s3) = s3_store().await else {
+        unreachable!()
+    };
+    let store = Store::S3(s3.clone().with_transfer(sf_store::Transfer {
+        multipart_threshold: 6 << 20,
+        part_size: 5 << 20,
+        concurrency: 2,
+    }));
+    let bytes = noise((12 << 20) + 1, 3);
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &bytes).unwrap();
+
+    // Passes: all 3 parts are sent while the check runs, the object appears only after it.
+    let key = "builds/25.11/noble/slurm-25.11-noble-software.tar.gz";
+    let (keeper, gate) = sf_store::Gate::new();
+    let put = gated_put(&store, key, tmp.path(), &bytes, gate);
+    let (sent, size) = (store.sent(), bytes.len() as u64);
+    until("all parts sent", async || store.sent() == sent + size).await;
+    assert_eq!(open_uploads(&s3).await.len(), 1);
+    assert!(
+        store.head(key).await.unwrap().is_none(),
+        "visible before its check passed"
+    );
+    keeper.verdict(true);
+    assert!(matches!(
+        put.await.unwrap().unwrap(),
+        PutOutcome::Written(_)
+    ));
+    assert!(store.get(key).await.unwrap().unwrap().bytes == bytes);
+    assert!(open_uploads(&s3).await.is_empty());
+
+    // Fails: the upload is aborted, nothing is visible, no part is left.
+    let key = "builds/25.11/jammy/slurm-25.11-jammy-software.tar.gz";
+    let (keeper, gate) = sf_store::Gate::new();
+    let put = gated_put(&store, key, tmp.path(), &bytes, gate);
+    let (sent, size) = (store.sent(), bytes.len() as u64);
+    until("all parts sent", async || store.sent() == sent + size).await;
+    assert_eq!(open_uploads(&s3).await.len(), 1);
+    keeper.verdict(false);
+    let err = put.await.unwrap().unwrap_err();
+    assert!(format!("{err:#}").contains("did not pass"), "{err:#}");
+    assert!(store.head(key).await.unwrap().is_none());
+    assert!(
+        open_uploads(&s3).await.is_empty(),
+        "{:?}",
+        open_uploads(&s3).await
+    );
+
+    // A small file goes as one PUT, which waits for the gate before it starts; a keeper gone
+    // without a verdict shuts the gate.
+    let small = b"SHA256SUMS content".to_vec();
+    std::fs::write(tmp.path(), &small).unwrap();
+    let (keeper, gate) = sf_store::Gate::new();
+    let put = gated_put(&store, "builds/25.11/SHA256SUMS", tmp.path(), &small, gate);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(store
+        .head("builds/25.11/SHA256SUMS")
+        .await
+        .unwrap()
+        .is_none());
+    drop(keeper);
+    assert!(put.await.unwrap().is_err());
+    assert!(store
+        .head("builds/25.11/SHA256SUMS")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dir_a_gated_write_is_staged_and_moved_in_only_when_the_gate_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &Destination::parse(&format!("file://{}", dir.path().display())).unwrap(),
+        &AwsSettings::new(),
+    )
+    .await
+    .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("t.tar.gz");
+    let bytes = noise(3 << 20, 5);
+    std::fs::write(&file, &bytes).unwrap();
+    let staged = |d: &std::path::Path| walk(d).into_iter().filter(|p| p.ends_with(".tmp")).count();
+
+    for passes in [false, true] {
+        let key = "builds/25.11/noble/slurm-25.11-noble-software.tar.gz";
+        let (keeper, gate) = sf_store::Gate::new();
+        let put = gated_put(&store, key, &file, &bytes, gate);
+        until("the staged file", async || staged(dir.path()) == 1).await;
+        assert!(
+            store.head(key).await.unwrap().is_none(),
+            "visible before its check passed"
+        );
+        keeper.verdict(passes);
+        let out = put.await.unwrap();
+        assert_eq!(out.is_ok(), passes, "{out:?}");
+        assert_eq!(store.head(key).await.unwrap().is_some(), passes);
+        assert_eq!(staged(dir.path()), 0, "a staged file was left behind");
+    }
+    let got = store
+        .get("builds/25.11/noble/slurm-25.11-noble-software.tar.gz")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.bytes == bytes);
+}
