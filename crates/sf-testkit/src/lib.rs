@@ -66,13 +66,27 @@ pub fn run_with_closed_stdout(
     )
 }
 
-/// Parse `GITHUB_OUTPUT`/`GITHUB_ENV` content the way the runner does: `name=value` lines and
-/// `name<<DELIM` ... `DELIM` blocks. Panics on anything the runner would reject.
+/// Parse `GITHUB_OUTPUT`/`GITHUB_ENV` content the way GitHub's runner does on Linux
+/// (actions/runner, `FileCommandManager`): lines end at `\n` only (a `\r` stays part of the
+/// line); `name=value` where `=` comes before any `<<`; otherwise `name<<DELIM`, whose value is the
+/// text between the header line and the first line exactly equal to `DELIM`, without the line
+/// break before that line. Later entries replace earlier ones. Panics on anything the runner
+/// would reject.
 pub fn parse_file_commands(text: &str) -> BTreeMap<String, String> {
+    // One line from `at`: (line, index after its `\n`, whether a `\n` ended it).
+    fn read_line(text: &str, at: usize) -> Option<(&str, usize, bool)> {
+        if at >= text.len() {
+            return None;
+        }
+        Some(match text[at..].find('\n') {
+            Some(n) => (&text[at..at + n], at + n + 1, true),
+            None => (&text[at..], text.len(), false),
+        })
+    }
     let mut out = BTreeMap::new();
-    let mut lines = text.split('\n').peekable();
-    while let Some(line) = lines.next() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut at = 0;
+    while let Some((line, next, _)) = read_line(text, at) {
+        at = next;
         if line.is_empty() {
             continue;
         }
@@ -84,25 +98,26 @@ pub fn parse_file_commands(text: &str) -> BTreeMap<String, String> {
                 assert!(!k.is_empty(), "empty name in {line:?}");
                 out.insert(k.to_string(), v[1..].to_string());
             }
-            (_, Some(h)) => {
-                let name = &line[..h];
-                let delim = &line[h + 2..];
+            (_, Some(_)) => {
+                let parts: Vec<&str> = line.split("<<").collect();
                 assert!(
-                    !name.is_empty() && !delim.is_empty(),
+                    parts.len() == 2 && !parts[0].is_empty() && !parts[1].is_empty(),
                     "bad heredoc header {line:?}"
                 );
-                let mut value = Vec::new();
+                let (name, delim) = (parts[0], parts[1]);
+                let start = at;
+                let mut end = at;
                 loop {
-                    let l = lines
-                        .next()
+                    let (l, next, ended) = read_line(text, at)
                         .unwrap_or_else(|| panic!("delimiter {delim} for {name} never closes"));
-                    let l = l.strip_suffix('\r').unwrap_or(l);
+                    at = next;
                     if l == delim {
                         break;
                     }
-                    value.push(l);
+                    assert!(ended, "the value of {name} ends without a line break");
+                    end = at - 1;
                 }
-                out.insert(name.to_string(), value.join("\n"));
+                out.insert(name.to_string(), text[start..end.max(start)].to_string());
             }
             _ => panic!("invalid file-command line {line:?}"),
         }
@@ -120,6 +135,26 @@ mod tests {
         assert_eq!(m["a"], "1");
         assert_eq!(m["b"], "x\ny=z");
         assert_eq!(m["c"], "");
+    }
+
+    #[test]
+    fn heredoc_values_keep_carriage_returns_and_blank_lines() {
+        let m = parse_file_commands("b<<EOF\nx\r\n\nEOF\nc<<E\nEOF\r\nE\n");
+        assert_eq!(m["b"], "x\r\n");
+        assert_eq!(m["c"], "EOF\r");
+    }
+
+    #[test]
+    #[should_panic(expected = "never closes")]
+    fn a_crlf_header_line_keeps_its_cr_in_the_delimiter() {
+        // On Linux the runner reads "b<<EOF\r" as the header: its delimiter "EOF\r" never comes.
+        parse_file_commands("b<<EOF\r\nx\nEOF\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "bad heredoc header")]
+    fn a_header_with_two_heredoc_markers_is_rejected() {
+        parse_file_commands("b<<E<<F\nx\nE<<F\n");
     }
 
     #[test]
