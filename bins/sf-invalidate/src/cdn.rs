@@ -2,6 +2,7 @@
 //! caller reference), wait while the distribution has too many paths or wildcards in flight,
 //! create each batch, and optionally wait for completion.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -42,6 +43,20 @@ struct Recent {
     ours: Option<(String, String)>,
 }
 
+/// What GetInvalidation tells beyond the list: fixed once the invalidation exists, so each is
+/// read once per run. Statuses come from the list, which has them for every item.
+struct Details {
+    caller_reference: String,
+    paths: Vec<String>,
+}
+
+/// A distribution's invalidations as this run has seen them.
+struct Cdn<'a> {
+    client: &'a Client,
+    distribution: &'a str,
+    details: HashMap<String, Details>,
+}
+
 /// CloudFront says `Completed`; some S3-compatible stand-ins say `COMPLETED`.
 pub fn is_completed(status: &str) -> bool {
     status.eq_ignore_ascii_case("completed")
@@ -58,98 +73,155 @@ fn sdk_text<E: std::error::Error>(e: &E) -> String {
     s
 }
 
-async fn recent(client: &Client, distribution: &str, reference: &str) -> Result<Recent> {
-    let list = client.list_invalidations().distribution_id(distribution).max_items(RECENT).send().await.map_err(|e| {
-        if e.as_service_error().is_some_and(|s| s.is_no_such_distribution()) {
-            bad_input(format!("CloudFront distribution {distribution} does not exist (or these credentials cannot see it)"))
-        } else if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
-            bad_input(format!("the AWS credentials may not list invalidations of {distribution}: {}", sdk_text(&e)))
-        } else {
-            anyhow!("listing the invalidations of {distribution}: {}", sdk_text(&e))
-        }
-    })?;
-    let mut r = Recent {
-        in_flight_paths: 0,
-        in_flight_wildcards: 0,
-        ours: None,
-    };
-    let items = list
-        .invalidation_list()
-        .map(|l| l.items().to_vec())
-        .unwrap_or_default();
-    for s in items {
-        let got = client
-            .get_invalidation()
-            .distribution_id(distribution)
-            .id(s.id())
-            .send()
-            .await
-            .map_err(|e| anyhow!("reading invalidation {}: {}", s.id(), sdk_text(&e)))?;
-        let Some(inv) = got.invalidation() else {
-            continue;
-        };
-        let Some(batch) = inv.invalidation_batch() else {
-            continue;
-        };
-        if batch.caller_reference() == reference && r.ours.is_none() {
-            r.ours = Some((inv.id().to_string(), inv.status().to_string()));
-        }
-        if !is_completed(inv.status()) {
-            let paths = batch
-                .paths()
-                .map(|p| p.items().to_vec())
-                .unwrap_or_default();
-            r.in_flight_paths += paths.len();
-            r.in_flight_wildcards += paths.iter().filter(|p| p.ends_with('*')).count();
-        }
-    }
-    Ok(r)
+/// Credentials that may not do what is asked are a set-up problem like missing ones: exit 2,
+/// whichever call finds out.
+fn denied<E: std::error::Error>(distribution: &str, what: &str, e: &E) -> anyhow::Error {
+    bad_input(format!(
+        "the AWS credentials may not {what} on distribution {distribution} (give the role cloudfront:ListInvalidations, GetInvalidation and CreateInvalidation): {}",
+        sdk_text(e)
+    ))
 }
 
-/// Poll one invalidation until it completes or the deadline passes.
-async fn wait_done(
-    client: &Client,
-    distribution: &str,
-    id: &str,
-    deadline: Instant,
-    poll: Duration,
-) -> Result<String> {
-    loop {
-        let got = client
-            .get_invalidation()
-            .distribution_id(distribution)
-            .id(id)
-            .send()
-            .await
-            .map_err(|e| anyhow!("reading invalidation {id}: {}", sdk_text(&e)))?;
-        let status = got
-            .invalidation()
-            .map(|i| i.status().to_string())
+impl Cdn<'_> {
+    async fn details(&mut self, id: &str) -> Result<Option<&Details>> {
+        if !self.details.contains_key(id) {
+            let got = self
+                .client
+                .get_invalidation()
+                .distribution_id(self.distribution)
+                .id(id)
+                .send()
+                .await
+                .map_err(|e| {
+                    if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
+                        denied(self.distribution, "read invalidations", &e)
+                    } else {
+                        anyhow!("reading invalidation {id}: {}", sdk_text(&e))
+                    }
+                })?;
+            let Some(batch) = got.invalidation().and_then(|i| i.invalidation_batch()) else {
+                return Ok(None);
+            };
+            let d = Details {
+                caller_reference: batch.caller_reference().to_string(),
+                paths: batch
+                    .paths()
+                    .map(|p| p.items().to_vec())
+                    .unwrap_or_default(),
+            };
+            self.details.insert(id.to_string(), d);
+        }
+        Ok(self.details.get(id))
+    }
+
+    /// What is in flight (details read only for invalidations in progress), and ours: among
+    /// those in progress, else the completed ones newest first until found. Each invalidation's
+    /// details are read at most once per run.
+    async fn recent(&mut self, reference: &str) -> Result<Recent> {
+        let distribution = self.distribution;
+        let list = self.client.list_invalidations().distribution_id(distribution).max_items(RECENT).send().await.map_err(|e| {
+            if e.as_service_error().is_some_and(|s| s.is_no_such_distribution()) {
+                bad_input(format!("CloudFront distribution {distribution} does not exist (or these credentials cannot see it)"))
+            } else if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
+                denied(distribution, "list invalidations", &e)
+            } else {
+                anyhow!("listing the invalidations of {distribution}: {}", sdk_text(&e))
+            }
+        })?;
+        let mut items: Vec<(String, String, i64)> = list
+            .invalidation_list()
+            .map(|l| {
+                l.items()
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.id().to_string(),
+                            s.status().to_string(),
+                            s.create_time().secs(),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        if is_completed(&status) {
-            return Ok(status);
+        // Newest first: a retried step's invalidation is among the latest.
+        items.sort_by_key(|i| std::cmp::Reverse(i.2));
+        let mut r = Recent {
+            in_flight_paths: 0,
+            in_flight_wildcards: 0,
+            ours: None,
+        };
+        for (id, status, _) in items.iter().filter(|i| !is_completed(&i.1)) {
+            let Some(d) = self.details(id).await? else {
+                continue;
+            };
+            r.in_flight_paths += d.paths.len();
+            r.in_flight_wildcards += d.paths.iter().filter(|p| p.ends_with('*')).count();
+            if d.caller_reference == reference && r.ours.is_none() {
+                r.ours = Some((id.clone(), status.clone()));
+            }
         }
-        if Instant::now() + poll > deadline {
-            return Err(anyhow!("invalidation {id} is still {status} at the timeout; it goes on in CloudFront, run again with a longer --timeout to wait for it"));
+        if r.ours.is_none() {
+            for (id, status, _) in items.iter().filter(|i| is_completed(&i.1)) {
+                if self
+                    .details(id)
+                    .await?
+                    .is_some_and(|d| d.caller_reference == reference)
+                {
+                    r.ours = Some((id.clone(), status.clone()));
+                    break;
+                }
+            }
         }
-        tokio::time::sleep(poll).await;
+        Ok(r)
+    }
+
+    /// Poll one invalidation until it completes or the deadline passes.
+    async fn wait_done(&self, id: &str, deadline: Instant, poll: Duration) -> Result<String> {
+        let distribution = self.distribution;
+        loop {
+            let got = self
+                .client
+                .get_invalidation()
+                .distribution_id(distribution)
+                .id(id)
+                .send()
+                .await
+                .map_err(|e| anyhow!("reading invalidation {id}: {}", sdk_text(&e)))?;
+            let status = got
+                .invalidation()
+                .map(|i| i.status().to_string())
+                .unwrap_or_default();
+            if is_completed(&status) {
+                return Ok(status);
+            }
+            if Instant::now() + poll > deadline {
+                return Err(anyhow!("invalidation {id} is still {status} at the timeout; it goes on in CloudFront, run again with a longer --timeout to wait for it"));
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 }
 
-/// Create (or find again) each batch's invalidation.
+/// Create (or find again) each batch's invalidation, pushing each to `out` as soon as it exists,
+/// so a timeout or failure later still reports the ones made.
 pub async fn execute(
     client: &Client,
     distribution: &str,
     batches: &[Batch],
     waiting: Waiting,
     log: &dyn Fn(&str),
-) -> Result<Vec<Outcome>> {
+    out: &mut Vec<Outcome>,
+) -> Result<()> {
     let deadline = Instant::now() + waiting.timeout;
-    let mut out = Vec::new();
+    let mut cdn = Cdn {
+        client,
+        distribution,
+        details: HashMap::new(),
+    };
     for (i, batch) in batches.iter().enumerate() {
         let label = format!("batch {}/{}", i + 1, batches.len());
         let outcome = loop {
-            let r = recent(client, distribution, &batch.caller_reference).await?;
+            let r = cdn.recent(&batch.caller_reference).await?;
             if let Some((id, status)) = r.ours {
                 log(&format!("{label}: invalidation {id} already exists for this change list ({status}); not creating another"));
                 break Outcome {
@@ -171,8 +243,8 @@ pub async fn execute(
                     ));
                 }
                 log(&format!(
-                    "{label}: waiting, {} paths and {} wildcards already in flight on {distribution} (CloudFront allows {MAX_PATHS_IN_FLIGHT} and {MAX_WILDCARDS_IN_FLIGHT})",
-                    r.in_flight_paths, r.in_flight_wildcards
+                    "{label}: waiting, {} paths and {} wildcards already in flight on {distribution}; with this batch's {} paths ({} wildcards) that would pass CloudFront's limits of {MAX_PATHS_IN_FLIGHT} and {MAX_WILDCARDS_IN_FLIGHT}",
+                    r.in_flight_paths, r.in_flight_wildcards, batch.paths.len(), batch.wildcards
                 ));
                 tokio::time::sleep(waiting.poll).await;
                 continue;
@@ -199,6 +271,8 @@ pub async fn execute(
                         bad_input(format!(
                             "CloudFront distribution {distribution} does not exist"
                         ))
+                    } else if svc.is_some_and(|s| s.is_access_denied()) {
+                        denied(distribution, "create invalidations", &e)
                     } else if svc.is_some_and(|s| s.is_invalid_argument() || s.is_batch_too_large())
                     {
                         bad_input(format!(
@@ -219,6 +293,14 @@ pub async fn execute(
                 batch.wildcards,
                 inv.status()
             ));
+            // Ours from now on: no need to read it back while counting what is in flight.
+            cdn.details.insert(
+                inv.id().to_string(),
+                Details {
+                    caller_reference: batch.caller_reference.clone(),
+                    paths: batch.paths.clone(),
+                },
+            );
             break Outcome {
                 id: inv.id().to_string(),
                 status: inv.status().to_string(),
@@ -227,17 +309,16 @@ pub async fn execute(
                 reused: false,
             };
         };
-        let mut outcome = outcome;
+        out.push(outcome);
+        let outcome = out.last_mut().expect("just pushed");
         // Later batches wait for this one, so ours never pass the in-flight limits together.
         let last = i + 1 == batches.len();
         if (waiting.wait || !last) && !is_completed(&outcome.status) {
             if !last {
                 log(&format!("{label}: waiting for {} to complete before the next batch (CloudFront's in-flight limits)", outcome.id));
             }
-            outcome.status =
-                wait_done(client, distribution, &outcome.id, deadline, waiting.poll).await?;
+            outcome.status = cdn.wait_done(&outcome.id, deadline, waiting.poll).await?;
         }
-        out.push(outcome);
     }
-    Ok(out)
+    Ok(())
 }

@@ -92,19 +92,25 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The changed keys the CLI names.
-pub fn keys(cli: &Cli) -> Result<Vec<String>> {
+/// The changed keys the CLI names, and what identifies their content (the lines
+/// [`plan::source_digest`] hashes into the caller reference): each change list entry's key and
+/// sha256; for bare keys (`--paths`, `--paths-file`), the workflow run and attempt that publish
+/// belongs to, since their content is not known.
+pub fn keys(cli: &Cli) -> Result<(Vec<String>, Vec<String>)> {
     let mut keys: Vec<String> = Vec::new();
+    let mut source: Vec<String> = Vec::new();
     if let Some(file) = &cli.change_list {
-        keys.extend(change_list_keys(file)?);
+        for (key, sha256) in change_list_keys(file)? {
+            source.push(format!("{key}\t{sha256}"));
+            keys.push(key);
+        }
     }
-    let mut flagged: Vec<String> = cli
+    let mut bare: Vec<String> = cli
         .paths
         .iter()
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    keys.append(&mut flagged);
     if let Some(file) = &cli.paths_file {
         let text = if file.as_os_str() == "-" {
             let mut s = String::new();
@@ -115,14 +121,14 @@ pub fn keys(cli: &Cli) -> Result<Vec<String>> {
         } else {
             std::fs::read_to_string(file).bad_input(format!("--paths-file {}", file.display()))?
         };
-        keys.extend(
+        bare.extend(
             text.lines()
                 .map(str::trim)
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(str::to_string),
         );
     }
-    for k in &keys {
+    for k in keys.iter().chain(&bare) {
         if k.contains(['*', '?'])
             || k.chars().any(char::is_control)
             || k.split('/').any(|s| s == "..")
@@ -130,12 +136,40 @@ pub fn keys(cli: &Cli) -> Result<Vec<String>> {
             return Err(bad_input(format!("key {k:?} is not an object key (no wildcards, '..' or control characters); give the keys that changed")));
         }
     }
-    Ok(keys)
+    if !bare.is_empty() {
+        source.extend(bare.iter().map(|k| format!("{k}\t-")));
+        source.push(format!("run\t{}", run_identity(cli.cell.get()?)));
+        keys.extend(bare);
+    }
+    Ok((keys, source))
 }
 
-/// The bucket keys of a change list: what a CDN in front of the bucket root serves, immutable
-/// objects left out. A list of another schema version, or not a change list, is bad input.
-pub fn change_list_keys(file: &std::path::Path) -> Result<Vec<String>> {
+/// Which publish bare keys belong to: the workflow run, attempt and cell (a retried step keeps
+/// them, a later run or re-run does not). Outside a workflow nothing says whether the content
+/// changed since an earlier call, so each call gets its own.
+fn run_identity(cell: Option<&str>) -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match var("GITHUB_RUN_ID") {
+        Some(run) => format!(
+            "{run}.{}.{}",
+            var("GITHUB_RUN_ATTEMPT").unwrap_or_else(|| "1".into()),
+            cell.unwrap_or("-")
+        ),
+        None => format!(
+            "local.{}.{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// The bucket keys of a change list with the sha256 of their new content: what a CDN in front of
+/// the bucket root serves, immutable objects left out. A list of another schema version, or not
+/// a change list, is bad input.
+pub fn change_list_keys(file: &std::path::Path) -> Result<Vec<(String, String)>> {
     use sf_core::changes::{ChangeList, CHANGE_LIST_VERSION};
     let bytes = std::fs::read(file).bad_input(format!("--change-list {}", file.display()))?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
@@ -157,7 +191,7 @@ pub fn change_list_keys(file: &std::path::Path) -> Result<Vec<String>> {
         .changes
         .into_iter()
         .filter(|c| !c.immutable)
-        .map(|c| c.object_key)
+        .map(|c| (c.object_key, c.sha256))
         .collect())
 }
 
@@ -188,7 +222,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let mut rec = Recorder::start("sf-invalidate");
     let cell = cli.cell.get()?;
     rec.record.cell = cell.map(str::to_string);
-    let keys = keys(&cli)?;
+    let (keys, source) = keys(&cli)?;
     let layout = cli.storage.layout()?;
     let map = match &cli.path_map {
         Some(m) => PathMap::parse(m)?,
@@ -211,6 +245,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     };
     let plan = plan::plan(
         distribution.as_deref().unwrap_or("-"),
+        &plan::source_digest(&source),
         &keys,
         &layout,
         &opts,
@@ -256,6 +291,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     }
 
     let mut outcomes = Vec::new();
+    let mut failed = None;
     if !cli.dry_run && !plan.batches.is_empty() {
         let d = distribution.clone().expect("checked above");
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -269,28 +305,33 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         };
         let result = rt.block_on(async {
             let c = client(&cli.aws, cell).await?;
-            cdn::execute(&c, &d, &plan.batches, waiting, &|m| gha.log(m)).await
+            cdn::execute(
+                &c,
+                &d,
+                &plan.batches,
+                waiting,
+                &|m| gha.log(m),
+                &mut outcomes,
+            )
+            .await
         });
-        match result {
-            Ok(o) => outcomes = o,
-            Err(e) => {
-                rec.fail(&e, None);
-                let _ = rec.finish(cli.results.results_dir.as_deref());
-                return Err(e);
-            }
-        }
+        failed = result.err();
     }
 
     let ids: Vec<&str> = outcomes.iter().map(|o| o.id.as_str()).collect();
     let status = if cli.dry_run {
         "dry-run"
+    } else if outcomes.is_empty() && failed.is_some() {
+        "failed"
     } else if outcomes.is_empty() {
         "nothing-to-do"
-    } else if outcomes.iter().all(|o| cdn::is_completed(&o.status)) {
+    } else if outcomes.iter().all(|o| cdn::is_completed(&o.status)) && failed.is_none() {
         "Completed"
     } else {
         "InProgress"
     };
+    // Outputs and record fields first: on a timeout or failure they still name the
+    // invalidations already made, which go on in CloudFront.
     let paths_text = plan.paths.join("\n");
     let outputs = [
         ("invalidation-ids", ids.join(",")),
@@ -299,7 +340,25 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         ("paths", paths_text),
     ];
     let pairs: Vec<(&str, &str)> = outputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT")?;
+    let written = gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT");
+    rec.output("invalidation_ids", &ids)
+        .output("status", status)
+        .output("paths", &plan.paths);
+    rec.metric("keys", plan.keys as u64)
+        .metric("blobs_skipped", plan.blobs_skipped as u64)
+        .metric("paths", plan.paths.len() as u64)
+        .metric("exact_paths", plan.exact_paths as u64)
+        .metric("batches", plan.batches.len() as u64)
+        .metric(
+            "reused",
+            outcomes.iter().filter(|o| o.reused).count() as u64,
+        );
+    if let Some(e) = failed {
+        rec.fail(&e, None);
+        let _ = rec.finish_step(cli.results.results_dir.as_deref(), gha);
+        return Err(e);
+    }
+    written?;
 
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(
@@ -313,19 +372,6 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     )?;
     writeln!(out)?;
     out.flush()?;
-
-    rec.output("invalidation_ids", &ids)
-        .output("status", status)
-        .output("paths", &plan.paths);
-    rec.metric("keys", plan.keys as u64)
-        .metric("blobs_skipped", plan.blobs_skipped as u64)
-        .metric("paths", plan.paths.len() as u64)
-        .metric("exact_paths", plan.exact_paths as u64)
-        .metric("batches", plan.batches.len() as u64)
-        .metric(
-            "reused",
-            outcomes.iter().filter(|o| o.reused).count() as u64,
-        );
-    rec.finish(cli.results.results_dir.as_deref())?;
+    rec.finish_step(cli.results.results_dir.as_deref(), gha)?;
     Ok(())
 }

@@ -115,10 +115,23 @@ struct Node {
 
 enum Item {
     Exact(String),
-    Wild(String),
+    /// A folder's wildcard, with the keys it stands for (to expand it again if need be).
+    Wild(String, Vec<String>),
 }
 
-/// Best paths for a folder: its own files and children, or one wildcard when cheaper and safe.
+impl Item {
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Item::Exact(k) => vec![k.clone()],
+            Item::Wild(_, ks) => ks.clone(),
+        }
+    }
+}
+
+/// Best paths for a folder: its own files and children, or one wildcard when strictly cheaper
+/// (CloudFront bills a wildcard as one path) and safe. A folder's wildcard is only chosen over its
+/// children's when it saves a path, so a wildcard never climbs to a parent (covering unchanged
+/// siblings) for nothing.
 fn solve(node: &Node, dir: &str, layout: &Layout, opts: &Options, out: &mut Vec<Item>) -> usize {
     let mut items = Vec::new();
     let mut cost = node.files.len();
@@ -135,7 +148,8 @@ fn solve(node: &Node, dir: &str, layout: &Layout, opts: &Options, out: &mut Vec<
         && !layout.could_hold_mirror(dir)
         && !dir.split('/').any(|s| s == spack::BLOBS_DIR);
     if safe && cost >= opts.min_group.max(2) {
-        out.push(Item::Wild(dir.to_string()));
+        let keys = items.iter().flat_map(Item::keys).collect();
+        out.push(Item::Wild(dir.to_string(), keys));
         1
     } else {
         out.extend(items);
@@ -143,26 +157,88 @@ fn solve(node: &Node, dir: &str, layout: &Layout, opts: &Options, out: &mut Vec<
     }
 }
 
-/// A reference CloudFront keeps with the invalidation: the same change list (and batch) always
-/// gives the same reference, so a retried step finds its invalidation instead of making another.
+/// When the exact paths fit one invalidation but the wildcards would not (more than the wildcard
+/// limit, so a second batch waiting on the first), expand the smallest wildcards back into their
+/// keys: one batch of a few more paths beats minutes of waiting.
+fn fit_one_batch(items: Vec<Item>, exact_paths: usize, opts: &Options) -> Vec<Item> {
+    let wilds = items.iter().filter(|i| matches!(i, Item::Wild(..))).count();
+    if exact_paths > opts.max_paths || wilds <= opts.max_wildcards {
+        return items;
+    }
+    // Smallest groups first (ties by folder, for a stable plan).
+    let mut order: Vec<(usize, String)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Wild(d, ks) => Some((ks.len(), d.clone())),
+            Item::Exact(_) => None,
+        })
+        .collect();
+    order.sort();
+    let expand: std::collections::BTreeSet<String> = order
+        .into_iter()
+        .take(wilds - opts.max_wildcards)
+        .map(|(_, d)| d)
+        .collect();
+    items
+        .into_iter()
+        .flat_map(|i| match i {
+            Item::Wild(d, ks) if expand.contains(&d) => ks.into_iter().map(Item::Exact).collect(),
+            other => vec![other],
+        })
+        .collect()
+}
+
+/// What a change list's invalidations are derived from: each changed key with the sha256 of the
+/// content it now has (or, for bare keys, whatever identifies the publish that wrote them, e.g.
+/// the workflow run). A later publish of the same keys with new content gives a new source, so
+/// it is invalidated again; the same change list retried gives the same one.
+pub fn source_digest<I, S>(lines: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut lines: Vec<String> = lines.into_iter().map(|l| l.as_ref().to_string()).collect();
+    lines.sort();
+    lines.dedup();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// A reference CloudFront keeps with the invalidation: the same source (change list with its
+/// content digests) and batch always give the same reference, so a retried step finds its
+/// invalidation instead of making another, while new content under the same keys gets a new one.
 pub fn caller_reference(
     distribution: &str,
-    keys: &[String],
+    source: &str,
+    paths: &[String],
     batch: usize,
     batches: usize,
 ) -> String {
     let mut h = Sha256::new();
     h.update(distribution.as_bytes());
-    for k in keys {
+    h.update(b"\n");
+    h.update(source.as_bytes());
+    for p in paths {
         h.update(b"\n");
-        h.update(k.as_bytes());
+        h.update(p.as_bytes());
     }
     let digest = hex::encode(h.finalize());
     format!("sf-invalidate-{}-{}of{}", &digest[..32], batch + 1, batches)
 }
 
-/// Plan the invalidation of `keys` (bucket keys, any order, duplicates allowed).
-pub fn plan(distribution: &str, keys: &[String], layout: &Layout, opts: &Options) -> Plan {
+/// Plan the invalidation of `keys` (bucket keys, any order, duplicates allowed); `source` is
+/// [`source_digest`] of what changed.
+pub fn plan(
+    distribution: &str,
+    source: &str,
+    keys: &[String],
+    layout: &Layout,
+    opts: &Options,
+) -> Plan {
     let mut keys: Vec<String> = keys
         .iter()
         .map(|k| k.trim().trim_start_matches('/').to_string())
@@ -194,13 +270,14 @@ pub fn plan(distribution: &str, keys: &[String], layout: &Layout, opts: &Options
     }
     let mut items = Vec::new();
     solve(&root, "", layout, opts, &mut items);
+    let items = fit_one_batch(items, exact_paths, opts);
     let mut wild: Vec<String> = Vec::new();
     let mut exact: Vec<String> = Vec::new();
     for i in items {
         match i {
             Item::Exact(k) => exact.extend(opts.map.path_of(&k)),
             // The folder's path, then `*`: CloudFront matches the prefix.
-            Item::Wild(d) => wild.extend(opts.map.path_of(&d).map(|p| format!("{p}/*"))),
+            Item::Wild(d, _) => wild.extend(opts.map.path_of(&d).map(|p| format!("{p}/*"))),
         }
     }
     wild.sort();
@@ -224,7 +301,7 @@ pub fn plan(distribution: &str, keys: &[String], layout: &Layout, opts: &Options
         .into_iter()
         .enumerate()
         .map(|(i, (paths, wildcards))| Batch {
-            caller_reference: caller_reference(distribution, &keys, i, n),
+            caller_reference: caller_reference(distribution, source, &paths, i, n),
             paths,
             wildcards,
         })
@@ -246,7 +323,13 @@ mod tests {
     use super::*;
 
     fn run(keys: &[String]) -> Plan {
-        plan("E2EXAMPLE", keys, &Layout::default(), &Options::default())
+        plan(
+            "E2EXAMPLE",
+            &source_digest(keys),
+            keys,
+            &Layout::default(),
+            &Options::default(),
+        )
     }
 
     fn blob(i: usize) -> String {
@@ -322,7 +405,7 @@ mod tests {
             min_group: 9,
             ..Options::default()
         };
-        let p = plan("E", &keys, &Layout::default(), &o);
+        let p = plan("E", "s", &keys, &Layout::default(), &o);
         assert_eq!(p.paths.len(), 9);
     }
 
@@ -370,6 +453,54 @@ mod tests {
     }
 
     #[test]
+    fn new_content_under_the_same_keys_gets_a_new_reference() {
+        let keys: Vec<String> = vec!["builds/25.11/noble/SHA256SUMS".into()];
+        let with = |sha: &str| {
+            let src = source_digest([format!("{}\t{sha}", keys[0])]);
+            plan("E", &src, &keys, &Layout::default(), &Options::default())
+        };
+        let (a, b) = (with(&"a".repeat(64)), with(&"b".repeat(64)));
+        assert_eq!(a.paths, b.paths);
+        assert_ne!(a.batches[0].caller_reference, b.batches[0].caller_reference);
+        assert_eq!(
+            a.batches[0].caller_reference,
+            with(&"a".repeat(64)).batches[0].caller_reference
+        );
+    }
+
+    #[test]
+    fn forty_paths_in_twenty_folders_stay_one_batch() {
+        // Two files in each of 20 tarball folders: 20 wildcards would need two batches (15 + 5,
+        // the second waiting for the first); 40 exact paths fit one. The smallest groups are
+        // expanded until the wildcards fit the limit.
+        let keys: Vec<String> = (0..20)
+            .flat_map(|i| {
+                let f = format!("builds/25.{i}/noble");
+                [format!("{f}/SHA256SUMS"), format!("{f}/SHA256SUMS.asc")]
+            })
+            .collect();
+        let p = run(&keys);
+        assert_eq!(p.exact_paths, 40);
+        assert_eq!(p.batches.len(), 1);
+        let b = &p.batches[0];
+        assert!(b.wildcards <= MAX_WILDCARDS_IN_FLIGHT);
+        assert_eq!(b.paths.len(), p.paths.len());
+        // 20 folders collapse to one `builds/25.N/*` each; the 5 expanded give back 10 paths.
+        assert_eq!((b.wildcards, b.paths.len()), (15, 25));
+    }
+
+    #[test]
+    fn a_wildcard_never_climbs_past_what_it_saves() {
+        // One changed folder: its wildcard stays there, not on the parent holding unchanged
+        // siblings (`builds/25.11/*` would bill the same one path and flush more).
+        let keys: Vec<String> = ["slurm.tar.gz", "slurm.tar.gz.asc", "SHA256SUMS"]
+            .iter()
+            .map(|f| format!("builds/25.11/noble/{f}"))
+            .collect();
+        assert_eq!(run(&keys).paths, ["/builds/25.11/noble/*"]);
+    }
+
+    #[test]
     fn keys_map_to_the_distribution_paths() {
         let o = Options {
             map: PathMap::parse("prod=/cache").unwrap(),
@@ -377,6 +508,7 @@ mod tests {
         };
         let p = plan(
             "E",
+            "s",
             &["prod/builds/x".into(), "other/y".into()],
             &Layout::default(),
             &o,

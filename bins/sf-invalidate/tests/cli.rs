@@ -26,12 +26,17 @@ fn sf_invalidate() -> Command {
 
 /// Credentials moto accepts, and nothing from the machine's own AWS set-up.
 fn with_moto(c: &mut Command) -> &mut Command {
+    with_endpoint(c, &moto_url())
+}
+
+/// [`with_moto`], through another endpoint (a proxy in front of moto).
+fn with_endpoint<'a>(c: &'a mut Command, url: &str) -> &'a mut Command {
     c.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_CONFIG_FILE", "/nonexistent")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .args(["--endpoint-url", &moto_url(), "--poll-interval", "200ms"])
+        .args(["--endpoint-url", url, "--poll-interval", "200ms"])
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -207,6 +212,9 @@ fn invalidates_once_and_a_retry_finds_the_same_invalidation() {
             ])
             .env("SF_CLOUDFRONT_DISTRIBUTION_ID", &dist)
             .env("GITHUB_ACTIONS", "true")
+            // Bare keys: the run and attempt say which publish they belong to.
+            .env("GITHUB_RUN_ID", "7001")
+            .env("GITHUB_RUN_ATTEMPT", "1")
             .env("GITHUB_OUTPUT", &output)
             .env("SF_RESULTS_DIR", tmp.path().join("results"))
             .assert()
@@ -345,6 +353,15 @@ fn bad_input_is_exit_2() {
 
 /// The change list of [`change_list`] as sf-publish writes it (its own type, serialised).
 fn change_list_file(dir: &std::path::Path, schema_version: u32) -> std::path::PathBuf {
+    change_list_with(dir, schema_version, &"0".repeat(64))
+}
+
+/// [`change_list_file`] with every object's content digest `sha256`.
+fn change_list_with(
+    dir: &std::path::Path,
+    schema_version: u32,
+    sha256: &str,
+) -> std::path::PathBuf {
     use sf_core::changes::{Action, Change, ChangeList, ObjectKind};
     let mut list = ChangeList::new("s3://slurm-factory-spack-buildcache-4b670");
     list.schema_version = schema_version;
@@ -365,11 +382,11 @@ fn change_list_file(dir: &std::path::Path, schema_version: u32) -> std::path::Pa
             kind,
             action: Action::Created,
             size: 1,
-            sha256: "0".repeat(64),
+            sha256: sha256.to_string(),
             key,
         });
     }
-    let path = dir.join(format!("changes-v{schema_version}.json"));
+    let path = dir.join(format!("changes-v{schema_version}-{}.json", &sha256[..8]));
     list.write(&path).unwrap();
     path
 }
@@ -478,4 +495,244 @@ fn with_a_role_the_session_and_the_record_name_the_cell() {
         .expect("a result record named for the cell");
     let rec: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
     assert_eq!(rec["cell"], cell);
+}
+
+#[test]
+fn a_republish_with_new_content_is_invalidated_again() {
+    let dist = distribution("republish");
+    let tmp = tempfile::tempdir().unwrap();
+    let v = sf_core::changes::CHANGE_LIST_VERSION;
+    let a = change_list_with(tmp.path(), v, &"a".repeat(64));
+    let b = change_list_with(tmp.path(), v, &"b".repeat(64));
+    let run = |list: &std::path::Path| -> Value {
+        let mut c = sf_invalidate();
+        let out = with_moto(&mut c)
+            .args(["--distribution-id", &dist, "--change-list"])
+            .arg(list)
+            .assert()
+            .success();
+        serde_json::from_slice(&out.get_output().stdout).unwrap()
+    };
+    let first = run(&a);
+    assert_eq!(first["invalidations"][0]["reused"], false);
+    assert_eq!(invalidations(&dist).len(), 1);
+    // The same keys published again with new content: a second invalidation.
+    let second = run(&b);
+    assert_eq!(second["invalidations"][0]["reused"], false);
+    assert_ne!(
+        first["invalidations"][0]["caller_reference"],
+        second["invalidations"][0]["caller_reference"]
+    );
+    let made = invalidations(&dist);
+    assert_eq!(made.len(), 2);
+    assert_eq!(made[0].2, made[1].2, "the same paths both times");
+    // The first change list retried: found again, nothing new.
+    let again = run(&a);
+    assert_eq!(again["invalidations"][0]["reused"], true);
+    assert_eq!(
+        again["invalidations"][0]["id"],
+        first["invalidations"][0]["id"]
+    );
+    assert_eq!(invalidations(&dist).len(), 2);
+}
+
+#[path = "support/status_proxy.rs"]
+mod status_proxy;
+
+fn record_in(dir: &std::path::Path) -> Value {
+    let files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one record");
+    serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap()
+}
+
+#[test]
+fn wait_polls_until_completed_and_records_it() {
+    let dist = distribution("wait");
+    // Every new invalidation reads InProgress in its first 3 answers.
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("output");
+    let results = tmp.path().join("results");
+    let mut c = sf_invalidate();
+    let out = with_endpoint(&mut c, &proxy.url)
+        .args(["--distribution-id", &dist, "--wait", "--timeout", "30s"])
+        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("SF_RESULTS_DIR", &results)
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let id = v["invalidations"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(v["invalidations"][0]["status"], "COMPLETED");
+    // Three InProgress answers, then the Completed one: four polls of this id.
+    assert_eq!(proxy.gets(&id), 4);
+    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["invalidation-ids"], id);
+    assert_eq!(outputs["status"], "Completed");
+    assert_eq!(outputs["paths"], "/builds/25.11/noble/SHA256SUMS");
+    assert_eq!(outputs["path-count"], "1");
+    let rec = record_in(&results);
+    assert_eq!(rec["status"], "success");
+    assert_eq!(rec["outputs"]["invalidation_ids"], serde_json::json!([id]));
+    assert_eq!(rec["outputs"]["status"], "Completed");
+    assert_eq!(
+        rec["outputs"]["paths"],
+        serde_json::json!(["/builds/25.11/noble/SHA256SUMS"])
+    );
+}
+
+#[test]
+fn a_timeout_fails_but_names_the_invalidation_made() {
+    let dist = distribution("timeout");
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 1_000_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("output");
+    let results = tmp.path().join("results");
+    let mut c = sf_invalidate();
+    let out = with_endpoint(&mut c, &proxy.url)
+        .args(["--distribution-id", &dist, "--wait", "--timeout", "1s"])
+        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("SF_RESULTS_DIR", &results)
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("at the timeout"), "{stderr}");
+    let made = invalidations(&dist);
+    assert_eq!(made.len(), 1);
+    let id = &made[0].0;
+    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(&outputs["invalidation-ids"], id);
+    assert_eq!(outputs["status"], "InProgress");
+    assert_eq!(outputs["paths"], "/builds/25.11/noble/SHA256SUMS");
+    let rec = record_in(&results);
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["error"]["exit_code"], 1);
+    assert_eq!(rec["outputs"]["invalidation_ids"], serde_json::json!([id]));
+    assert_eq!(rec["outputs"]["status"], "InProgress");
+}
+
+/// Create an invalidation straight in moto (not through the binary).
+fn create_invalidation(dist: &str, paths: Vec<String>, reference: &str) -> String {
+    use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
+    rt().block_on(async {
+        let batch = InvalidationBatch::builder()
+            .caller_reference(reference)
+            .paths(
+                Paths::builder()
+                    .quantity(paths.len() as i32)
+                    .set_items(Some(paths))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let made = client()
+            .await
+            .create_invalidation()
+            .distribution_id(dist)
+            .invalidation_batch(batch)
+            .send()
+            .await
+            .unwrap();
+        made.invalidation().unwrap().id().to_string()
+    })
+}
+
+#[test]
+fn a_batch_waits_for_room_under_the_wildcard_limit() {
+    let dist = distribution("room");
+    // Someone else's 14 wildcards in flight, and a few finished invalidations.
+    let busy = create_invalidation(
+        &dist,
+        (0..14).map(|i| format!("/other/{i}/*")).collect(),
+        "elsewhere-busy",
+    );
+    let done: Vec<String> = (0..5)
+        .map(|i| create_invalidation(&dist, vec![format!("/done/{i}")], &format!("done-{i}")))
+        .collect();
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+    // In flight for the first 3 answers that name it.
+    proxy.hold(&busy, 3);
+    // Two folders of two files each: two wildcards, which do not fit beside 14.
+    let keys = [
+        "builds/25.11/noble/SHA256SUMS",
+        "builds/25.11/noble/SHA256SUMS.asc",
+        "builds/24.11/jammy/SHA256SUMS",
+        "builds/24.11/jammy/SHA256SUMS.asc",
+    ]
+    .join(",");
+    let mut c = sf_invalidate();
+    let out = with_endpoint(&mut c, &proxy.url)
+        .args(["--distribution-id", &dist, "--timeout", "30s"])
+        .args(["--paths", &keys])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("waiting, 14 paths and 14 wildcards already in flight")
+            && stderr.contains("this batch's 2 paths (2 wildcards)"),
+        "{stderr}"
+    );
+    let made = invalidations(&dist);
+    assert_eq!(made.len(), 7);
+    let ours = made
+        .iter()
+        .find(|m| m.1.starts_with("sf-invalidate-"))
+        .unwrap();
+    assert_eq!(ours.2, ["/builds/24.11/jammy/*", "/builds/25.11/noble/*"]);
+    // The 3 held answers: the first list, the one read of its details, the second list. So it
+    // waited twice, and the third list found room.
+    assert_eq!(stderr.matches("waiting, 14 paths").count(), 2, "{stderr}");
+    assert_eq!(proxy.lists(), 3);
+    assert_eq!(proxy.creates(), 1);
+    // Each invalidation's details were read once, however often it was listed; the finished
+    // ones only while looking for an earlier run's invalidation.
+    assert_eq!(proxy.gets(&busy), 1);
+    for d in &done {
+        assert_eq!(proxy.gets(d), 1);
+    }
+}
+
+#[test]
+fn credentials_without_rights_are_exit_2_whichever_call_finds_out() {
+    let dist = distribution("denied");
+    for kind in ["list", "create"] {
+        let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+        proxy.deny(kind);
+        let mut c = sf_invalidate();
+        with_endpoint(&mut c, &proxy.url)
+            .args(["--distribution-id", &dist, "--paths", "builds/x"])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("the AWS credentials may not"));
+    }
+}
+
+#[test]
+fn path_map_serves_keys_under_the_origin_path() {
+    let out = sf_invalidate()
+        .args(["--dry-run", "--path-map", "prod=/cache"])
+        .args([
+            "--paths",
+            "prod/builds/25.11/noble/SHA256SUMS,staging/builds/x",
+        ])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        v["plan"]["paths"],
+        serde_json::json!(["/cache/builds/25.11/noble/SHA256SUMS"])
+    );
+    assert_eq!(
+        v["plan"]["unmapped"],
+        serde_json::json!(["staging/builds/x"])
+    );
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("outside --path-map's key prefix") && stderr.contains("staging/builds/x"),
+        "{stderr}"
+    );
 }

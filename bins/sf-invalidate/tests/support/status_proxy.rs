@@ -1,0 +1,264 @@
+//! A loopback HTTP proxy in front of moto's CloudFront, written for the tests. Moto completes
+//! every invalidation at once; CloudFront takes minutes. The proxy rewrites the `<Status>` of an
+//! invalidation to `InProgress` in its first N GetInvalidation / ListInvalidations answers (and in
+//! the CreateInvalidation answer while N > 0), so waiting for completion and for room under the
+//! in-flight limits can be tested. It counts the calls it carries, and can answer a call kind
+//! with CloudFront's AccessDenied error instead of forwarding it. One request per connection.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct State {
+    /// InProgress answers left per invalidation id.
+    hold: HashMap<String, u64>,
+    /// Held answers for ids the proxy has not seen before.
+    default_hold: u64,
+    /// GetInvalidation calls per id.
+    gets: HashMap<String, u64>,
+    lists: u64,
+    creates: u64,
+    /// Call kinds ("list", "get", "create") answered with AccessDenied.
+    denied: Vec<&'static str>,
+}
+
+pub struct StatusProxy {
+    pub url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl StatusProxy {
+    /// Forward to `upstream`, holding every newly seen invalidation for `default_hold` answers.
+    pub fn start(upstream: &str, default_hold: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let state = Arc::new(Mutex::new(State {
+            default_hold,
+            ..State::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                let (up, st) = (up.clone(), st.clone());
+                std::thread::spawn(move || carry(client, &up, &st));
+            }
+        });
+        StatusProxy { url, state }
+    }
+
+    /// Report `id` as InProgress in its next `n` answers.
+    pub fn hold(&self, id: &str, n: u64) {
+        self.state.lock().unwrap().hold.insert(id.to_string(), n);
+    }
+
+    /// Answer a call kind ("list", "get", "create") with AccessDenied.
+    pub fn deny(&self, kind: &'static str) {
+        self.state.lock().unwrap().denied.push(kind);
+    }
+
+    /// GetInvalidation calls for `id`.
+    pub fn gets(&self, id: &str) -> u64 {
+        self.state
+            .lock()
+            .unwrap()
+            .gets
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn all_gets(&self) -> u64 {
+        self.state.lock().unwrap().gets.values().sum()
+    }
+
+    pub fn lists(&self) -> u64 {
+        self.state.lock().unwrap().lists
+    }
+
+    pub fn creates(&self) -> u64 {
+        self.state.lock().unwrap().creates
+    }
+}
+
+fn read_message(s: &mut TcpStream, until_eof: bool) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    let mut body = buf[head_end..].to_vec();
+    if until_eof {
+        let _ = s.read_to_end(&mut body);
+        if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            body = dechunk(&body);
+        }
+    } else {
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while body.len() < len {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+    Some((head, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(p) = b.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&b[..p]);
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[p + 2..p + 2 + size]);
+        b = &b[p + 2 + size + 2..];
+    }
+    out
+}
+
+/// Head lines other than the ones the proxy sets itself.
+fn head_lines(head: &str) -> Vec<&str> {
+    head.trim_end()
+        .split("\r\n")
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !(l.starts_with("connection:")
+                || l.starts_with("content-length:")
+                || l.starts_with("transfer-encoding:"))
+        })
+        .collect()
+}
+
+fn carry(mut client: TcpStream, up: &str, st: &Mutex<State>) {
+    let Some((head, body)) = read_message(&mut client, false) else {
+        return;
+    };
+    let first = head.lines().next().unwrap_or_default().to_string();
+    let mut parts = first.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts
+        .next()
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let on_invalidations =
+        segs.len() >= 4 && segs[1] == "distribution" && segs[3] == "invalidation";
+    let kind = match (method.as_str(), segs.len()) {
+        _ if !on_invalidations => "other",
+        ("GET", 4) => "list",
+        ("GET", 5) => "get",
+        ("POST", 4) => "create",
+        _ => "other",
+    };
+    {
+        let mut s = st.lock().unwrap();
+        match kind {
+            "list" => s.lists += 1,
+            "get" => *s.gets.entry(segs[4].to_string()).or_default() += 1,
+            "create" => s.creates += 1,
+            _ => {}
+        }
+        if s.denied.contains(&kind) {
+            let body = "<?xml version=\"1.0\"?><ErrorResponse xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform this action</Message></Error><RequestId>proxy</RequestId></ErrorResponse>";
+            let _ = client.write_all(
+                format!(
+                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            return;
+        }
+    }
+    let mut lines = head_lines(&head);
+    let len = format!("content-length: {}", body.len());
+    lines.push(&len);
+    lines.push("connection: close");
+    let Ok(mut server) = TcpStream::connect(up) else {
+        return;
+    };
+    if server
+        .write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes())
+        .and_then(|_| server.write_all(&body))
+        .is_err()
+    {
+        return;
+    }
+    let Some((rhead, rbody)) = read_message(&mut server, true) else {
+        return;
+    };
+    let rbody = if kind == "other" {
+        rbody
+    } else {
+        rewrite(&String::from_utf8_lossy(&rbody), kind, st).into_bytes()
+    };
+    let mut lines = head_lines(&rhead);
+    let len = format!("content-length: {}", rbody.len());
+    lines.push(&len);
+    lines.push("connection: close");
+    let _ = client.write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes());
+    let _ = client.write_all(&rbody);
+}
+
+/// Each `<Id>` is followed (before the next `<Id>`) by its invalidation's `<Status>`.
+fn rewrite(xml: &str, kind: &str, st: &Mutex<State>) -> String {
+    let mut s = st.lock().unwrap();
+    let default = s.default_hold;
+    let mut out = String::with_capacity(xml.len() + 64);
+    let mut rest = xml;
+    while let Some(i) = rest.find("<Id>") {
+        out.push_str(&rest[..i + 4]);
+        rest = &rest[i + 4..];
+        let Some(j) = rest.find("</Id>") else { break };
+        let id = rest[..j].to_string();
+        let next_id = rest[j..].find("<Id>").map_or(rest.len(), |k| j + k);
+        let left = *s.hold.entry(id.clone()).or_insert(default);
+        if left > 0 {
+            if let Some(a) = rest[..next_id].find("<Status>") {
+                if let Some(b) = rest[a..next_id].find("</Status>") {
+                    out.push_str(&rest[..a]);
+                    out.push_str("<Status>InProgress</Status>");
+                    rest = &rest[a + b + "</Status>".len()..];
+                    if kind != "create" {
+                        *s.hold.get_mut(&id).expect("inserted above") -= 1;
+                    }
+                    continue;
+                }
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
