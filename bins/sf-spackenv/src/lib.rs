@@ -186,11 +186,38 @@ fn summary(plan: &Plan, stack: &Stack, out: Option<&Path>, dry_run: bool) -> ser
     })
 }
 
-/// Run with a given Actions context (tests pass their own).
+/// What a successful run did.
+enum Done {
+    /// Files were written: the run is recorded.
+    Wrote,
+    /// `--print` or `--dry-run`: nothing changed, nothing to record.
+    Shown,
+}
+
+/// Run with a given Actions context (tests pass their own). A run that writes files leaves a
+/// result record in `--results-dir`; so does every failed run (bad input included), with
+/// `status: failed` and the error, so a matrix job that stopped early still has its row.
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let mut rec = Recorder::start("sf-spackenv");
+    match generate(&cli, gha, &mut rec) {
+        Ok(Done::Wrote) => {
+            rec.finish(cli.results.results_dir.as_deref())?;
+            Ok(())
+        }
+        Ok(Done::Shown) => Ok(()),
+        Err(err) => {
+            rec.fail(&err, None);
+            // The failure is what gets reported; a record that cannot be written must not hide it.
+            let _ = rec.finish(cli.results.results_dir.as_deref());
+            Err(err)
+        }
+    }
+}
+
+fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
     let stack = Stack::load(cli.stack_file.as_deref())?;
-    let checked = resolve_cell(&cli)?;
+    let checked = resolve_cell(cli)?;
+    rec.record.cell = Some(checked.id().to_string());
     let plan = plan::plan(&checked, &stack)?;
 
     if let Some(kind) = cli.print {
@@ -204,13 +231,13 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         let mut out = std::io::stdout().lock();
         out.write_all(&file.bytes)?;
         out.flush()?;
-        return Ok(());
+        return Ok(Done::Shown);
     }
     if cli.dry_run {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &summary(&plan, &stack, cli.out.as_deref(), true))?;
         writeln!(out)?;
-        return Ok(());
+        return Ok(Done::Shown);
     }
     let Some(out_dir) = cli.out.as_deref() else {
         return Err(bad_input(
@@ -218,7 +245,6 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         ));
     };
 
-    rec.record.cell = Some(checked.id().to_string());
     rec.record.cell_data = serde_json::to_value(&checked.cell).ok();
     rec.input("pipeline", checked.pipeline.as_str())
         .input("out_dir", out_dir.display().to_string());
@@ -266,6 +292,5 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     serde_json::to_writer_pretty(&mut stdout, &summary(&plan, &stack, Some(out_dir), false))?;
     writeln!(stdout)?;
     stdout.flush()?;
-    rec.finish(cli.results.results_dir.as_deref())?;
-    Ok(())
+    Ok(Done::Wrote)
 }

@@ -62,6 +62,16 @@ fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
+/// The one result record in `dir`.
+fn only_record(dir: &Path) -> Value {
+    let records: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap()
+}
+
 fn stderr_of(a: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&a.get_output().stderr).into_owned()
 }
@@ -468,7 +478,20 @@ fn an_unwritable_out_is_exit_2_and_leaves_nothing_behind() {
         .assert()
         .code(2);
     assert!(stderr_of(&a).contains("--out"), "{}", stderr_of(&a));
-    assert_eq!(tree(dir.path()), vec!["a-file"]);
+    // The failure is recorded in --results-dir; nothing else appears, under --out or beside it.
+    let rec = only_record(&results);
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["cell"], "version-25.11-noble-amd64-cpu");
+    assert_eq!(rec["error"]["exit_code"], 2);
+    assert!(
+        rec["error"]["message"].as_str().unwrap().contains("--out"),
+        "{rec}"
+    );
+    let files = tree(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(files[0], "a-file");
+    assert!(files[1].starts_with("results/sf-spackenv-"), "{files:?}");
+    assert!(!gh_out.exists());
 
     // A directory this run creates is removed again when a file inside it cannot be written:
     // `modules` exists as a file, so the modulefile's folder cannot be made after the others.
@@ -519,4 +542,32 @@ fn deps_cells_get_no_modulefile_and_no_view() {
         y.contains("  view: false\n") && !y.contains("modules:") && !y.contains("slurm@"),
         "{y}"
     );
+}
+
+#[test]
+fn a_refused_cell_leaves_a_failed_record_and_nothing_under_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let results = dir.path().join("results");
+    let mut c = cell(Pipeline::Deps, None, "noble", "amd64", "cpu");
+    c["toolchain"] = "bionic".into();
+    let f = write_json(dir.path(), "bad.json", &c);
+    let a = sf_spackenv()
+        .arg("--cell")
+        .arg(&f)
+        .arg("--out")
+        .arg(&out)
+        .arg("--results-dir")
+        .arg(&results)
+        .assert()
+        .code(2);
+    let rec = only_record(&results);
+    assert_eq!(rec["step"], "sf-spackenv");
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["error"]["exit_code"], 2);
+    let message =
+        rec["error"]["message"].as_str().unwrap().to_string() + &rec["error"]["chain"].to_string();
+    assert!(message.contains("bionic"), "{rec}");
+    assert!(stderr_of(&a).contains("bionic"));
+    assert!(!out.exists(), "wrote {:?}", tree(&out));
 }
