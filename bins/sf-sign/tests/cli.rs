@@ -90,6 +90,47 @@ impl Gpg {
             .unwrap()
     }
 
+    /// The fingerprints `--list-keys` shows for a key: the primary first, then its subkeys.
+    fn fingerprints(&self, key: &str) -> Vec<String> {
+        let out = self.run(&["--with-colons", "--list-keys", key]);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("fpr:")
+                    .map(|r| r.trim_matches(':').to_string())
+            })
+            .collect()
+    }
+
+    /// Run `--edit-key` with commands answered on stdin (what gpg's `--command-fd` takes).
+    fn edit(&self, fpr: &str, passphrase: &str, commands: &str) {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args([
+                "--passphrase",
+                passphrase,
+                "--command-fd",
+                "0",
+                "--edit-key",
+                fpr,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "gpg --edit-key: {}", stderr(&out));
+    }
+
     fn export_secret(&self, fpr: &str, passphrase: &str) -> String {
         String::from_utf8(
             self.run(&[
@@ -1031,6 +1072,130 @@ fn bad_keys_are_refused_with_exit_2_naming_why_and_nothing_is_written() {
         .env("GPG_PRIVATE_KEY", &good.secret)
         .assert()
         .code(2);
+    assert!(!dir.path().join("t.tar.gz.asc").exists());
+}
+
+#[test]
+fn gpg_keys_whose_signing_subkeys_expired_or_were_revoked_are_refused_naming_each() {
+    let gpg = Gpg::new();
+    let pass = "subkey passphrase";
+    // A primary key that only certifies, then two signing subkeys: one expiring a second after
+    // it is made, one revoked.
+    gpg.run(&[
+        "--passphrase",
+        pass,
+        "--quick-gen-key",
+        "Rotating Signer <r@example.invalid>",
+        "ed25519",
+        "cert",
+        "never",
+    ]);
+    let primary = gpg.fingerprints("Rotating Signer")[0].clone();
+    gpg.run(&[
+        "--passphrase",
+        pass,
+        "--quick-add-key",
+        &primary,
+        "ed25519",
+        "sign",
+        "seconds=1",
+    ]);
+    gpg.run(&[
+        "--passphrase",
+        pass,
+        "--quick-add-key",
+        &primary,
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let fprs = gpg.fingerprints(&primary);
+    let (expiring, revoked) = (fprs[1].clone(), fprs[2].clone());
+    gpg.edit(
+        &primary,
+        pass,
+        &format!("key {revoked}\nrevkey\ny\n1\nrotated out\n\ny\nsave\n"),
+    );
+    let listing =
+        String::from_utf8(gpg.run(&["--with-colons", "--list-keys", &primary]).stdout).unwrap();
+    assert!(
+        listing.lines().any(|l| l.starts_with("sub:r:")),
+        "{listing}"
+    );
+    // Past the first subkey's expiry.
+    std::thread::sleep(Duration::from_secs(2));
+    let secret = gpg.export_secret(&primary, pass);
+
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.tar.gz");
+    fs::write(&target, b"data").unwrap();
+    let out = sf_sign()
+        .arg("file")
+        .arg(&target)
+        .env("GPG_PRIVATE_KEY", &secret)
+        .env("GPG_PASSPHRASE", pass)
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains(&format!("key {primary} has no signing (sub)key valid now")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("signing subkey {expiring} expired on 20")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("signing subkey {revoked} revoked")) && err.contains("rotated out"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("primary key {primary} not signing-capable")),
+        "{err}"
+    );
+    assert!(!err.contains(pass), "{err}");
+    assert_no_key_material(out.get_output(), &secret);
+    assert!(!dir.path().join("t.tar.gz.asc").exists());
+
+    // A new signing subkey, and the same key signs again; gpg accepts it.
+    gpg.run(&[
+        "--passphrase",
+        pass,
+        "--quick-add-key",
+        &primary,
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let fresh = gpg.fingerprints(&primary)[3].clone();
+    let out = sf_sign()
+        .arg("file")
+        .arg(&target)
+        .env("GPG_PRIVATE_KEY", gpg.export_secret(&primary, pass))
+        .env("GPG_PASSPHRASE", pass)
+        .env("SF_SIGNING_FINGERPRINT", &primary)
+        .assert()
+        .success();
+    let report = json(&out.get_output().stdout);
+    assert_eq!(report["fingerprint"], primary.as_str());
+    assert_eq!(report["signing_key"], fresh.as_str());
+    assert!(gpg.verifies(&dir.path().join("t.tar.gz.asc"), Some(&target)));
+
+    // The pin names the primary key: a subkey's fingerprint is refused, naming the primary.
+    fs::remove_file(dir.path().join("t.tar.gz.asc")).unwrap();
+    let out = sf_sign()
+        .arg("file")
+        .arg(&target)
+        .env("GPG_PRIVATE_KEY", gpg.export_secret(&primary, pass))
+        .env("GPG_PASSPHRASE", pass)
+        .args(["--fingerprint", &fresh])
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains(&format!("{fresh} is a subkey")) && err.contains(&format!("use {primary}")),
+        "{err}"
+    );
     assert!(!dir.path().join("t.tar.gz.asc").exists());
 }
 

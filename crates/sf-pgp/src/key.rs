@@ -12,6 +12,7 @@ use sequoia_openpgp as openpgp;
 
 use openpgp::cert::prelude::*;
 use openpgp::crypto::{KeyPair, Password};
+use openpgp::packet::key::PublicParts;
 use openpgp::parse::Parse;
 use openpgp::serialize::SerializeInto;
 use openpgp::types::{HashAlgorithm, RevocationStatus};
@@ -83,7 +84,8 @@ impl KeyPin {
         }
     }
 
-    /// Whether a key with this fingerprint is the pinned one.
+    /// Whether a key with this fingerprint is the pinned one. Callers pass primary fingerprints:
+    /// a pin names a certificate by its primary key.
     pub fn matches(&self, fpr: &openpgp::Fingerprint) -> bool {
         match self {
             KeyPin::Fingerprint(f) => f.0 == fpr.to_hex(),
@@ -132,8 +134,8 @@ const ACCEPTABLE_HASHES: [HashAlgorithm; 3] = [
 impl SigningKey {
     /// Load a secret key from what the pipeline was given (armoured, base64 of armoured or of
     /// binary, or binary), unlock it with the passphrase if it is protected, and pick the signing
-    /// (sub)key valid now. With a pin, the certificate whose primary key (or signing subkey) matches
-    /// it is used, and none matching is an error.
+    /// (sub)key valid now. With a pin, the certificate whose primary key matches it is used; none
+    /// matching is an error, and so is a pin naming a subkey (it says which primary key to pin).
     pub fn load(
         material: &[u8],
         passphrase: Option<&Password>,
@@ -165,11 +167,19 @@ impl SigningKey {
                 fprs.join(", ")
             )));
         }
+        // The pin names the primary key (what gpg --list-keys shows first), never a subkey.
         let candidates: Vec<Cert> = match pin {
-            Some(pin) => secret
-                .into_iter()
-                .filter(|c| c.keys().any(|k| pin.matches(&k.key().fingerprint())))
-                .collect(),
+            Some(pin) => {
+                let (kept, others): (Vec<Cert>, Vec<Cert>) = secret
+                    .into_iter()
+                    .partition(|c| pin.matches(&c.fingerprint()));
+                if kept.is_empty() {
+                    if let Some(err) = subkey_pin_error(pin, &others) {
+                        return Err(err);
+                    }
+                }
+                kept
+            }
             None => secret,
         };
         let cert = match (candidates.len(), pin) {
@@ -208,35 +218,32 @@ impl SigningKey {
             )));
         }
 
-        // The signing-capable keys, then why each of them cannot be used, so the error can say so.
-        let signing: Vec<_> = vc.keys().for_signing().collect();
-        if signing.is_empty() {
-            return Err(bad_input(format!(
-                "key {fingerprint} has no signing-capable (sub)key (only certification/encryption); add a signing subkey"
-            )));
-        }
-        let usable: Vec<_> = signing
-            .iter()
+        // The signing-capable keys valid now; when there is none, why each key cannot sign.
+        let usable: Vec<_> = vc
+            .keys()
+            .for_signing()
             .filter(|ka| {
                 ka.alive().is_ok()
                     && !matches!(ka.revocation_status(), RevocationStatus::Revoked(_))
             })
             .collect();
         if usable.is_empty() {
+            let reasons: Vec<String> = vc.keys().map(|ka| unusable_reason(&ka, now)).collect();
+            let what = if vc.keys().for_signing().next().is_none() {
+                "no signing-capable (sub)key"
+            } else {
+                "no signing (sub)key valid now"
+            };
             return Err(bad_input(format!(
-                "every signing (sub)key of {fingerprint} is expired or revoked; add a new signing subkey"
+                "key {fingerprint} has {what}: {}; add a new signing subkey (gpg --quick-add-key {fingerprint} ed25519 sign)",
+                reasons.join("; ")
             )));
         }
-        // A pinned subkey is used if it is one of them; otherwise the newest.
-        let pinned_sub =
-            pin.and_then(|p| usable.iter().find(|ka| p.matches(&ka.key().fingerprint())));
-        let chosen = match pinned_sub {
-            Some(ka) => *ka,
-            None => *usable
-                .iter()
-                .max_by_key(|ka| ka.key().creation_time())
-                .expect("non-empty"),
-        };
+        // The newest one (a rotated-in subkey replaces the old one).
+        let chosen = usable
+            .iter()
+            .max_by_key(|ka| ka.key().creation_time())
+            .expect("non-empty");
         let signing_key = Fingerprint::from(&chosen.key().fingerprint());
         let secret_key = cert
             .keys()
@@ -318,6 +325,67 @@ impl SigningKey {
     pub(crate) fn keypair(&self) -> KeyPair {
         self.keypair.clone()
     }
+}
+
+/// Why a key of a certificate cannot sign now, naming it: "signing subkey FPR expired on DATE",
+/// "... revoked", "... not valid before DATE", or "subkey FPR not signing-capable".
+fn unusable_reason(ka: &ValidErasedKeyAmalgamation<'_, PublicParts>, now: SystemTime) -> String {
+    let fpr = ka.key().fingerprint();
+    let role = if ka.primary() {
+        "primary key"
+    } else {
+        "subkey"
+    };
+    if !ka.for_signing() {
+        return format!("{role} {fpr} not signing-capable");
+    }
+    let what = if ka.primary() {
+        "signing primary key"
+    } else {
+        "signing subkey"
+    };
+    if let RevocationStatus::Revoked(sigs) = ka.revocation_status() {
+        let why = sigs
+            .iter()
+            .find_map(|s| s.reason_for_revocation())
+            .map(|(code, text)| {
+                let text = String::from_utf8_lossy(text);
+                let text = text.trim();
+                if text.is_empty() {
+                    format!(" ({code})")
+                } else {
+                    format!(" ({code}: {text})")
+                }
+            })
+            .unwrap_or_default();
+        return format!("{what} {fpr} revoked{why}");
+    }
+    match ka.key_expiration_time() {
+        Some(t) if t <= now => format!("{what} {fpr} expired on {}", humantime_rfc3339(t)),
+        _ if ka.key().creation_time() > now => format!(
+            "{what} {fpr} not valid before {}",
+            humantime_rfc3339(ka.key().creation_time())
+        ),
+        _ => format!("{what} {fpr} not usable now"),
+    }
+}
+
+/// When a pin names a subkey of one of these certificates rather than a primary key: the error
+/// saying so and naming the primary key to pin instead.
+pub(crate) fn subkey_pin_error(pin: &KeyPin, certs: &[Cert]) -> Option<anyhow::Error> {
+    certs.iter().find_map(|c| {
+        c.keys()
+            .subkeys()
+            .find(|k| pin.matches(&k.key().fingerprint()))
+            .map(|k| {
+                bad_input(format!(
+                    "{pin} is a subkey ({}) of key {}; the fingerprint pins the primary key: use {}",
+                    k.key().fingerprint().to_hex(),
+                    c.fingerprint().to_hex(),
+                    c.fingerprint().to_hex()
+                ))
+            })
+    })
 }
 
 fn not_a_key() -> anyhow::Error {
@@ -545,6 +613,69 @@ mod tests {
             .unwrap();
         let e = SigningKey::load(&armored_tsk(&enc_only), None, None).unwrap_err();
         assert!(e.to_string().contains("no signing-capable"), "{e}");
+    }
+
+    #[test]
+    fn a_pin_names_the_primary_key_and_a_subkey_pin_says_which_primary_to_use() {
+        let cert = ed25519(None);
+        let sub = cert.keys().subkeys().next().unwrap().key().fingerprint();
+        let pin = KeyPin::parse(&sub.to_hex()).unwrap();
+        let e = SigningKey::load(&armored_tsk(&cert), None, Some(&pin)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("is a subkey") && msg.contains(&cert.fingerprint().to_hex()),
+            "{msg}"
+        );
+        assert_eq!(sf_core::exit::code_for(&e), 2);
+        let id = KeyPin::parse(&KeyID::from(&sub).to_hex()).unwrap();
+        assert!(SigningKey::load(&armored_tsk(&cert), None, Some(&id))
+            .unwrap_err()
+            .to_string()
+            .contains("is a subkey"));
+        let certs = crate::Certs::from_cert(cert.clone());
+        let e = certs.pinned(&pin).unwrap_err().to_string();
+        assert!(
+            e.contains("is a subkey") && e.contains(&cert.fingerprint().to_hex()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unusable_signing_subkeys_are_named_with_why() {
+        let now = SystemTime::now();
+        let (cert, _) = CertBuilder::new()
+            .set_creation_time(now - Duration::from_secs(7200))
+            .add_userid("s")
+            .add_subkey(
+                openpgp::types::KeyFlags::empty().set_signing(),
+                Duration::from_secs(3600),
+                None,
+            )
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        let primary = cert.fingerprint().to_hex();
+        let keys: Vec<_> = cert
+            .keys()
+            .subkeys()
+            .map(|k| k.key().fingerprint())
+            .collect();
+        let e = SigningKey::load_at(&armored_tsk(&cert), None, None, now).unwrap_err();
+        let msg = e.to_string();
+        let expiry = sf_core::record::rfc3339(now - Duration::from_secs(3600));
+        assert!(
+            msg.contains(&format!("signing subkey {} expired on {expiry}", keys[0])),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("primary key {primary} not signing-capable")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("subkey {} not signing-capable", keys[1])),
+            "{msg}"
+        );
+        assert_eq!(sf_core::exit::code_for(&e), 2);
     }
 
     #[test]

@@ -66,15 +66,19 @@ impl Certs {
             .collect()
     }
 
-    /// Only the certificates a pin names (by primary key or a subkey); none is an error.
+    /// Only the certificates a pin names by their primary key; none is an error, which says so
+    /// when the pin names a subkey.
     pub fn pinned(&self, pin: &KeyPin) -> Result<Certs> {
         let kept: Vec<Cert> = self
             .0
             .iter()
-            .filter(|c| c.keys().any(|k| pin.matches(&k.key().fingerprint())))
+            .filter(|c| pin.matches(&c.fingerprint()))
             .cloned()
             .collect();
         if kept.is_empty() {
+            if let Some(err) = crate::key::subkey_pin_error(pin, &self.0) {
+                return Err(err);
+            }
             let have: Vec<String> = self
                 .fingerprints()
                 .iter()
