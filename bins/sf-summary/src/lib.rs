@@ -204,7 +204,24 @@ fn run_report(args: ReportArgs, gha: &Actions) -> Result<()> {
         ));
     }
     rec.input("dirs", &args.dirs);
-    let loaded = records::gather(&args.dirs)?;
+    let gathered = records::gather(&args.dirs)?;
+    // A file that is not JSON is most likely a record cut short: never dropped in silence.
+    for (path, why) in &gathered.unreadable {
+        gha.warning(
+            &format!("{} left out of the summary: {why}", path.display()),
+            None,
+        );
+    }
+    if args.github.strict {
+        if let Some((path, why)) = gathered.unreadable.first() {
+            return Err(sf_core::bad_input(format!(
+                "{} of the result files cannot be read (--strict), e.g. {}: {why}",
+                gathered.unreadable.len(),
+                path.display()
+            )));
+        }
+    }
+    let loaded = gathered.records;
     let report = report::build(&loaded);
     let limit = SUMMARY_LIMIT as usize;
     let rendered = markdown::render_fitting(&report, &args.title, limit);
@@ -321,6 +338,7 @@ fn run_report(args: ReportArgs, gha: &Actions) -> Result<()> {
         rec.output(k, v);
     }
     rec.metric("records", loaded.len() as u64)
+        .metric("unreadable_files", gathered.unreadable.len() as u64)
         .metric("cells", t.cells)
         .metric("cells_failed", t.failed)
         .metric("cells_omitted", rendered.cells_omitted as u64)

@@ -16,11 +16,21 @@ pub struct LoadedRecord {
     pub record: ResultRecord,
 }
 
+/// What the directories held.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub records: Vec<LoadedRecord>,
+    /// `.json` files that are not JSON at all (a record cut short by a dying job, say), with why:
+    /// the caller warns about each, or refuses them with `--strict`.
+    pub unreadable: Vec<(PathBuf, String)>,
+}
+
 /// Read every record under `dirs`, recursively, in a stable order (by path).
 ///
-/// JSON files that are not records (a change list, a matrix) are passed over; a record of another
-/// schema version, or one that does not parse, is bad input.
-pub fn gather(dirs: &[PathBuf]) -> Result<Vec<LoadedRecord>> {
+/// JSON files that are not records (a change list, a matrix) are passed over; files that are not
+/// JSON are listed in [`Gathered::unreadable`]; a record of another schema version, or one whose
+/// fields do not parse, is bad input.
+pub fn gather(dirs: &[PathBuf]) -> Result<Gathered> {
     let mut files = Vec::new();
     for dir in dirs {
         let meta =
@@ -35,14 +45,31 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Vec<LoadedRecord>> {
     }
     files.sort();
     files.dedup();
-    let mut out = Vec::new();
+    let mut out = Gathered::default();
     for path in files {
-        if let Some(record) = read_record(&path)? {
-            out.push(LoadedRecord { path, record });
+        match read_record(&path) {
+            Ok(Some(record)) => out.records.push(LoadedRecord { path, record }),
+            Ok(None) => {}
+            Err(e) if e.downcast_ref::<NotJson>().is_some() => {
+                out.unreadable.push((path, format!("{e:#}")))
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(out)
 }
+
+/// A `.json` file that does not parse as JSON.
+#[derive(Debug)]
+pub struct NotJson(pub String);
+
+impl std::fmt::Display for NotJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotJson {}
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
@@ -63,11 +90,17 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// One file: `Some(record)`, `None` when it is JSON but not a record, an error when it is a
-/// record this build cannot read.
+/// record this build cannot read, or ([`NotJson`]) not JSON at all.
 pub fn read_record(path: &Path) -> Result<Option<ResultRecord>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(None);
+    let value = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(anyhow::Error::new(NotJson(format!(
+                "{} is not JSON ({e}); a result record cut short?",
+                path.display()
+            ))))
+        }
     };
     let is_record = value.get("schema_version").is_some()
         && value.get("step").is_some()
@@ -105,8 +138,10 @@ mod tests {
         std::fs::write(dir.path().join("matrix.json"), br#"{"include":[]}"#).unwrap();
         std::fs::write(dir.path().join("notes.json"), b"not json").unwrap();
         let got = gather(&[dir.path().to_path_buf()]).unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].record.step, "sf-build");
+        assert_eq!(got.records.len(), 1);
+        assert_eq!(got.records[0].record.step, "sf-build");
+        assert_eq!(got.unreadable.len(), 1);
+        assert!(got.unreadable[0].0.ends_with("notes.json"));
     }
 
     #[test]

@@ -679,3 +679,111 @@ fn catalog_reads_an_s3_bucket() {
     assert_eq!(v["mirrors"][0]["key"], "noble/slurm/25.11");
     assert_eq!(v["mirrors"][0]["specs"], 3);
 }
+
+#[test]
+fn a_record_cut_short_is_named_in_a_warning_and_refused_with_strict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = eighteen_cell_run(tmp.path());
+    // Half of a real record, as a job killed mid-write by something other than sf-core leaves it.
+    let whole = std::fs::read_dir(dir.join("results-invalidate"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("sf-invalidate"))
+        .unwrap()
+        .path();
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.join("results-late/sf-publish-cut.json");
+    std::fs::create_dir_all(cut.parent().unwrap()).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+
+    let out = sf_summary()
+        .arg(&dir)
+        .args(["--format", "json"])
+        .env("GITHUB_ACTIONS", "true")
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("::warning")
+            && stderr.contains("sf-publish-cut.json")
+            && stderr.contains("left out of the summary"),
+        "{stderr}"
+    );
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["totals"]["cells"], 18, "the readable records still count");
+
+    sf_summary()
+        .arg(&dir)
+        .arg("--strict")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("sf-publish-cut.json"));
+}
+
+#[test]
+fn several_directories_give_a_table_per_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tarballs = eighteen_cell_run(tmp.path());
+    // A second artifact download: a deps run of two toolchains, one of them failed.
+    let m = SupportMatrix::embedded();
+    let layout = Layout::default();
+    let sel = Selection {
+        toolchains: ListArg::Named(vec!["noble".into(), "jammy".into()]),
+        ..Default::default()
+    };
+    let deps: Vec<_> = sel
+        .expand(&m, Pipeline::Deps)
+        .unwrap()
+        .iter()
+        .map(|k| layout.cell(&m, k))
+        .collect();
+    assert_eq!(deps.len(), 2);
+    let other = tmp.path().join("deps-artifacts");
+    write_record(
+        &other.join(format!("results-{}", deps[0].id)),
+        &record("sf-build", &deps[0], Status::Success, 3, 900_000),
+    )
+    .unwrap();
+    let mut failed = record("sf-build", &deps[1], Status::Failed, 3, 30_000);
+    failed.error = Some(ErrorInfo {
+        message: "spack concretize failed".into(),
+        chain: vec![],
+        exit_code: 1,
+        logs: None,
+    });
+    write_record(&other.join(format!("results-{}", deps[1].id)), &failed).unwrap();
+
+    let out = sf_summary()
+        .arg(&tarballs)
+        .arg(&other)
+        .args(["--format", "json"])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let names: Vec<&str> = v["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pipeline"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["deps", "tarball"]);
+    assert_eq!(v["totals"]["cells"], 20);
+    assert_eq!(v["totals"]["failed"], 3);
+
+    let out = sf_summary().arg(&tarballs).arg(&other).assert().success();
+    let md = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(md.contains("### Pipeline `deps`: 2 cells"), "{md}");
+    assert!(md.contains("### Pipeline `tarball`: 18 cells"), "{md}");
+    assert!(md.contains("spack concretize failed"));
+
+    // With --strict, failed cells fail the step (exit 1, a work failure), the summary still printed.
+    let out = sf_summary()
+        .arg(&tarballs)
+        .arg(&other)
+        .arg("--strict")
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("3 of 20 cells failed (--strict)"));
+    let md = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(md.contains("### Pipeline `deps`: 2 cells"));
+}
