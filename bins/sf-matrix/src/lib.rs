@@ -137,31 +137,86 @@ pub fn published_ids(src: &str) -> Result<std::collections::BTreeSet<String>> {
         .collect()
 }
 
-/// Split cells into matrices of at most `max` cells whose compact JSON fits one output.
-pub fn split(cells: &[Cell], max: usize) -> Result<Vec<String>> {
-    let mut chunks = Vec::new();
+/// The matrices one run writes, and why there is more than one.
+#[derive(Debug)]
+pub struct Split {
+    /// Compact `{"include":[...]}` JSON of each matrix, in cell order.
+    pub chunks: Vec<String>,
+    /// How many cells each matrix holds.
+    pub sizes: Vec<usize>,
+    /// More cells than one matrix may hold (GitHub: 256 jobs).
+    pub over_jobs: bool,
+    /// A matrix of that many cells would not fit one output (GitHub: 1 MB).
+    pub over_bytes: bool,
+}
+
+impl Split {
+    /// Why the cells were split, for the warning; `None` when they fit one matrix.
+    pub fn cause(&self, max: usize) -> Option<String> {
+        let mut why = Vec::new();
+        if self.over_jobs {
+            why.push(format!("GitHub runs at most {max} jobs per matrix"));
+        }
+        if self.over_bytes {
+            why.push(format!(
+                "one output holds at most {OUTPUT_LIMIT} bytes and the cells' JSON is larger"
+            ));
+        }
+        (!why.is_empty()).then(|| why.join(", and "))
+    }
+}
+
+/// Split cells into matrices of at most `max` cells whose compact JSON fits one output, each as
+/// large as it can be. No cells give one empty matrix, so `matrix` is always written.
+pub fn split(cells: &[Cell], max: usize) -> Result<Split> {
+    let json = |part: &[Cell]| serde_json::to_string(&Matrix { include: part });
+    let mut out = Split {
+        chunks: Vec::new(),
+        sizes: Vec::new(),
+        over_jobs: cells.len() > max,
+        over_bytes: false,
+    };
+    if cells.is_empty() {
+        out.chunks.push(json(cells)?);
+        out.sizes.push(0);
+        return Ok(out);
+    }
     let mut start = 0;
     while start < cells.len() {
-        let mut end = (start + max).min(cells.len());
-        loop {
-            let json = serde_json::to_string(&Matrix {
-                include: &cells[start..end],
-            })?;
-            if json.len() <= OUTPUT_LIMIT {
-                chunks.push(json);
-                break;
+        let end = (start + max).min(cells.len());
+        let whole = json(&cells[start..end])?;
+        let (end, text) = if whole.len() <= OUTPUT_LIMIT {
+            (end, whole)
+        } else {
+            out.over_bytes = true;
+            // The JSON grows with every cell: the longest prefix that fits, by bisection.
+            // cells[start..lo] fits (trivially when lo == start); cells[start..hi] does not.
+            let (mut lo, mut hi) = (start, end);
+            let mut best = None;
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                let t = json(&cells[start..mid])?;
+                if t.len() <= OUTPUT_LIMIT {
+                    lo = mid;
+                    best = Some(t);
+                } else {
+                    hi = mid;
+                }
             }
-            if end - start == 1 {
-                anyhow::bail!(
-                    "cell {} alone is over GitHub's 1 MB output limit",
+            // Nothing fitted: hi is start + 1, the first cell on its own.
+            let t = best.ok_or_else(|| {
+                sf_core::bad_input(format!(
+                    "cell {} alone is over GitHub's {OUTPUT_LIMIT}-byte output limit; shorten --cdn-url / --destination",
                     cells[start].id
-                );
-            }
-            end = start + (end - start) / 2;
-        }
+                ))
+            })?;
+            (lo, t)
+        };
+        out.sizes.push(end - start);
+        out.chunks.push(text);
         start = end;
     }
-    Ok(chunks)
+    Ok(out)
 }
 
 /// Run with a given Actions context (tests pass their own).
@@ -175,7 +230,9 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         cells.retain(|c| !published.contains(&c.id));
         rec.metric("skipped_published", (before - cells.len()) as u64);
     }
-    let chunks = split(&cells, usize::from(cli.max_cells))?;
+    let max = usize::from(cli.max_cells);
+    let split = split(&cells, max)?;
+    let chunks = &split.chunks;
 
     // Outputs are computed whole before anything is written, so bad input writes nothing.
     let count = cells.len().to_string();
@@ -188,11 +245,11 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     } else {
         gha.warning(
             &format!(
-                "{} cells split into {} matrices (matrix-1..matrix-{}): GitHub runs at most {} jobs per matrix",
+                "{} cells split into {} matrices (matrix-1..matrix-{}): {}",
                 cells.len(),
                 chunks.len(),
                 chunks.len(),
-                cli.max_cells
+                split.cause(max).unwrap_or_default()
             ),
             None,
         );
@@ -278,4 +335,116 @@ pub fn table(cells: &[Cell]) -> String {
     }
     out.push_str(&format!("{} cells\n", cells.len()));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_core::layout::{Layout, Templates};
+    use sf_core::matrix::SupportMatrix;
+
+    /// Every tarball cell of the embedded data file (72), under a CDN URL of `cdn_len` bytes.
+    fn cells(cdn_len: usize) -> Vec<Cell> {
+        let m = SupportMatrix::embedded();
+        let mut cdn = "https://cdn.example.com/".to_string();
+        cdn.push_str(&"p".repeat(cdn_len.saturating_sub(cdn.len())));
+        let layout = Layout::new(None, Some(&cdn), Templates::default()).unwrap();
+        let selection = Selection {
+            slurm_versions: ListArg::All,
+            toolchains: ListArg::All,
+            archs: ListArg::All,
+            builds: ListArg::All,
+            include: vec![],
+            exclude: vec![],
+        };
+        let keys = selection.expand(&m, Pipeline::Tarball).unwrap();
+        keys.iter().map(|k| layout.cell(&m, k)).collect()
+    }
+
+    fn ids(split: &Split) -> Vec<String> {
+        split
+            .chunks
+            .iter()
+            .flat_map(|c| {
+                let v: serde_json::Value = serde_json::from_str(c).unwrap();
+                v["include"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_matrix_when_everything_fits() {
+        let cells = cells(30);
+        let s = split(&cells, 256).unwrap();
+        assert_eq!(s.sizes, vec![72]);
+        assert!(!s.over_jobs && !s.over_bytes && s.cause(256).is_none());
+        assert_eq!(
+            ids(&s),
+            cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_job_limit_cuts_full_matrices_and_a_remainder() {
+        let cells = cells(30);
+        let s = split(&cells, 20).unwrap();
+        assert_eq!(s.sizes, vec![20, 20, 20, 12]);
+        assert!(s.over_jobs && !s.over_bytes);
+        assert!(s.cause(20).unwrap().contains("at most 20 jobs"));
+        assert_eq!(
+            ids(&s),
+            cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_byte_limit_fills_each_output_as_far_as_it_goes() {
+        let cells = cells(20_000);
+        let s = split(&cells, 256).unwrap();
+        assert!(s.over_bytes && !s.over_jobs);
+        assert!(s.cause(256).unwrap().contains("1000000 bytes"));
+        assert!(s.chunks.len() > 1);
+        for (i, c) in s.chunks.iter().enumerate() {
+            assert!(
+                c.len() <= OUTPUT_LIMIT,
+                "matrix-{} is {} bytes",
+                i + 1,
+                c.len()
+            );
+            // As large as it can be: one more cell would not have fitted.
+            if i + 1 < s.chunks.len() {
+                let start: usize = s.sizes[..i].iter().sum();
+                let grown = serde_json::to_string(&Matrix {
+                    include: &cells[start..start + s.sizes[i] + 1],
+                })
+                .unwrap();
+                assert!(grown.len() > OUTPUT_LIMIT);
+            }
+        }
+        assert_eq!(s.sizes.iter().sum::<usize>(), 72);
+        assert_eq!(
+            ids(&s),
+            cells.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn no_cells_give_one_empty_matrix() {
+        let s = split(&[], 256).unwrap();
+        assert_eq!(s.chunks, vec![r#"{"include":[]}"#.to_string()]);
+        assert_eq!(s.sizes, vec![0]);
+    }
+
+    #[test]
+    fn a_cell_over_the_limit_on_its_own_is_bad_input() {
+        let cells = cells(300_000);
+        let err = split(&cells, 256).unwrap_err();
+        assert_eq!(sf_core::exit::code_for(&err), 2);
+        assert!(err.to_string().contains("alone is over"), "{err}");
+    }
 }

@@ -210,6 +210,114 @@ fn large_matrices_split_under_githubs_limits() {
     assert_eq!(total, 72);
 }
 
+/// Ids of the cells in each `matrix-N` output, in order, up to `chunks`.
+fn chunk_ids(parsed: &std::collections::BTreeMap<String, String>) -> Vec<Vec<String>> {
+    let n: usize = parsed["chunks"].parse().unwrap();
+    (1..=n)
+        .map(|i| {
+            let m: Value = serde_json::from_str(&parsed[&format!("matrix-{i}")]).unwrap();
+            m["include"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn stdout_ids(stdout: &[u8]) -> Vec<String> {
+    cells(stdout)
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn more_than_256_cells_split_into_a_full_matrix_and_the_rest() {
+    // A data file of 300 toolchains (one Slurm version, one arch, one build): 300 version cells.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("matrix.yaml");
+    let mut yaml = String::from(
+        "schema: 1\nslurm_versions:\n  - name: \"25.11\"\n    spack_version: \"25-11-6-1\"\n    channel: latest\n    default: true\ntoolchains:\n",
+    );
+    for i in 0..300 {
+        yaml.push_str(&format!(
+            "  - name: tc{i:03}\n    os: Test {i}\n    family: apt\n    base_image: ubuntu:tc{i:03}\n    gcc: \"13\"\n    glibc: \"2.39\"\n    spack_os: null\n    default: true\n"
+        ));
+    }
+    yaml.push_str("archs:\n  - name: amd64\n    runner_labels: [self-hosted, X64]\n    spack_target: x86_64_v3\n    default: true\nbuilds:\n  - name: cpu\n    default: true\n");
+    std::fs::write(&file, yaml).unwrap();
+    let gh_out = dir.path().join("output");
+    let out = sf_matrix()
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &gh_out)
+        .arg("--matrix-file")
+        .arg(&file)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(
+        stderr.contains(
+            "::warning::300 cells split into 2 matrices (matrix-1..matrix-2): GitHub runs at most 256 jobs per matrix"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bytes"), "{stderr}");
+    let parsed = parse_file_commands(&std::fs::read_to_string(&gh_out).unwrap());
+    assert_eq!(parsed["count"], "300");
+    assert_eq!(parsed["chunks"], "2");
+    assert!(!parsed.contains_key("matrix"));
+    let chunks = chunk_ids(&parsed);
+    assert_eq!(chunks[0].len(), 256);
+    assert_eq!(chunks[1].len(), 44);
+    let all = stdout_ids(&out.get_output().stdout);
+    assert_eq!(all.len(), 300);
+    assert_eq!(chunks.concat(), all, "every cell once, in order");
+}
+
+#[test]
+fn a_long_cdn_url_splits_by_bytes_under_1_mb_each() {
+    // 72 tarball cells, each with four CDN URLs of 5,000+ bytes: about 1.5 MB of JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let gh_out = dir.path().join("output");
+    let cdn = format!("https://cdn.example.com/{}", "p".repeat(5_000));
+    let out = sf_matrix()
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &gh_out)
+        .args(["--pipeline", "tarball", "--slurm-versions", "all"])
+        .args(["--toolchains", "all", "--archs", "all", "--builds", "all"])
+        .arg("--cdn-url")
+        .arg(&cdn)
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(
+        stderr.contains("::warning::72 cells split into 2 matrices"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("one output holds at most 1000000 bytes") && !stderr.contains("jobs"),
+        "{stderr}"
+    );
+    let parsed = parse_file_commands(&std::fs::read_to_string(&gh_out).unwrap());
+    assert_eq!(parsed["count"], "72");
+    assert!(!parsed.contains_key("matrix"));
+    let n: usize = parsed["chunks"].parse().unwrap();
+    for i in 1..=n {
+        let m = &parsed[&format!("matrix-{i}")];
+        assert!(m.len() <= 1_000_000, "matrix-{i} is {} bytes", m.len());
+        assert!(m.contains(&cdn));
+    }
+    let all = stdout_ids(&out.get_output().stdout);
+    assert_eq!(all.len(), 72);
+    assert_eq!(
+        chunk_ids(&parsed).concat(),
+        all,
+        "every cell once, in order"
+    );
+}
+
 #[test]
 fn bad_input_exits_2_names_the_value_and_writes_no_output() {
     let dir = tempfile::tempdir().unwrap();
