@@ -219,8 +219,10 @@ impl DirStore {
                 if ft.is_dir() {
                     stack.push((entry.path(), key));
                 } else if ft.is_file() && key.starts_with(prefix) {
+                    let meta = entry.metadata()?;
                     out.push(Listed {
-                        size: entry.metadata()?.len(),
+                        size: meta.len(),
+                        modified: meta.modified().ok(),
                         key,
                     });
                 }

@@ -155,6 +155,8 @@ pub enum PutOutcome {
 pub struct Listed {
     pub key: String,
     pub size: u64,
+    /// When the object was last written (S3's LastModified, a file's mtime), when known.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A destination to read and write.
