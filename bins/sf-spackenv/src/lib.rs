@@ -64,6 +64,10 @@ pub struct Cli {
     /// Without --cell: the build kind, cpu or gpu [default: the data file's default]
     #[arg(long)]
     pub build: Option<String>,
+    /// Parallel build jobs, rendered into spack.yaml's `config:build_jobs` and the build
+    /// script's default [default: this machine's cores: sf-spackenv runs on the runner that builds]
+    #[arg(long, env = env::BUILD_JOBS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub build_jobs: Option<u32>,
     /// Directory to write the files into (created if missing).
     #[arg(long, env = env::OUT_DIR, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -218,7 +222,12 @@ fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
     let stack = Stack::load(cli.stack_file.as_deref())?;
     let checked = resolve_cell(cli)?;
     rec.record.cell = Some(checked.id().to_string());
-    let plan = plan::plan(&checked, &stack)?;
+    let options = plan::Options {
+        build_jobs: cli
+            .build_jobs
+            .unwrap_or_else(plan::Options::this_machines_cores),
+    };
+    let plan = plan::plan(&checked, &stack, &options)?;
 
     if let Some(kind) = cli.print {
         let file = plan.file(kind).ok_or_else(|| {
@@ -248,7 +257,8 @@ fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
     rec.record.cell_data = serde_json::to_value(&checked.cell).ok();
     rec.input("pipeline", checked.pipeline.as_str())
         .input("out_dir", out_dir.display().to_string());
-    rec.input("spack_commit", stack.spack.commit.as_str());
+    rec.input("spack_commit", stack.spack.commit.as_str())
+        .input("build_jobs", options.build_jobs);
 
     let written = plan.write(out_dir)?;
     gha.log(&format!(

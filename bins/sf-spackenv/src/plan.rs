@@ -86,13 +86,29 @@ pub struct Plan {
     pub files: Vec<PlannedFile>,
 }
 
+/// What shapes the files besides the cell and the data file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Parallel build jobs: spack.yaml's `config:build_jobs` and the build script's default.
+    pub build_jobs: u32,
+}
+
+impl Options {
+    /// The cores of the machine this runs on (1 when they cannot be told).
+    pub fn this_machines_cores() -> u32 {
+        std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1)
+    }
+}
+
 /// Render every file of a cell.
-pub fn plan(cell: &CheckedCell, stack: &Stack) -> Result<Plan> {
+pub fn plan(cell: &CheckedCell, stack: &Stack, options: &Options) -> Result<Plan> {
     let mut files = vec![
         PlannedFile {
             kind: FileKind::SpackYaml,
             rel_path: "spack.yaml".into(),
-            bytes: spack_yaml::render(cell, stack).into_bytes(),
+            bytes: spack_yaml::render(cell, stack, options).into_bytes(),
             executable: false,
         },
         PlannedFile {
@@ -104,7 +120,7 @@ pub fn plan(cell: &CheckedCell, stack: &Stack) -> Result<Plan> {
         PlannedFile {
             kind: FileKind::BuildScript,
             rel_path: "build.sh".into(),
-            bytes: render::build_script(cell)?.into_bytes(),
+            bytes: render::build_script(cell, options)?.into_bytes(),
             executable: true,
         },
     ];

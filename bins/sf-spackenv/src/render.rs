@@ -90,7 +90,7 @@ pub fn dockerfile(cell: &CheckedCell, stack: &Stack) -> Result<String> {
 }
 
 /// The script the build container runs.
-pub fn build_script(cell: &CheckedCell) -> Result<String> {
+pub fn build_script(cell: &CheckedCell, options: &crate::plan::Options) -> Result<String> {
     let c = &cell.cell;
     let gcc = &c.gcc;
     if gcc.is_empty() || !gcc.chars().all(|ch| ch.is_ascii_digit() || ch == '.') {
@@ -108,6 +108,7 @@ pub fn build_script(cell: &CheckedCell) -> Result<String> {
             ("out_mirror", container::OUT_MIRROR_DIR.to_string()),
             ("expected_gcc", gcc.clone()),
             ("builds_slurm", cell.builds_slurm().to_string()),
+            ("build_jobs", options.build_jobs.to_string()),
         ],
     )
 }

@@ -11,6 +11,7 @@
 use serde_yaml::{Mapping, Value};
 
 use crate::cell::CheckedCell;
+use crate::plan::Options;
 use crate::stack::Stack;
 use sf_core::container;
 
@@ -123,7 +124,7 @@ fn mirrors(cell: &CheckedCell, stack: &Stack) -> Value {
     Value::Mapping(m)
 }
 
-fn config(cell: &CheckedCell) -> Value {
+fn config(cell: &CheckedCell, options: &Options) -> Value {
     let mut entries = vec![
         (
             "install_tree",
@@ -133,6 +134,8 @@ fn config(cell: &CheckedCell) -> Value {
                 ("padded_length", 128.into()),
             ]),
         ),
+        // The runner's cores, as the build script's --jobs default (Spack's own would cap at 16).
+        ("build_jobs", options.build_jobs.into()),
         ("source_cache", container::SOURCE_CACHE_DIR.into()),
         ("misc_cache", container::MISC_CACHE_DIR.into()),
     ];
@@ -220,7 +223,7 @@ fn modules(module: &str) -> Value {
 }
 
 /// The whole environment as a YAML value.
-pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
+pub fn document(cell: &CheckedCell, stack: &Stack, options: &Options) -> Value {
     let mut spack = Mapping::new();
     let mut put = |k: &str, v: Value| {
         spack.insert(Value::from(k), v);
@@ -236,7 +239,7 @@ pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
         map([("unify", true.into()), ("reuse", true.into())]),
     );
     put("packages", packages(cell));
-    put("config", config(cell));
+    put("config", config(cell, options));
     put("mirrors", mirrors(cell, stack));
     match module_name(cell) {
         Some(module) => {
@@ -250,8 +253,9 @@ pub fn document(cell: &CheckedCell, stack: &Stack) -> Value {
 }
 
 /// The rendered file, with a header saying where it comes from.
-pub fn render(cell: &CheckedCell, stack: &Stack) -> String {
-    let body = serde_yaml::to_string(&document(cell, stack)).expect("a YAML value serialises");
+pub fn render(cell: &CheckedCell, stack: &Stack, options: &Options) -> String {
+    let body =
+        serde_yaml::to_string(&document(cell, stack, options)).expect("a YAML value serialises");
     // serde_yaml quotes a key ending in ':'; write it the way Spack's documentation does. Both
     // spellings parse to the same key.
     let body = body.replacen("\n  'repos:':\n", "\n  repos::\n", 1);
@@ -269,6 +273,8 @@ mod tests {
     use super::*;
     use sf_core::layout::Layout;
     use sf_core::matrix::{CellKey, Pipeline, SupportMatrix};
+
+    const OPTS: Options = Options { build_jobs: 4 };
 
     fn cell(pipeline: Pipeline, v: Option<&str>, arch: &str, build: &str) -> CheckedCell {
         let m = SupportMatrix::embedded();
@@ -328,7 +334,7 @@ mod tests {
     #[test]
     fn the_repos_section_replaces_spacks_defaults() {
         let stack = Stack::embedded();
-        let text = render(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack);
+        let text = render(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack, &OPTS);
         assert!(text.contains("\n  repos::\n    slurm_factory:\n"), "{text}");
         // Parsed as YAML (as Spack parses it), the key is `repos:`: Spack strips the colon and
         // marks the section as an override.
@@ -336,7 +342,7 @@ mod tests {
         assert!(doc["spack"].as_mapping().unwrap().contains_key("repos:"));
         assert_eq!(
             doc,
-            document(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack)
+            document(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack, &OPTS)
         );
     }
 
@@ -344,7 +350,7 @@ mod tests {
     fn mirrors_come_from_the_cell_in_priority_order() {
         let stack = Stack::embedded();
         let c = cell(Pipeline::Version, Some("23.11"), "amd64", "cpu");
-        let doc = document(&c, &stack);
+        let doc = document(&c, &stack, &OPTS);
         let mirrors = doc["spack"]["mirrors"].as_mapping().unwrap();
         let names: Vec<&str> = mirrors.keys().map(|k| k.as_str().unwrap()).collect();
         assert_eq!(
@@ -373,6 +379,7 @@ mod tests {
             doc["spack"]["config"]["install_tree"]["padded_length"].as_u64(),
             Some(128)
         );
+        assert_eq!(doc["spack"]["config"]["build_jobs"].as_u64(), Some(4));
         assert_eq!(
             doc["spack"]["packages"]["all"]["target"][0].as_str(),
             Some("x86_64_v3")

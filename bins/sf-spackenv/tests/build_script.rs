@@ -11,7 +11,7 @@ use std::process::Command;
 
 use sf_spackenv::plan::FileKind;
 use sf_testkit::require_tool;
-use support::snapshots::{snapshot_cells, snapshot_files};
+use support::snapshots::{snapshot_cells, snapshot_files, SNAPSHOT_BUILD_JOBS};
 
 /// A PATH holding only the named real tools (so `spack` is certainly absent).
 fn path_with(dir: &Path, tools: &[&str]) -> String {
@@ -38,7 +38,7 @@ fn a_failed_step_names_itself_and_its_log() {
     let script_path = dir.path().join("build.sh");
     std::fs::write(&script_path, script("version-25.11-noble-amd64-cpu")).unwrap();
     let logs = dir.path().join("logs");
-    let path = path_with(dir.path(), &["gcc", "nproc", "tee", "mkdir"]);
+    let path = path_with(dir.path(), &["gcc", "tee", "mkdir"]);
     let out = Command::new(require_tool("bash"))
         .arg(&script_path)
         .env_clear()
@@ -70,7 +70,7 @@ fn a_missing_compiler_fails_the_first_step() {
     let script_path = dir.path().join("build.sh");
     std::fs::write(&script_path, script("deps-rockylinux8-amd64-cpu")).unwrap();
     let logs = dir.path().join("logs");
-    let path = path_with(dir.path(), &["nproc", "tee", "mkdir"]);
+    let path = path_with(dir.path(), &["tee", "mkdir"]);
     let out = Command::new(require_tool("bash"))
         .arg(&script_path)
         .env_clear()
@@ -130,14 +130,15 @@ struct StubRun {
     _dir: tempfile::TempDir,
 }
 
-fn run_with_stub(id: &str, fail_at: Option<&str>) -> StubRun {
+/// Run a cell's script with the stub; `SF_BUILD_JOBS=3` unless `default_jobs`.
+fn run_with_stub(id: &str, fail_at: Option<&str>, default_jobs: bool) -> StubRun {
     let dir = tempfile::tempdir().unwrap();
     let script_path = dir.path().join("build.sh");
     std::fs::write(&script_path, script(id)).unwrap();
     let logs = dir.path().join("logs");
     let env_dir = dir.path().join("env");
     std::fs::create_dir_all(&env_dir).unwrap();
-    let path = path_with(dir.path(), &["gcc", "nproc", "tee", "mkdir"]);
+    let path = path_with(dir.path(), &["gcc", "tee", "mkdir"]);
     let stub = dir.path().join("bin/spack");
     std::fs::write(&stub, SPACK_STUB).unwrap();
     std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -148,8 +149,10 @@ fn run_with_stub(id: &str, fail_at: Option<&str>) -> StubRun {
         .env("PATH", path)
         .env("SF_ENV_DIR", &env_dir)
         .env("SF_LOG_DIR", &logs)
-        .env("SF_BUILD_JOBS", "3")
         .env("SPACK_ARGV_LOG", &argv_log);
+    if !default_jobs {
+        cmd.env("SF_BUILD_JOBS", "3");
+    }
     if let Some(step) = fail_at {
         cmd.env("SF_FAIL_AT", step);
     }
@@ -170,7 +173,7 @@ fn run_with_stub(id: &str, fail_at: Option<&str>) -> StubRun {
 }
 
 /// Every step after the compiler check, with the spack call it makes, in order.
-fn expected_calls(env_dir: &Path, builds_slurm: bool) -> Vec<(&'static str, String)> {
+fn expected_calls(env_dir: &Path, builds_slurm: bool, jobs: u32) -> Vec<(&'static str, String)> {
     let env = format!("--env-dir {}", env_dir.display());
     let mut calls = vec![
         ("compiler", "compiler list".to_string()),
@@ -179,7 +182,10 @@ fn expected_calls(env_dir: &Path, builds_slurm: bool) -> Vec<(&'static str, Stri
             format!("{env} buildcache keys --install --trust"),
         ),
         ("concretize", format!("{env} concretize --force")),
-        ("install", format!("{env} install --fail-fast --jobs 3")),
+        (
+            "install",
+            format!("{env} install --fail-fast --jobs {jobs}"),
+        ),
         (
             "push",
             format!(
@@ -200,9 +206,9 @@ fn expected_calls(env_dir: &Path, builds_slurm: bool) -> Vec<(&'static str, Stri
 
 #[test]
 fn a_version_cell_runs_every_step_in_order() {
-    let r = run_with_stub("version-25.11-noble-amd64-cpu", None);
+    let r = run_with_stub("version-25.11-noble-amd64-cpu", None, false);
     assert!(r.status.success(), "{}", r.stderr);
-    let want: Vec<String> = expected_calls(&r.env_dir, true)
+    let want: Vec<String> = expected_calls(&r.env_dir, true, 3)
         .into_iter()
         .map(|(_, c)| c)
         .collect();
@@ -227,9 +233,10 @@ fn a_version_cell_runs_every_step_in_order() {
 
 #[test]
 fn a_deps_cell_pushes_its_build_cache_and_makes_no_view_or_modules() {
-    let r = run_with_stub("deps-rockylinux9-amd64-cpu", None);
+    // Without SF_BUILD_JOBS the jobs are the rendered default (spack.yaml's config:build_jobs).
+    let r = run_with_stub("deps-rockylinux9-amd64-cpu", None, true);
     assert!(r.status.success(), "{}", r.stderr);
-    let want: Vec<String> = expected_calls(&r.env_dir, false)
+    let want: Vec<String> = expected_calls(&r.env_dir, false, SNAPSHOT_BUILD_JOBS)
         .into_iter()
         .map(|(_, c)| c)
         .collect();
@@ -250,7 +257,7 @@ fn a_failure_at_any_spack_step_names_it_and_stops_there() {
         (id, "modules"),
         ("deps-noble-amd64-cpu", "push"),
     ] {
-        let r = run_with_stub(cell, Some(step));
+        let r = run_with_stub(cell, Some(step), false);
         assert_eq!(r.status.code(), Some(1), "{step}: {}", r.stderr);
         let log = r.logs.join(format!("{step}.log"));
         assert!(
@@ -268,7 +275,7 @@ fn a_failure_at_any_spack_step_names_it_and_stops_there() {
             "{step}: {log_text}"
         );
         // The calls made are exactly the steps up to and including the failed one.
-        let all = expected_calls(&r.env_dir, cell.starts_with("version-"));
+        let all = expected_calls(&r.env_dir, cell.starts_with("version-"), 3);
         let upto = all.iter().position(|(s, _)| *s == step).unwrap();
         let want: Vec<String> = all[..=upto].iter().map(|(_, c)| c.clone()).collect();
         assert_eq!(r.calls, want, "{step}: {}", r.stderr);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sf_core::layout::Layout;
 use sf_core::matrix::{CellKey, Pipeline, SupportMatrix};
 use sf_testkit::parse_file_commands;
-use support::snapshots::snapshot_root;
+use support::snapshots::{snapshot_root, SNAPSHOT_BUILD_JOBS};
 
 fn sf_spackenv() -> Command {
     let mut c = Command::cargo_bin("sf-spackenv").unwrap();
@@ -96,6 +96,7 @@ fn a_cell_file_gives_the_snapshot_files_outputs_and_a_record() {
         .arg(&out)
         .arg("--results-dir")
         .arg(&results)
+        .args(["--build-jobs", "4"])
         .assert()
         .success();
 
@@ -176,6 +177,7 @@ fn stdin_matrices_flags_and_repeat_runs_give_the_same_bytes() {
     let matrix = serde_json::json!({ "include": [c] });
     let from_stdin = sf_spackenv()
         .args(["--cell", "-", "--print", "spack.yaml"])
+        .env("SF_BUILD_JOBS", "4")
         .write_stdin(serde_json::to_vec(&matrix).unwrap())
         .assert()
         .success();
@@ -190,7 +192,7 @@ fn stdin_matrices_flags_and_repeat_runs_give_the_same_bytes() {
             "--build",
             "gpu",
         ])
-        .args(["--print", "spack.yaml"])
+        .args(["--print", "spack.yaml", "--build-jobs", "4"])
         .assert()
         .success();
     assert_eq!(
@@ -570,4 +572,47 @@ fn a_refused_cell_leaves_a_failed_record_and_nothing_under_out() {
     assert!(message.contains("bionic"), "{rec}");
     assert!(stderr_of(&a).contains("bionic"));
     assert!(!out.exists(), "wrote {:?}", tree(&out));
+}
+
+#[test]
+fn build_jobs_reach_spack_yaml_and_the_script_and_default_to_the_cores() {
+    let print = |what: &str, jobs: Option<&str>| {
+        let mut c = sf_spackenv();
+        c.args([
+            "--pipeline",
+            "deps",
+            "--toolchain",
+            "noble",
+            "--print",
+            what,
+        ]);
+        if let Some(j) = jobs {
+            c.args(["--build-jobs", j]);
+        }
+        String::from_utf8(c.assert().success().get_output().stdout.clone()).unwrap()
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (jobs, want) in [(Some("7"), 7), (None, cores)] {
+        let yaml = print("spack.yaml", jobs);
+        let doc: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+        assert_eq!(
+            doc["spack"]["config"]["build_jobs"].as_u64(),
+            Some(want as u64),
+            "{yaml}"
+        );
+        let script = print("build-script", jobs);
+        assert!(
+            script.contains(&format!("JOBS=\"${{SF_BUILD_JOBS:-{want}}}\"")),
+            "{script}"
+        );
+    }
+    assert_ne!(SNAPSHOT_BUILD_JOBS, 7);
+    for bad in ["0", "many"] {
+        let a = sf_spackenv()
+            .args(["--pipeline", "deps", "--toolchain", "noble", "--dry-run"])
+            .args(["--build-jobs", bad])
+            .assert()
+            .code(2);
+        assert!(stderr_of(&a).contains("--build-jobs"), "{}", stderr_of(&a));
+    }
 }

@@ -19,6 +19,8 @@ enum Node {
     Scalar,
     /// A scalar from a fixed set.
     Enum(&'static [&'static str]),
+    /// An integer of at least 1 (`{"type": "integer", "minimum": 1}`).
+    PositiveInt,
     /// Anything (a section Spack knows that we never write).
     Any,
     /// A list whose items are the inner node.
@@ -98,7 +100,7 @@ fn config() -> Node {
         ("locks", Scalar),
         ("dirty", Scalar),
         ("build_language", Scalar),
-        ("build_jobs", Scalar),
+        ("build_jobs", PositiveInt),
         ("ccache", Scalar),
         ("db_lock_timeout", Scalar),
         ("package_lock_timeout", Scalar),
@@ -330,6 +332,11 @@ fn walk(node: &Node, value: &Value, path: &str, errors: &mut Vec<String>) {
                 errors.push(format!("{path}: expected a scalar"));
             }
         }
+        (PositiveInt, v) => {
+            if v.as_u64().is_none_or(|n| n < 1) {
+                errors.push(format!("{path}: {v:?} is not an integer of at least 1"));
+            }
+        }
         (Enum(allowed), v) => match scalar_text(v) {
             Some(s) if allowed.contains(&s.as_str()) => {}
             other => errors.push(format!("{path}: {other:?} is not one of {allowed:?}")),
@@ -412,6 +419,18 @@ fn the_walker_catches_keys_spack_v1_does_not_know() {
     );
     let errors = violations(&bad);
     assert!(errors.iter().any(|e| e.contains("verify")), "{errors:?}");
+    for jobs in ["four", "0", "2.5"] {
+        let bad = text.replacen(
+            "    build_jobs: 4\n",
+            &format!("    build_jobs: {jobs}\n"),
+            1,
+        );
+        assert_ne!(bad, text);
+        assert!(
+            violations(&bad).iter().any(|e| e.contains("build_jobs")),
+            "{jobs}"
+        );
+    }
     let bad = text.replacen("      link_type: copy", "      link_type: reflink", 1);
     assert!(violations(&bad).iter().any(|e| e.contains("reflink")));
     let bad = text.replacen(

@@ -65,8 +65,9 @@ pub const REGISTRY_USER: &str = "SF_REGISTRY_USER";
 /// sf-build: the registry token. Secret: read from the environment only, masked; falls back to
 /// `GITHUB_TOKEN`.
 pub const REGISTRY_TOKEN: &str = "SF_REGISTRY_TOKEN";
-/// The parallel make jobs the generated `build.sh` uses inside the build container (default
-/// `nproc`); sf-build sets it from `--jobs`.
+/// The parallel build jobs: sf-spackenv renders them into spack.yaml's `config:build_jobs` and
+/// the `build.sh` default (default: the cores of the machine it runs on); inside the build
+/// container it overrides that default, and sf-build sets it there from `--jobs`.
 pub const BUILD_JOBS: &str = "SF_BUILD_JOBS";
 
 /// The OpenPGP secret key (armored, or base64 of armored/binary). Secret: never echoed.

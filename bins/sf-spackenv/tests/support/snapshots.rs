@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use sf_core::layout::Layout;
 use sf_core::matrix::{CellKey, ListArg, Pipeline, Selection, SupportMatrix};
 use sf_spackenv::cell::{check, CheckedCell};
-use sf_spackenv::plan::{plan, PlannedFile};
+use sf_spackenv::plan::{plan, Options, PlannedFile};
 use sf_spackenv::stack::Stack;
 
 /// `tests/snapshots/`.
@@ -53,9 +53,16 @@ pub fn snapshot_cells() -> Vec<CheckedCell> {
         .collect()
 }
 
+/// The build jobs the snapshots are rendered with (`--build-jobs 4`, a standard GitHub runner's
+/// cores); the CLI's default is the machine's own cores.
+pub const SNAPSHOT_BUILD_JOBS: u32 = 4;
+
 /// The files of one cell, as the snapshot holds them.
 pub fn snapshot_files(cell: &CheckedCell) -> Vec<PlannedFile> {
-    plan(cell, &Stack::embedded())
+    let options = Options {
+        build_jobs: SNAPSHOT_BUILD_JOBS,
+    };
+    plan(cell, &Stack::embedded(), &options)
         .expect("default cells render")
         .files
 }

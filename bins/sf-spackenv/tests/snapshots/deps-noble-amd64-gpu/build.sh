@@ -14,8 +14,9 @@ readonly LOG_DIR="${SF_LOG_DIR:-/opt/slurm-factory/env/logs}"
 readonly OUT_MIRROR="/opt/slurm-factory/mirror"
 readonly EXPECTED_GCC="13"
 readonly BUILDS_SLURM=false
-# Build jobs follow the runner's cores unless the caller says otherwise.
-JOBS="${SF_BUILD_JOBS:-$(nproc)}"
+# Build jobs: the runner's cores as sf-spackenv counted them (the same number is spack.yaml's
+# config:build_jobs), unless the caller says otherwise.
+JOBS="${SF_BUILD_JOBS:-4}"
 readonly JOBS
 
 mkdir -p "$LOG_DIR"
