@@ -292,8 +292,13 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             let checked = tarball::check(files, &m, &layout, &trust)?;
             let rt = runtime()?;
             let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
-            let out = rt.block_on(with_progress(&p, cli, tarball::publish(&checked, &p)));
-            for t in &checked {
+            let out = rt.block_on(with_progress(
+                &p,
+                cli,
+                tarball::publish(&checked, &trust, &p),
+            ));
+            let signers = out.as_ref().ok().cloned().unwrap_or_default();
+            for (i, t) in checked.iter().enumerate() {
                 rec.record.artifacts.push(sf_core::record::Artifact {
                     kind: "tarball".into(),
                     path: Some(t.file.display().to_string()),
@@ -302,9 +307,10 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
                     cdn_url: Some(t.location.cdn_url.clone()),
                     size: std::fs::metadata(&t.file).ok().map(|m| m.len()),
                     sha256: Some(t.sha256.clone()),
-                    signed_by: Some(t.signed_by.clone()),
+                    signed_by: signers.get(i).cloned(),
                 });
             }
+            let out = out.map(|_| ());
             finish(cli, gha, rec, &p, None, out)
         }
     }

@@ -256,6 +256,7 @@ impl Plan {
                     kind: ObjectKind::Blob,
                     media_type: Some(rec.media_type.clone()),
                     signed: false,
+                    gate: None,
                 });
             }
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use tokio::sync::Semaphore;
 
-use sf_store::{Body, Condition, PutOutcome, Store};
+use sf_store::{Body, Condition, Gate, PutOutcome, Store};
 
 use crate::changes::{Action, Change, Changes};
 use crate::objects::{ObjectKind, ObjectMeta};
@@ -49,6 +49,8 @@ pub struct Item {
     pub media_type: Option<String>,
     /// A clearsigned manifest.
     pub signed: bool,
+    /// Checks still running that must pass before the object becomes visible.
+    pub gate: Option<Gate>,
 }
 
 impl Item {
@@ -61,6 +63,7 @@ impl Item {
             kind,
             media_type: None,
             signed: false,
+            gate: None,
         }
     }
 }
@@ -148,7 +151,7 @@ impl Publisher {
         };
         match self
             .store
-            .put(&item.key, item.body.clone(), &meta, cond)
+            .put_gated(&item.key, item.body.clone(), &meta, cond, item.gate.clone())
             .await?
         {
             PutOutcome::Written(_) => {

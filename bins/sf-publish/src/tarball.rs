@@ -2,10 +2,10 @@
 //! its folder's signed `SHA256SUMS`, onto the keys of the storage layout.
 //!
 //! A tarball's key is found by its file name: the one cell of the support matrix (Slurm version,
-//! toolchain, architecture, build) whose layout file name it is. Before anything is uploaded, each
-//! tarball must have `FILE.asc` and `SHA256SUMS` + `SHA256SUMS.asc` beside it, both signatures
-//! made by the expected key, and `SHA256SUMS` must list the tarball with its sha256. Then the
-//! tarball, its signature, `SHA256SUMS` and its signature go up in that order.
+//! toolchain, architecture, build) whose layout file name it is. Each tarball must have `FILE.asc`
+//! and `SHA256SUMS` + `SHA256SUMS.asc` beside it, both signatures made by the expected key, and
+//! `SHA256SUMS` must list the tarball with its sha256. The tarball, its signature, `SHA256SUMS`
+//! and its signature go up in that order; none of them becomes visible before every check passed.
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use sf_core::exit::bad_input;
 use sf_core::layout::{Layout, TarballLocation, SHA256SUMS};
 use sf_core::matrix::SupportMatrix;
-use sf_store::Body;
+use sf_store::{Body, Gate};
 
 use crate::objects::ObjectKind;
 use crate::publish::{Item, Publisher};
@@ -25,8 +25,8 @@ use crate::trust::Trust;
 pub struct CheckedTarball {
     pub file: PathBuf,
     pub location: TarballLocation,
+    /// As the signed `SHA256SUMS` lists it (the file is checked against it while it uploads).
     pub sha256: String,
-    pub signed_by: String,
 }
 
 /// The layout location whose file name is `name`.
@@ -76,7 +76,9 @@ fn read_sig(path: &Path, of: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Check tarballs, their signatures and `SHA256SUMS`; nothing is uploaded here.
+/// The quick checks of tarballs, before anything is uploaded: each is a cell's tarball with its
+/// signature beside it, and a `SHA256SUMS` signed by the expected key lists it. What needs a pass
+/// over each (multi-GB) tarball is left to [`check_contents`], which runs while it uploads.
 pub fn check(
     files: &[PathBuf],
     m: &SupportMatrix,
@@ -98,18 +100,7 @@ pub fn check(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let location = locate(m, layout, &name)?;
-        let sig = read_sig(&asc(file), file)?;
-        // The two passes over a multi-GB tarball, its signature check (SHA-512) and its sha256,
-        // run side by side: each alone keeps one core busy for seconds.
-        let (signed_by, sha256) = std::thread::scope(|s| {
-            let sha256 = s.spawn(|| sf_store::sha256_file(file));
-            let signed_by = trust.check_detached(&file.display().to_string(), file, &sig);
-            let sha256 = sha256
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (signed_by, sha256)
-        });
-        let signed_by = signed_by?;
+        read_sig(&asc(file), file)?;
         let sums = sibling(file, SHA256SUMS);
         let sums_text = std::fs::read_to_string(&sums).map_err(|e| {
             bad_input(format!(
@@ -120,34 +111,57 @@ pub fn check(
         })?;
         let sums_sig = read_sig(&asc(&sums), &sums)?;
         trust.check_detached(&sums.display().to_string(), &sums, &sums_sig)?;
-        let sha256 = sha256?;
         let listed = sums_text.lines().find_map(|l| {
             let (h, n) = l.split_once(char::is_whitespace)?;
-            (n.trim_start().trim_start_matches('*') == name).then(|| h.to_string())
+            (n.trim_start().trim_start_matches('*') == name).then(|| h.to_ascii_lowercase())
         });
-        match listed {
-            Some(h) if h == sha256 => {}
-            Some(h) => {
-                return Err(bad_input(format!(
-                    "{} lists {name} with sha256 {h}, but the file has {sha256}",
-                    sums.display()
-                )))
-            }
-            None => {
-                return Err(bad_input(format!(
-                    "{} does not list {name}",
-                    sums.display()
-                )))
-            }
-        }
+        let Some(sha256) =
+            listed.filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            return Err(bad_input(format!(
+                "{} does not list {name} with a sha256",
+                sums.display()
+            )));
+        };
         out.push(CheckedTarball {
             file: file.clone(),
             location,
             sha256,
-            signed_by,
         });
     }
     Ok(out)
+}
+
+/// The checks that read each tarball whole: its signature by the expected key, and its sha256
+/// against what the signed `SHA256SUMS` lists. Returns who signed each.
+pub fn check_contents(tarballs: &[CheckedTarball], trust: &Trust) -> Result<Vec<String>> {
+    let mut signers = Vec::new();
+    for t in tarballs {
+        let file = &t.file;
+        let sig = read_sig(&asc(file), file)?;
+        // The two passes, the signature check (SHA-512) and the sha256, run side by side: each
+        // alone keeps one core busy for seconds on a multi-GB tarball.
+        let (signed_by, sha256) = std::thread::scope(|s| {
+            let sha256 = s.spawn(|| sf_store::sha256_file(file));
+            let signed_by = trust.check_detached(&file.display().to_string(), file, &sig);
+            let sha256 = sha256
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (signed_by, sha256)
+        });
+        let signed_by = signed_by?;
+        let sha256 = sha256?;
+        if sha256 != t.sha256 {
+            return Err(bad_input(format!(
+                "{} lists {} with sha256 {}, but the file has {sha256}",
+                sibling(file, SHA256SUMS).display(),
+                t.location.file_name,
+                t.sha256
+            )));
+        }
+        signers.push(signed_by);
+    }
+    Ok(signers)
 }
 
 fn file_item(key: &str, path: &Path, kind: ObjectKind, sha256: Option<&str>) -> Result<Item> {
@@ -166,11 +180,36 @@ fn file_item(key: &str, path: &Path, kind: ObjectKind, sha256: Option<&str>) -> 
         kind,
         media_type: None,
         signed: false,
+        gate: None,
     })
 }
 
-/// Upload checked tarballs: tarball, signature, `SHA256SUMS`, its signature.
-pub async fn publish(tarballs: &[CheckedTarball], p: &Publisher) -> Result<()> {
+/// Upload checked tarballs (tarball, signature, `SHA256SUMS`, its signature) while
+/// [`check_contents`] runs: each upload completes only once every tarball passed, so a failed
+/// check leaves nothing new at the destination and a tarball is read from disk side by side by
+/// the check and the upload instead of twice in a row. Returns who signed each tarball.
+pub async fn publish(
+    tarballs: &[CheckedTarball],
+    trust: &Trust,
+    p: &Publisher,
+) -> Result<Vec<String>> {
+    let (keeper, gate) = Gate::new();
+    let checks = {
+        let (tarballs, trust) = (tarballs.to_vec(), trust.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = check_contents(&tarballs, &trust);
+            keeper.verdict(r.is_ok());
+            r
+        })
+    };
+    let uploaded = upload(tarballs, gate, p).await;
+    // A failed check is the cause of any upload it stopped, and says what was wrong.
+    let signers = checks.await.context("the tarball checks panicked")??;
+    uploaded?;
+    Ok(signers)
+}
+
+async fn upload(tarballs: &[CheckedTarball], gate: Gate, p: &Publisher) -> Result<()> {
     for t in tarballs {
         let sums = sibling(&t.file, SHA256SUMS);
         for f in [t.file.clone(), asc(&t.file), sums.clone(), asc(&sums)] {
@@ -180,29 +219,24 @@ pub async fn publish(tarballs: &[CheckedTarball], p: &Publisher) -> Result<()> {
     for t in tarballs {
         let l = &t.location;
         let sums = sibling(&t.file, SHA256SUMS);
-        p.upload(file_item(
-            &l.key,
-            &t.file,
-            ObjectKind::Tarball,
-            Some(&t.sha256),
-        )?)
-        .await?;
-        p.upload(file_item(
-            &l.signature_key,
-            &asc(&t.file),
-            ObjectKind::Signature,
-            None,
-        )?)
-        .await?;
-        p.upload(file_item(&l.sums_key, &sums, ObjectKind::Sums, None)?)
+        let items = [
+            file_item(&l.key, &t.file, ObjectKind::Tarball, Some(&t.sha256))?,
+            file_item(&l.signature_key, &asc(&t.file), ObjectKind::Signature, None)?,
+            file_item(&l.sums_key, &sums, ObjectKind::Sums, None)?,
+            file_item(
+                &l.sums_signature_key,
+                &asc(&sums),
+                ObjectKind::Signature,
+                None,
+            )?,
+        ];
+        for item in items {
+            p.upload(Item {
+                gate: Some(gate.clone()),
+                ..item
+            })
             .await?;
-        p.upload(file_item(
-            &l.sums_signature_key,
-            &asc(&sums),
-            ObjectKind::Signature,
-            None,
-        )?)
-        .await?;
+        }
     }
     Ok(())
 }
