@@ -389,4 +389,56 @@ mod tests {
             Some(stack.repos[1].commit.as_str())
         );
     }
+
+    #[test]
+    fn the_view_keeps_runtime_libraries_and_drops_build_only_tools() {
+        let stack = Stack::embedded();
+        let c = cell(Pipeline::Version, Some("25.11"), "amd64", "cpu");
+        let doc = document(&c, &stack, &OPTS);
+        let view = &doc["spack"]["view"]["default"];
+        assert_eq!(view["root"].as_str(), Some(container::VIEW_ROOT));
+        assert_eq!(view["link"].as_str(), Some("all"));
+        let excluded: Vec<&str> = view["exclude"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for tool in [
+            "cmake", "autoconf", "automake", "libtool", "m4", "pkgconf", "gmake", "meson", "ninja",
+            "bison", "flex",
+        ] {
+            assert!(
+                excluded.contains(&tool),
+                "{tool} is not excluded: {excluded:?}"
+            );
+        }
+        // Runtime libraries Slurm's binaries load stay in the view, and so does every package the
+        // environment pins (they are what is shipped).
+        let pinned = specs(&c, &stack);
+        let pinned_names = pinned.iter().map(|s| {
+            let name = s.split(['@', ' ']).next().unwrap();
+            name.rsplit('.').next().unwrap()
+        });
+        for lib in [
+            "gcc-runtime",
+            "libmd",
+            "gettext",
+            "glibc",
+            "zlib",
+            "ncurses",
+            "libxml2",
+        ]
+        .into_iter()
+        .chain(pinned_names)
+        {
+            assert!(
+                !excluded.contains(&lib),
+                "{lib} must stay in the view: {excluded:?}"
+            );
+        }
+        // A deps cell ships a build cache, not a tree: it has no view at all.
+        let deps = document(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack, &OPTS);
+        assert_eq!(deps["spack"]["view"].as_bool(), Some(false));
+    }
 }
