@@ -312,7 +312,9 @@ pub fn verify_files(
             "--signature names the signature of one file; give exactly one PATH with it",
         ));
     }
-    let certs = keys::required_certs(trust)?;
+    let folders: Vec<PathBuf> = paths.iter().map(|p| folder_of(p)).collect();
+    let (certs, sources) = keys::certs_for(trust, &folders)?;
+    rec.input("certificates", sources);
     let missing: Vec<String> = paths
         .iter()
         .filter(|p| !p.is_file())
@@ -340,6 +342,14 @@ pub fn verify_files(
     Ok(verify_outcome("file", items))
 }
 
+/// The folder a file is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 fn verify_one(certs: &Certs, path: &Path, sig_path: &Path) -> Result<Verified> {
     let sig =
         fs::read(sig_path).map_err(|e| anyhow!("no signature {}: {e}", sig_path.display()))?;
@@ -353,7 +363,8 @@ fn verify_one(certs: &Certs, path: &Path, sig_path: &Path) -> Result<Verified> {
 
 /// Verify a folder's `SHA256SUMS.asc`, then every file `SHA256SUMS` lists.
 pub fn verify_sums(dir: &Path, trust: &TrustArgs, rec: &mut Recorder) -> Result<Outcome> {
-    let certs = keys::required_certs(trust)?;
+    let (certs, sources) = keys::certs_for(trust, &[dir.to_path_buf()])?;
+    rec.input("certificates", sources);
     let sums_path = dir.join(SHA256SUMS);
     let text = fs::read(&sums_path)
         .map_err(|e| bad_input(format!("cannot read {}: {e}", sums_path.display())))?;

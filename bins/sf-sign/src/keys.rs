@@ -2,7 +2,7 @@
 //! for signing, and the trusted certificates and pin for verifying.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use sf_core::bad_input;
@@ -120,10 +120,142 @@ pub fn trust(args: &TrustArgs) -> Result<(Option<Certs>, Option<KeyPin>)> {
     Ok((Some(certs), pin))
 }
 
-/// Trusted certificates for file and sums verification, where `--cert` is required.
-pub fn required_certs(args: &TrustArgs) -> Result<Certs> {
+/// Trusted certificates for file and sums verification: the `--cert` files, or else the
+/// certificate of the `--fingerprint` key, found by [`find_certs`] from the folders given (those
+/// of what is verified). Returns them and where they came from.
+pub fn certs_for(args: &TrustArgs, folders: &[PathBuf]) -> Result<(Certs, Vec<String>)> {
     match trust(args)? {
-        (Some(c), _) => Ok(c),
-        (None, _) => Err(bad_input("verifying needs the signer's certificate: pass --cert FILE (and --fingerprint to pin it)")),
+        (Some(c), _) => Ok((
+            c,
+            args.certs.iter().map(|p| p.display().to_string()).collect(),
+        )),
+        (None, Some(pin)) => find_certs(&pin, folders, GPG),
+        (None, None) => Err(bad_input(
+            "verifying needs the signer's key: --fingerprint FPR (its certificate is looked up beside what is verified, then in the gpg keyring) or --cert FILE",
+        )),
+    }
+}
+
+/// The gpg program the keyring lookup runs.
+const GPG: &str = "gpg";
+
+/// Largest file taken for a certificate (a certificate is a few KiB; tarballs are not read).
+const MAX_CERT_FILE: u64 = 1 << 20;
+
+/// Find the certificate of a pinned key without `--cert`, the way a user keeps it:
+/// 1. public-key files in the given folders: `*.asc` or `*.pub`, up to 1 MiB, holding an OpenPGP
+///    certificate (what `sf-sign key export` or `gpg --export --armor` writes; signatures are
+///    skipped);
+/// 2. only if none matches, the gpg keyring (`gpg --export FPR`; `GNUPGHOME` is honoured), when
+///    gpg is installed.
+///
+/// Only certificates whose primary key is the pinned one are kept. None found is bad input naming
+/// every place looked in.
+pub fn find_certs(pin: &KeyPin, folders: &[PathBuf], gpg: &str) -> Result<(Certs, Vec<String>)> {
+    let mut seen = Certs::default();
+    let mut sources = Vec::new();
+    let mut looked = Vec::new();
+    let mut dirs: Vec<&PathBuf> = Vec::new();
+    for d in folders {
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    for dir in dirs {
+        looked.push(format!("*.asc and *.pub files in {}", dir.display()));
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "asc" || x == "pub")
+                    && fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() <= MAX_CERT_FILE)
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            let Ok(bytes) = fs::read(&path) else {
+                continue;
+            };
+            // Signatures and other files that are not certificates are not what is looked for.
+            let Ok(certs) = Certs::parse(&bytes) else {
+                continue;
+            };
+            if let Ok(kept) = certs.pinned(pin) {
+                seen.extend(kept);
+                sources.push(path.display().to_string());
+            } else if certs.has_key(pin) {
+                seen.extend(certs);
+            }
+        }
+    }
+    if sources.is_empty() {
+        looked.push(format!("the gpg keyring (gpg --export {pin})"));
+        match std::process::Command::new(gpg)
+            .args(["--batch", "--no-tty", "--export"])
+            .arg(pin.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+                if let Ok(certs) = Certs::parse(&out.stdout) {
+                    if let Ok(kept) = certs.pinned(pin) {
+                        seen.extend(kept);
+                        sources.push(format!("gpg keyring ({pin})"));
+                    } else if certs.has_key(pin) {
+                        seen.extend(certs);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(last) = looked.last_mut() {
+                    last.push_str(": gpg is not installed");
+                }
+            }
+            Err(e) => {
+                if let Some(last) = looked.last_mut() {
+                    last.push_str(&format!(": gpg did not run ({e})"));
+                }
+            }
+        }
+    }
+    if sources.is_empty() {
+        // A pin naming a subkey of a certificate that was found: say which primary to pin.
+        if seen.has_key(pin) {
+            seen.pinned(pin)?;
+        }
+        return Err(bad_input(format!(
+            "no certificate for key {pin} found; looked in {}. Pass --cert FILE, or put the public key (sf-sign key export, gpg --export --armor) beside what is verified",
+            looked.join(", ")
+        )));
+    }
+    Ok((seen.pinned(pin)?, sources))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_gpg_the_lookup_says_so_and_is_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.asc"), "not a key").unwrap();
+        let pin = KeyPin::parse("DFB92630BCA5AB71").unwrap();
+        let e = find_certs(
+            &pin,
+            &[dir.path().to_path_buf()],
+            "/nonexistent/sf-sign-test/gpg",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no certificate for key DFB92630BCA5AB71 found")
+                && msg.contains(&dir.path().display().to_string())
+                && msg.contains("gpg is not installed"),
+            "{msg}"
+        );
+        assert_eq!(sf_core::exit::code_for(&e), 2);
     }
 }

@@ -72,6 +72,7 @@ pub enum Command {
         key: KeyArgs,
     },
     /// Verify signatures; exit 1 naming every item that fails.
+    #[command(after_help = VERIFY_HELP)]
     Verify {
         #[command(subcommand)]
         target: VerifyTarget,
@@ -124,9 +125,18 @@ pub enum KeyAction {
     },
 }
 
+/// How `verify` finds the certificate when only a fingerprint is given.
+const VERIFY_HELP: &str = "Which key: --cert FILE trusts the certificates in FILE (with --fingerprint, only the pinned one). \
+With --fingerprint alone the pinned key's certificate is looked up: for `verify mirror`, the keys the mirror publishes \
+(keys.manifest.json and its key blobs); for `verify file` and `verify sums`, first *.asc and *.pub files (up to 1 MiB) \
+holding an OpenPGP public key in the folder of what is verified (e.g. signing-key.asc from `sf-sign key export`), \
+then, if none is the pinned key, the gpg keyring (`gpg --export FPR`, GNUPGHOME honoured) when gpg is installed. \
+Only a certificate whose primary key is the pinned one is trusted. No certificate found: exit 2, naming where it looked.";
+
 #[derive(Subcommand, Debug)]
 pub enum VerifyTarget {
     /// Files against their detached signatures (PATH.asc unless --signature).
+    #[command(after_help = VERIFY_HELP)]
     File {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -137,6 +147,7 @@ pub enum VerifyTarget {
         trust: TrustArgs,
     },
     /// A mirror: every spec manifest signed by the key, blobs intact, the key listed in the key index.
+    #[command(after_help = VERIFY_HELP)]
     Mirror {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
@@ -144,6 +155,7 @@ pub enum VerifyTarget {
         trust: TrustArgs,
     },
     /// A folder's SHA256SUMS: its signature, then every file it lists.
+    #[command(after_help = VERIFY_HELP)]
     Sums {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
@@ -169,11 +181,11 @@ pub struct KeyArgs {
 /// Which keys a signature may be made by.
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrustArgs {
-    /// Certificate (public key) file(s) to trust. For a mirror, without it the keys the mirror
-    /// publishes are used, and --fingerprint is then required.
+    /// Certificate (public key) file(s) to trust. Without it, --fingerprint is required and the
+    /// key's certificate is looked up (see below).
     #[arg(long = "cert", value_name = "FILE")]
     pub certs: Vec<PathBuf>,
-    /// The key that must have signed: fingerprint or 16-digit key ID.
+    /// The key that must have signed: its primary key's fingerprint or 16-digit key ID.
     #[arg(long, env = env::SIGNING_FINGERPRINT, value_name = "FPR")]
     pub fingerprint: Option<String>,
 }

@@ -1200,6 +1200,126 @@ fn gpg_keys_whose_signing_subkeys_expired_or_were_revoked_are_refused_naming_eac
 }
 
 #[test]
+fn a_fingerprint_alone_finds_the_certificate_beside_the_files_or_in_the_gpg_keyring() {
+    let gpg = Gpg::new();
+    let signer = gpg.generate("Tarball Signer <t@example.invalid>", "ed25519", "");
+    let other = gpg.generate("Someone Else <o@example.invalid>", "ed25519", "");
+    let subkey = new_key();
+    let unknown = new_key();
+    let empty_keyring = Gpg::new();
+    let dir = tempfile::tempdir().unwrap();
+    let dist = dir.path().join("dist");
+    fs::create_dir(&dist).unwrap();
+    let tarball = dist.join("slurm-25.11-noble-software.tar.gz");
+    fs::write(&tarball, b"tarball ".repeat(20_000)).unwrap();
+    let secret = gpg.export_secret(&signer, "");
+    sf_sign()
+        .arg("file")
+        .arg(&tarball)
+        .env("GPG_PRIVATE_KEY", &secret)
+        .assert()
+        .success();
+    sf_sign()
+        .arg("sums")
+        .arg(&dist)
+        .env("GPG_PRIVATE_KEY", &secret)
+        .assert()
+        .success();
+    let results = dir.path().join("results");
+    let verify = |what: &str, fpr: &str, keyring: &Gpg| {
+        let mut c = sf_sign();
+        c.args(["verify", what]);
+        c.arg(if what == "file" { &tarball } else { &dist });
+        c.args(["--fingerprint", fpr])
+            .env("GNUPGHOME", keyring.home.path())
+            .env("SF_RESULTS_DIR", &results);
+        c.assert()
+    };
+    let last_record = || -> Value {
+        let mut records: Vec<_> = fs::read_dir(&results)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        records.sort_by_key(|p| fs::metadata(p).unwrap().modified().unwrap());
+        let r = json(&fs::read(records.last().unwrap()).unwrap());
+        fs::remove_dir_all(&results).unwrap();
+        r
+    };
+
+    // Nothing in the folder: the gpg keyring has it.
+    for what in ["file", "sums"] {
+        let out = verify(what, &signer, &gpg).success();
+        assert_eq!(
+            json(&out.get_output().stdout)["signers"][0],
+            signer.as_str()
+        );
+        let record = last_record();
+        assert_eq!(
+            record["inputs"]["certificates"][0],
+            format!("gpg keyring ({signer})").as_str(),
+            "{record}"
+        );
+        // The keyring holds the other key too, but it did not sign: exit 1, naming it.
+        let out = verify(what, &other, &gpg).code(1);
+        let err = stderr(out.get_output());
+        assert!(
+            err.contains("failed verification")
+                && err.contains(&format!("not the expected key ({other})")),
+            "{what}: {err}"
+        );
+        let _ = last_record();
+    }
+    // Nowhere: exit 2, saying where it looked.
+    let out = verify("file", &unknown.fpr, &gpg).code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains(&format!("no certificate for key {} found", unknown.fpr))
+            && err.contains(&format!("*.asc and *.pub files in {}", dist.display()))
+            && err.contains(&format!("the gpg keyring (gpg --export {})", unknown.fpr))
+            && err.contains("--cert"),
+        "{err}"
+    );
+    let _ = last_record();
+
+    // The public key exported beside the files (signatures in the folder are not mistaken for
+    // it), with an empty keyring.
+    gpg.export_public(&signer, &dist.join("signing-key.asc"));
+    fs::copy(&subkey.public, dist.join("z.pub")).unwrap();
+    for what in ["file", "sums"] {
+        let out = verify(what, &signer, &empty_keyring).success();
+        assert_eq!(
+            json(&out.get_output().stdout)["signers"][0],
+            signer.as_str()
+        );
+        let record = last_record();
+        assert_eq!(
+            record["inputs"]["certificates"][0],
+            dist.join("signing-key.asc").to_str().unwrap(),
+            "{record}"
+        );
+        verify(what, &other, &empty_keyring).code(2);
+        let _ = last_record();
+    }
+    // A subkey's fingerprint is not a pin: the message names the primary key.
+    use openpgp::parse::Parse;
+    let cert = openpgp::Cert::from_file(&subkey.public).unwrap();
+    let sub = cert
+        .keys()
+        .subkeys()
+        .next()
+        .unwrap()
+        .key()
+        .fingerprint()
+        .to_hex();
+    let out = verify("file", &sub, &empty_keyring).code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains(&format!("{sub} is a subkey")) && err.contains(&format!("use {}", subkey.fpr)),
+        "{err}"
+    );
+}
+
+#[test]
 fn sums_are_what_sha256sum_checks_and_gpg_verifies() {
     let gpg = Gpg::new();
     let key = new_key();

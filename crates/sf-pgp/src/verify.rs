@@ -66,6 +66,13 @@ impl Certs {
             .collect()
     }
 
+    /// Whether any key of these certificates, primary or subkey, is the pinned one.
+    pub fn has_key(&self, pin: &KeyPin) -> bool {
+        self.0
+            .iter()
+            .any(|c| c.keys().any(|k| pin.matches(&k.key().fingerprint())))
+    }
+
     /// Only the certificates a pin names by their primary key; none is an error, which says so
     /// when the pin names a subkey.
     pub fn pinned(&self, pin: &KeyPin) -> Result<Certs> {
