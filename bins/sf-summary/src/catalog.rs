@@ -79,8 +79,7 @@ impl Source for DirSource {
     }
 }
 
-/// An `s3://` destination, read through sf-store (LastModified is not in its listing, so S3
-/// entries carry no date).
+/// An `s3://` destination, read through sf-store (its listing has each object's LastModified).
 pub struct StoreSource {
     store: sf_store::Store,
     rt: tokio::runtime::Runtime,
@@ -94,7 +93,7 @@ impl Source for StoreSource {
             .map(|l| Entry {
                 key: l.key,
                 size: l.size,
-                modified: None,
+                modified: l.modified.map(sf_core::record::rfc3339),
             })
             .collect())
     }
@@ -133,6 +132,9 @@ pub struct Tarball {
     pub toolchain: String,
     /// Empty for amd64/cpu.
     pub variant: String,
+    /// The architecture and build kind the variant stands for.
+    pub arch: String,
+    pub build: String,
     pub key: String,
     pub file_name: String,
     pub size: u64,
@@ -229,6 +231,8 @@ pub fn build(src: &dyn Source, layout: &Layout) -> Result<Catalog> {
     let mut tarballs = Vec::new();
     let mut mirrors = Vec::new();
     let mut sums = Vec::new();
+    let matrix = sf_core::matrix::SupportMatrix::embedded();
+    let builds: Vec<&str> = matrix.builds.iter().map(|b| b.name.as_str()).collect();
     for e in &entries {
         if e.key.rsplit('/').next() == Some(SHA256SUMS) {
             sums.push(e.key.clone());
@@ -243,15 +247,18 @@ pub fn build(src: &dyn Source, layout: &Layout) -> Result<Catalog> {
                     .unwrap_or_default();
                 sums_cache.insert(folder.to_string(), parse_sums(&text));
             }
+            let (arch, build) = Layout::variant_parts(&parts.variant, &builds);
             tarballs.push(Tarball {
                 slurm_version: parts.slurm_version,
                 toolchain: parts.toolchain,
                 variant: parts.variant,
+                arch,
+                build,
                 file_name: file_name.to_string(),
                 size: e.size,
                 modified: e.modified.clone(),
                 sha256: sums_cache[folder].get(file_name).cloned(),
-                signed: by_key.contains_key(format!("{}.asc", e.key).as_str()),
+                signed: by_key.contains_key(Layout::signature_key(&e.key).as_str()),
                 sums_signed: by_key.contains_key(sums_sig.as_str()),
                 cdn_url: layout.cdn_url_of(&e.key),
                 key: e.key.clone(),
@@ -304,7 +311,7 @@ pub fn markdown(c: &Catalog, cap: usize) -> String {
         c.mirrors.len()
     );
     if !c.tarballs.is_empty() {
-        out.push_str("### Tarballs\n\n| Slurm | toolchain | variant | tarball | size | date | sha256 (SHA256SUMS) | signature |\n|---|---|---|---|---|---|---|---|\n");
+        out.push_str("### Tarballs\n\n| Slurm | toolchain | arch | build | tarball | size | date | sha256 (SHA256SUMS) | signature |\n|---|---|---|---|---|---|---|---|---|\n");
         for t in c.tarballs.iter().take(cap) {
             let date = t
                 .modified
@@ -319,14 +326,11 @@ pub fn markdown(c: &Catalog, cap: usize) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | [{}]({}) | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | [{}]({}) | {} | {} | {} | {} |",
                 escape(&t.slurm_version),
                 escape(&t.toolchain),
-                if t.variant.is_empty() {
-                    "-".to_string()
-                } else {
-                    escape(&t.variant)
-                },
+                escape(&t.arch),
+                escape(&t.build),
                 escape(&t.file_name),
                 t.cdn_url,
                 bytes(t.size),

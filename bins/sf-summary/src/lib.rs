@@ -399,7 +399,7 @@ fn run_catalog(args: CatalogArgs, gha: &Actions) -> Result<()> {
             };
             let mut assets = Vec::new();
             for key in &cat.sums {
-                for k in [key.clone(), format!("{key}.asc")] {
+                for k in [key.clone(), sf_core::layout::Layout::signature_key(key)] {
                     if let Some(bytes) = src.read(&k)? {
                         assets.push((catalog::asset_name(&k), bytes));
                     }

@@ -499,6 +499,10 @@ fn catalog_lists_tarballs_and_mirrors_of_a_directory() {
     assert_eq!(t.len(), 3);
     assert_eq!(t[0]["slurm_version"], "25.11");
     let gpu = t.iter().find(|t| t["variant"] == "arm64-gpu").unwrap();
+    assert_eq!(
+        (&gpu["arch"], &gpu["build"]),
+        (&"arm64".into(), &"gpu".into())
+    );
     assert_eq!(gpu["signed"], false);
     assert_eq!(gpu["sha256"].as_str().unwrap().len(), 64);
     let noble = t
@@ -507,6 +511,17 @@ fn catalog_lists_tarballs_and_mirrors_of_a_directory() {
         .unwrap();
     assert_eq!(noble["signed"], true);
     assert_eq!(noble["sums_signed"], true);
+    assert_eq!(
+        (&noble["arch"], &noble["build"]),
+        (&"amd64".into(), &"cpu".into())
+    );
+    // The file's date, as RFC 3339 UTC.
+    let today = &sf_core::record::rfc3339(std::time::SystemTime::now())[..10];
+    assert!(
+        t.iter()
+            .all(|t| t["modified"].as_str().is_some_and(|d| d.starts_with(today))),
+        "{t:?}"
+    );
     assert_eq!(noble["cdn_url"], "https://slurm-factory-spack-binary-cache.vantagecompute.ai/builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
     let m = &v["mirrors"][0];
     assert_eq!(m["key"], "noble/slurm/25.11");
@@ -517,7 +532,15 @@ fn catalog_lists_tarballs_and_mirrors_of_a_directory() {
     let md = sf_summary().args(["catalog", &dest]).assert().success();
     let md = String::from_utf8(md.get_output().stdout.clone()).unwrap();
     assert!(
-        md.contains("| 25.11 | noble | arm64-gpu | [slurm-25.11-noble-arm64-gpu-software.tar.gz]("),
+        md.contains(
+            "| 25.11 | noble | arm64 | gpu | [slurm-25.11-noble-arm64-gpu-software.tar.gz]("
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "| 25.11 | noble | amd64 | cpu | [slurm-25.11-noble-software.tar.gz](https://slurm-factory-spack-binary-cache.vantagecompute.ai/builds/25.11/noble/slurm-25.11-noble-software.tar.gz) | 41 B | {today} |"
+        )),
         "{md}"
     );
     assert!(
@@ -678,6 +701,27 @@ fn catalog_reads_an_s3_bucket() {
         .all(|t| t["sha256"].as_str().is_some_and(|h| h.len() == 64)));
     assert_eq!(v["mirrors"][0]["key"], "noble/slurm/25.11");
     assert_eq!(v["mirrors"][0]["specs"], 3);
+    // Dates come from S3's LastModified; arch and build from the variant.
+    let today = &sf_core::record::rfc3339(std::time::SystemTime::now())[..10];
+    for t in v["tarballs"].as_array().unwrap() {
+        assert!(
+            t["modified"].as_str().is_some_and(|d| d.starts_with(today)),
+            "{t}"
+        );
+    }
+    assert!(v["mirrors"][0]["index_modified"]
+        .as_str()
+        .is_some_and(|d| d.starts_with(today)));
+    let gpu = v["tarballs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["variant"] == "arm64-gpu")
+        .unwrap();
+    assert_eq!(
+        (&gpu["arch"], &gpu["build"]),
+        (&"arm64".into(), &"gpu".into())
+    );
 }
 
 #[test]

@@ -395,7 +395,7 @@ impl Layout {
                 format!("{folder}/{name}")
             }
         };
-        let signature_key = format!("{key}.asc");
+        let signature_key = Self::signature_key(&key);
         TarballLocation {
             file_name,
             url: self.destination.url_of(&key),
@@ -533,7 +533,31 @@ impl Layout {
                 format!("{folder}/{name}")
             }
         };
-        (join(SHA256SUMS), join(&format!("{SHA256SUMS}.asc")))
+        let sums = join(SHA256SUMS);
+        let sig = Self::signature_key(&sums);
+        (sums, sig)
+    }
+
+    /// The detached signature published beside a signed object: `<key>.asc`.
+    pub fn signature_key(key: &str) -> String {
+        format!("{key}.asc")
+    }
+
+    /// The arch and build kind a tarball variant stands for (the inverse of [`Layout::variant`]),
+    /// given the build kinds there are: amd64/cpu for the empty variant.
+    pub fn variant_parts(variant: &str, builds: &[&str]) -> (String, String) {
+        if variant.is_empty() {
+            return (PLAIN_ARCH.into(), PLAIN_BUILD.into());
+        }
+        if builds.contains(&variant) {
+            return (PLAIN_ARCH.into(), variant.into());
+        }
+        for b in builds {
+            if let Some(arch) = variant.strip_suffix(&format!("-{b}")) {
+                return (arch.into(), (*b).into());
+            }
+        }
+        (variant.into(), PLAIN_BUILD.into())
     }
 }
 
@@ -811,6 +835,11 @@ mod tests {
                 ("25.11", "noble")
             );
             assert_eq!(parts.variant, Layout::variant(&a, &b));
+            let builds: Vec<&str> = m.builds.iter().map(|b| b.name.as_str()).collect();
+            assert_eq!(
+                Layout::variant_parts(&parts.variant, &builds),
+                (a.as_str().to_string(), b.as_str().to_string())
+            );
         }
         assert_eq!(l.parse_tarball_key("builds/25.11/noble/SHA256SUMS"), None);
         assert_eq!(
