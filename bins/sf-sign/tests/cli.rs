@@ -1017,35 +1017,84 @@ fn bad_keys_are_refused_with_exit_2_naming_why_and_nothing_is_written() {
             "not a key fingerprint",
         ),
     ];
+    // Each case through every signing command, with a result record: exit 2, nothing written
+    // (the mirror byte for byte as it was, no SHA256SUMS), and no secret in stdout, stderr or the
+    // failure record.
+    let (_mirror_tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    let mirror_before = snapshot(&mirror);
+    let sums_dir = tempfile::tempdir().unwrap();
+    fs::write(sums_dir.path().join("a.tar.gz"), b"tarball").unwrap();
+    let results = tempfile::tempdir().unwrap();
     for (name, envs, args, expect) in cases {
-        let mut c = sf_sign();
-        c.arg("file").arg(&target).args(&args);
-        for (k, v) in &envs {
-            c.env(k, v);
-        }
-        let out = c.assert().code(2);
-        let o = out.get_output();
-        let err = stderr(o);
-        assert!(err.contains(expect), "{name}: {err}");
-        assert!(o.stdout.is_empty(), "{name}");
-        assert!(
-            !err.contains("wrong-pass-123") && !err.contains("not-a-key-garbage"),
-            "{name}: {err}"
-        );
-        for (_, v) in &envs {
-            if let Some(body) = v.lines().find(|l| l.len() > 40) {
-                assert!(!err.contains(body), "{name}: key material in {err}");
+        for (cmd, path) in [
+            ("file", target.as_path()),
+            ("mirror", mirror.as_path()),
+            ("sums", sums_dir.path()),
+        ] {
+            let name = format!("{name} ({cmd})");
+            let mut c = sf_sign();
+            c.arg(cmd)
+                .arg(path)
+                .args(&args)
+                .env("SF_RESULTS_DIR", results.path());
+            for (k, v) in &envs {
+                c.env(k, v);
             }
+            let out = c.assert().code(2);
+            let o = out.get_output();
+            let err = stderr(o);
+            assert!(err.contains(expect), "{name}: {err}");
+            assert!(o.stdout.is_empty(), "{name}");
+
+            let records: Vec<PathBuf> = fs::read_dir(results.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(records.len(), 1, "{name}: {records:?}");
+            let record_text = fs::read_to_string(&records[0]).unwrap();
+            fs::remove_file(&records[0]).unwrap();
+            let record = json(record_text.as_bytes());
+            assert_eq!(record["step"], format!("sf-sign {cmd}").as_str(), "{name}");
+            assert_eq!(record["status"], "failed", "{name}: {record}");
+            assert_eq!(record["error"]["exit_code"], 2, "{name}: {record}");
+            assert!(record_text.contains(expect), "{name}: {record_text}");
+
+            for text in [&err, &record_text, &*String::from_utf8_lossy(&o.stdout)] {
+                assert!(
+                    !text.contains("wrong-pass-123")
+                        && !text.contains("not-a-key-garbage")
+                        && !text.contains("-----END PGP PRIVATE KEY BLOCK-----"),
+                    "{name}: {text}"
+                );
+                for (_, v) in &envs {
+                    for line in key_body_lines(v) {
+                        assert!(!text.contains(&line), "{name}: key material in {text}");
+                    }
+                }
+            }
+            assert!(
+                !dir.path().join("t.tar.gz.asc").exists(),
+                "{name}: a signature was written"
+            );
+            assert_eq!(
+                fs::read_dir(dir.path()).unwrap().count(),
+                1,
+                "{name}: stray files"
+            );
+            assert!(
+                snapshot(&mirror) == mirror_before,
+                "{name}: the mirror changed"
+            );
+            let names: Vec<_> = fs::read_dir(sums_dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                names,
+                ["a.tar.gz"],
+                "{name}: files written beside the tarball"
+            );
         }
-        assert!(
-            !dir.path().join("t.tar.gz.asc").exists(),
-            "{name}: a signature was written"
-        );
-        assert_eq!(
-            fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "{name}: stray files"
-        );
     }
     // The right passphrase from a file works.
     let pw = dir.path().join("pw");
