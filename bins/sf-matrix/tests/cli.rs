@@ -69,6 +69,19 @@ fn version_pipeline_all_by_amd64_is_18_full_cells() {
             .as_str()
             .unwrap()
             .starts_with("https://"));
+        let t = &c["tarball"];
+        let key = t["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("tarball.key in {c}"));
+        assert!(
+            key.starts_with("builds/") && key.ends_with(".tar.gz"),
+            "{key}"
+        );
+        assert_eq!(t["signature_key"], format!("{key}.asc"));
+        assert!(t["signature_cdn_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{key}.asc")));
     }
     let noble = cells
         .iter()
@@ -80,6 +93,10 @@ fn version_pipeline_all_by_amd64_is_18_full_cells() {
         noble["runner_labels"],
         serde_json::json!(["self-hosted", "X64"])
     );
+    assert_eq!(
+        noble["tarball"]["key"],
+        "builds/25.11/noble/slurm-25.11-noble-software.tar.gz"
+    );
 }
 
 #[test]
@@ -90,9 +107,9 @@ fn deps_pipeline_is_one_cell_per_toolchain_without_a_version() {
         .success();
     let cells = cells(&out.get_output().stdout);
     assert_eq!(cells.len(), 6);
-    assert!(cells
-        .iter()
-        .all(|c| c["slurm_version"].is_null() && c["version_mirror"].is_null()));
+    assert!(cells.iter().all(|c| c["slurm_version"].is_null()
+        && c["version_mirror"].is_null()
+        && c["tarball"].is_null()));
 }
 
 #[test]

@@ -97,7 +97,9 @@ impl Cache<'_> {
 }
 
 async fn cell_status(cache: &mut Cache<'_>, cell: &Cell) -> Result<(bool, String)> {
-    if let Some(t) = &cell.tarball {
+    // Version cells name their tarball too, but their product is the version mirror.
+    let tarball = matches!(cell.pipeline.as_str(), "tarball" | "image");
+    if let Some(t) = cell.tarball.as_ref().filter(|_| tarball) {
         // The cell names its destination root; older matrices only carry full URLs.
         let from_url = t.url.strip_suffix(&format!("/{}", t.key)).unwrap_or(&t.url);
         let root = if cell.destination.is_empty() {

@@ -437,12 +437,12 @@ impl Layout {
                 .slurm_version
                 .as_ref()
                 .map(|v| self.version_mirror(&key.toolchain, v)),
-            tarball: match (&key.slurm_version, key.pipeline) {
-                (Some(v), crate::matrix::Pipeline::Tarball | crate::matrix::Pipeline::Image) => {
-                    Some(self.tarball(v, &key.toolchain, &key.arch, &key.build))
-                }
-                _ => None,
-            },
+            // Every cell that builds Slurm names where its tarball and signature live (a version
+            // cell too, so later steps and people can follow it there); deps cells have none.
+            tarball: key
+                .slurm_version
+                .as_ref()
+                .map(|v| self.tarball(v, &key.toolchain, &key.arch, &key.build)),
         }
     }
 }
@@ -639,6 +639,7 @@ pub struct Cell {
     pub destination: String,
     pub deps_mirror: MirrorLocation,
     pub version_mirror: Option<MirrorLocation>,
+    /// The tarball and its signature: for every cell with a Slurm version, whatever its pipeline.
     pub tarball: Option<TarballLocation>,
 }
 
