@@ -940,6 +940,119 @@ fn bad_mirrors_are_refused_with_exit_2_and_left_untouched() {
 }
 
 #[test]
+fn a_blob_with_the_wrong_checksum_or_a_version_2_manifest_is_refused_and_nothing_changes() {
+    let key = new_key();
+    let (_tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    let sign = || {
+        sf_sign()
+            .args(["mirror", mirror.to_str().unwrap()])
+            .env("GPG_PRIVATE_KEY", &key.secret)
+            .assert()
+    };
+
+    // Same size, one byte changed: only the sha256 tells.
+    let sum = "e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1";
+    let blob = mirror.join(format!("blobs/sha256/e1/{sum}"));
+    let original = fs::read(&blob).unwrap();
+    let mut changed = original.clone();
+    changed[10] ^= 0x01;
+    fs::write(&blob, &changed).unwrap();
+    let before = snapshot(&mirror);
+    let out = sign().code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.lines().any(|l| l
+            .contains("greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan.spec.manifest.json")
+            && l.contains("has checksum")
+            && l.contains(&format!("the record says {sum}"))),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(out.get_output().stdout.is_empty());
+    assert_eq!(snapshot(&mirror), before);
+    fs::write(&blob, &original).unwrap();
+
+    // A manifest of another version.
+    let name = "libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json";
+    let manifest = mirror.join(format!("v3/manifests/spec/libgreet/{name}"));
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("\"version\":3,"));
+    fs::write(
+        &manifest,
+        text.replacen("\"version\":3,", "\"version\":2,", 1),
+    )
+    .unwrap();
+    let before = snapshot(&mirror);
+    let out = sign().code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.lines()
+            .any(|l| l.contains(name) && l.contains("manifest version 2, expected 3")),
+        "{err}"
+    );
+    assert_eq!(snapshot(&mirror), before);
+
+    // Put right, it signs.
+    fs::write(&manifest, &text).unwrap();
+    sign().success();
+}
+
+#[test]
+fn verify_mirror_fails_when_the_key_index_does_not_list_the_signer() {
+    let key = new_key();
+    let (_tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    sf_sign()
+        .args(["mirror", mirror.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    // The key index of another mirror (Spack's signed fixture: its own key only).
+    let signed = fixture("spack-v3-signed");
+    let keys_manifest = "v3/manifests/key/keys.manifest.json";
+    let theirs = fs::read(signed.join(keys_manifest)).unwrap();
+    let sum = json(&theirs)["data"][0]["checksum"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = format!("blobs/sha256/{}/{sum}", &sum[..2]);
+    fs::create_dir_all(mirror.join(&blob).parent().unwrap()).unwrap();
+    fs::copy(signed.join(&blob), mirror.join(&blob)).unwrap();
+    fs::write(mirror.join(keys_manifest), &theirs).unwrap();
+
+    // With its certificate given: every manifest verifies, the index does not list the signer.
+    let out = sf_sign()
+        .args(["verify", "mirror", mirror.to_str().unwrap(), "--cert"])
+        .arg(&key.public)
+        .assert()
+        .code(1);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("1 item(s) failed")
+            && err.contains(&format!(
+                "keys.manifest.json: does not list the signing key {}",
+                key.fpr
+            )),
+        "{err}"
+    );
+    // Pinned, the mirror's own keys are looked up: it publishes none matching.
+    let out = sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--fingerprint",
+        ])
+        .arg(&key.fpr)
+        .assert()
+        .code(1);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains(&format!("publishes no key matching {}", key.fpr)) && err.contains(SIGNED_FPR),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_keys_are_refused_with_exit_2_naming_why_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("t.tar.gz");
