@@ -118,7 +118,9 @@ fn the_summary_row_of_a_cell_has_its_fingerprint_and_cdn_url() {
         .assert()
         .success();
 
-    let records = sf_summary::records::gather(std::slice::from_ref(&results)).unwrap();
+    let records = sf_summary::records::gather(std::slice::from_ref(&results))
+        .unwrap()
+        .records;
     let steps: Vec<(&str, Option<&str>)> = records
         .iter()
         .map(|r| (r.record.step.as_str(), r.record.cell.as_deref()))
