@@ -511,9 +511,14 @@ fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifie
     let gpg = Gpg::new();
     let key = new_key();
     let (tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    // What the build container pushed may lack v3/layout.json: signing writes it.
+    fs::remove_file(mirror.join("v3/layout.json")).unwrap();
     let before = snapshot(&mirror);
     let key_file = tmp.path().join("secret.asc");
     fs::write(&key_file, &key.secret).unwrap();
+    let results = tmp.path().join("results");
+    let output = tmp.path().join("github_output");
+    fs::write(&output, "").unwrap();
 
     let out = sf_sign()
         .args([
@@ -522,12 +527,61 @@ fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifie
             "--key-file",
             key_file.to_str().unwrap(),
         ])
+        .env("SF_RESULTS_DIR", &results)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
         .assert()
         .success();
     let report = json(&out.get_output().stdout);
     assert_eq!(report["signed"].as_array().unwrap().len(), 3);
     assert_eq!(report["fingerprint"], key.fpr.as_str());
+    assert_eq!(report["algorithm"], "SHA512");
+    assert_eq!(report["layout_written"], true);
+    assert_eq!(report["keys_index_updated"], true);
+    let key_manifest_key = format!("v3/manifests/key/{}.key.manifest.json", key.fpr);
+    assert_eq!(report["key_manifest"], key_manifest_key.as_str());
     let after = snapshot(&mirror);
+
+    // Step outputs and the result record: who signed, how many, with what hash.
+    let outputs = parse_file_commands(&fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["fingerprint"], key.fpr);
+    assert_eq!(outputs["algorithm"], "SHA512");
+    assert_eq!(outputs["signed-count"], "3");
+    assert_eq!(outputs["key-manifest"], key_manifest_key);
+    let mut signed_keys: Vec<&str> = outputs["signed"].lines().collect();
+    signed_keys.sort();
+    let mut manifests: Vec<&str> = before
+        .keys()
+        .filter(|k| k.ends_with(".spec.manifest.json"))
+        .map(String::as_str)
+        .collect();
+    manifests.sort();
+    assert_eq!(signed_keys, manifests);
+    let record_path = fs::read_dir(&results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record = json(&fs::read(&record_path).unwrap());
+    fs::remove_dir_all(&results).unwrap();
+    assert_eq!(record["step"], "sf-sign mirror");
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["metrics"]["manifests_signed"], 3);
+    assert_eq!(record["metrics"]["manifests_already_signed"], 0);
+    assert_eq!(record["outputs"]["algorithm"], "SHA512");
+    assert_eq!(record["outputs"]["fingerprint"], key.fpr.as_str());
+    assert_eq!(record["outputs"]["signed-count"], "3");
+    let spec_artifacts: Vec<&Value> = record["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "spec-manifest")
+        .collect();
+    assert_eq!(spec_artifacts.len(), 3);
+    assert!(spec_artifacts
+        .iter()
+        .all(|a| a["signed_by"] == key.fpr.as_str()));
 
     // Same shape as the fixture Spack signed: the unsigned tree plus two blobs and two key manifests.
     let signed_fixture = snapshot(&fixture("spack-v3-signed"));
@@ -625,6 +679,8 @@ fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifie
     let again = json(&out.get_output().stdout);
     assert_eq!(again["signed"].as_array().unwrap().len(), 0);
     assert_eq!(again["already_signed"].as_array().unwrap().len(), 3);
+    assert_eq!(again["layout_written"], false);
+    assert_eq!(again["keys_index_updated"], false);
     assert_eq!(snapshot(&mirror), after);
 }
 
