@@ -140,6 +140,9 @@ pub enum Command {
     Status {
         #[arg(value_name = "MATRIX")]
         matrix: String,
+        /// Stack data file (pins: which specs mark a mirror cell as built) instead of the embedded one.
+        #[arg(long, env = sf_core::env::STACK_FILE, value_name = "FILE")]
+        stack_file: Option<PathBuf>,
     },
 }
 
@@ -210,10 +213,11 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
         concurrency: usize::from(cli.part_concurrency),
     };
     match &cli.command {
-        Command::Status { matrix } => {
+        Command::Status { matrix, stack_file } => {
+            let stack = sf_spackenv::stack::Stack::load(stack_file.as_deref())?;
             let text = read_file_or_stdin(matrix)?;
             let cells = status::parse_matrix(&text)?;
-            let report = runtime()?.block_on(status::status(&cells, &aws))?;
+            let report = runtime()?.block_on(status::status(&cells, &aws, &stack))?;
             rec.metric("cells", cells.len() as u64)
                 .metric("published", report.published.len() as u64);
             print_json(&report)?;

@@ -1,23 +1,35 @@
 //! `sf-publish status MATRIX`: which cells of a job matrix are already published and current, so
 //! `sf-matrix --skip-published` can leave them out.
 //!
-//! A tarball (or image) cell is published when its tarball and its signature are at their keys. A
-//! version cell is published when its version mirror's index lists, in the build cache, a `slurm`
-//! spec of the cell's exact Spack version for the cell's OS and target; a deps cell when its deps
-//! mirror's index lists any spec in the build cache for that OS and target (the deps mirror holds
-//! only Slurm's dependencies). Output:
-//! `{"schema_version":1,"published":[{"id","reason"}],"pending":[{"id","reason"}]}`.
+//! - A tarball (or image) cell is published when its tarball and its signature are at their keys
+//!   and the tarball is of the cell's Slurm build: its `BUILDINFO.json` (the last tar entry, read
+//!   from the tail of the published file, see [`tail_buildinfo`]) names the cell's exact Spack
+//!   version of Slurm and the cell's GPU setting. The key has no patch release, so a tarball of an
+//!   older release at the same key is pending.
+//! - A version cell is published when its version mirror's index lists, in the build cache, a
+//!   `slurm` spec of the cell's exact Spack version for the cell's OS and target, with the cell's
+//!   GPU variants (`+nvml`/`~rsmi`..., from the stack file): CPU and GPU cells share the mirror.
+//! - A deps cell is published when its deps mirror's index lists every root spec of the cell's
+//!   environment (the stack file's dependencies, plus its GPU dependencies for a GPU cell) at its
+//!   pinned version and boolean variants, for the cell's OS and target. CPU and GPU deps cells
+//!   share the mirror too; a GPU cell needs its GPU-only roots (CUDA, ...) there.
+//!
+//! Output: `{"schema_version":1,"published":[{"id","reason"}],"pending":[{"id","reason"}]}`.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use sf_aws::AwsSettings;
 use sf_core::exit::bad_input;
-use sf_core::layout::{spack, Cell, Destination};
+use sf_core::layout::{spack, Cell, Destination, TarballLocation};
 use sf_spack::index::Index;
+use sf_spack::spec::SpecNode;
+use sf_spackenv::stack::Stack;
 use sf_store::Store;
 
 use crate::merge::read_document;
@@ -25,6 +37,13 @@ use crate::publish::Publisher;
 
 /// The package whose spec marks a version mirror as built.
 pub const SLURM_PACKAGE: &str = "slurm";
+/// The build facts every tarball ends with.
+pub const BUILDINFO: &str = "BUILDINFO.json";
+/// The first tail read of a tarball: a pack's gzip members hold 1 MiB of tar each, so this takes
+/// in at least two whole members, far more than `BUILDINFO.json` and the tar trailer.
+const TAIL_FIRST: u64 = 4 << 20;
+/// The largest tail read before giving up on finding `BUILDINFO.json`.
+const TAIL_MAX: u64 = 64 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellStatus {
@@ -52,6 +71,88 @@ pub fn parse_matrix(text: &str) -> Result<Vec<Cell>> {
         ))
     })?;
     Ok(doc.include)
+}
+
+/// A spec a cell needs in its mirror: name, version and boolean variants (`+x` true, `~x` false).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    pub name: String,
+    pub version: String,
+    pub variants: Vec<(String, bool)>,
+}
+
+impl Wanted {
+    fn new(name: &str, version: &str, variants: &str) -> Self {
+        Wanted {
+            name: name.to_string(),
+            version: version.to_string(),
+            variants: bool_variants(variants),
+        }
+    }
+
+    /// Whether an index record's spec node is this one. A boolean variant the node does not
+    /// carry counts as off (a package without `nvml` cannot have NVML support).
+    fn matches(&self, node: &SpecNode) -> bool {
+        node.name() == self.name
+            && node.version() == self.version
+            && self.variants.iter().all(|(v, on)| {
+                let got = node
+                    .json
+                    .get("parameters")
+                    .and_then(|p| p.get(v))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                got == *on
+            })
+    }
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)?;
+        for (v, on) in &self.variants {
+            write!(f, " {}{v}", if *on { '+' } else { '~' })?;
+        }
+        Ok(())
+    }
+}
+
+/// The boolean variants of a Spack variant list (`+hl ~python key=value` gives hl on, python off).
+fn bool_variants(list: &str) -> Vec<(String, bool)> {
+    list.split_whitespace()
+        .filter_map(|t| {
+            if let Some(v) = t.strip_prefix('+') {
+                Some((v.to_string(), true))
+            } else {
+                t.strip_prefix('~').map(|v| (v.to_string(), false))
+            }
+        })
+        .filter(|(v, _)| !v.is_empty() && !v.contains('='))
+        .collect()
+}
+
+/// The specs that mark a mirror cell as built: Slurm with the cell's GPU variants for a version
+/// cell, every root of the environment for a deps cell.
+pub fn wanted_specs(cell: &Cell, stack: &Stack) -> Vec<Wanted> {
+    let arch = cell.arch.as_str();
+    if let Some(v) = &cell.slurm_spack_version {
+        let s = &stack.slurm;
+        return vec![Wanted::new(
+            SLURM_PACKAGE,
+            v,
+            &format!("{} {}", s.variants, s.gpu_switch(cell.gpu, arch)),
+        )];
+    }
+    let gpu = stack
+        .gpu_dependencies
+        .iter()
+        .filter(|p| cell.gpu && p.applies_to(arch));
+    stack
+        .dependencies
+        .iter()
+        .chain(gpu)
+        .map(|p| Wanted::new(&p.name, &p.version, p.variants.as_deref().unwrap_or("")))
+        .collect()
 }
 
 /// Opened stores and read indexes, shared by cells of one destination.
@@ -96,7 +197,176 @@ impl Cache<'_> {
     }
 }
 
-async fn cell_status(cache: &mut Cache<'_>, cell: &Cell) -> Result<(bool, String)> {
+/// The last `len` bytes of an object of `size` bytes (a ranged read on S3).
+async fn read_tail(store: &Store, key: &str, size: u64, len: u64) -> Result<Vec<u8>> {
+    let len = len.min(size);
+    let from = size - len;
+    match store {
+        Store::Dir(d) => {
+            let path = d.root().join(key);
+            tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+                let mut f = std::fs::File::open(&path)?;
+                f.seek(SeekFrom::Start(from))?;
+                let mut out = Vec::with_capacity(len as usize);
+                f.take(len).read_to_end(&mut out)?;
+                Ok(out)
+            })
+            .await?
+        }
+        Store::S3(s) => {
+            let got = s
+                .client()
+                .get_object()
+                .bucket(s.bucket())
+                .key(store.destination().object_key(key))
+                .range(format!("bytes={from}-{}", size - 1))
+                .send()
+                .await?;
+            Ok(got.body.collect().await?.into_bytes().to_vec())
+        }
+    }
+    .with_context(|| format!("reading the end of {}", store.url_of(key)))
+}
+
+/// `BUILDINFO.json` from the tail of a gzipped tar, if it is in it.
+///
+/// The tarball is a concatenation of gzip members (each a whole, independently decodable stream)
+/// and `BUILDINFO.json` is its last entry, so the tail from the first member that starts in it
+/// decodes to the end of the tar, entry and all. A gzip header (`1f 8b 08`) found by chance inside
+/// compressed data fails to decode (CRC, lengths) and the next candidate is tried.
+pub fn tail_buildinfo(tail: &[u8]) -> Option<Value> {
+    let starts =
+        (0..tail.len().saturating_sub(3)).filter(|&i| tail[i..i + 3] == [0x1f, 0x8b, 0x08]);
+    for i in starts {
+        let mut tar = Vec::new();
+        if flate2::read::MultiGzDecoder::new(&tail[i..])
+            .read_to_end(&mut tar)
+            .is_err()
+        {
+            continue;
+        }
+        if let Some(v) = find_tar_entry(&tar, BUILDINFO) {
+            return serde_json::from_slice(v).ok();
+        }
+        // Decoded but the entry is not whole in it: an earlier member is needed.
+        return None;
+    }
+    None
+}
+
+/// The content of the last tar entry called `name` in a piece of a tar stream (found by its
+/// header: the name, then a valid header checksum).
+fn find_tar_entry<'a>(tar: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut field = [0u8; 100];
+    field[..name.len()].copy_from_slice(name.as_bytes());
+    let mut found = None;
+    let mut at = 0;
+    while let Some(off) = find(&tar[at..], &field[..name.len() + 1]) {
+        let h = at + off;
+        at = h + 1;
+        let Some(header) = tar.get(h..h + 512) else {
+            break;
+        };
+        if !tar_checksum_ok(header) {
+            continue;
+        }
+        let size = octal(&header[124..136])?;
+        let body = tar.get(h + 512..h + 512 + size as usize)?;
+        found = Some(body);
+    }
+    found
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn octal(field: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(field).ok()?;
+    let s = s.trim_matches(|c: char| c == '\0' || c == ' ');
+    u64::from_str_radix(s, 8).ok()
+}
+
+/// A ustar header's checksum: the sum of its bytes with the checksum field read as spaces.
+fn tar_checksum_ok(header: &[u8]) -> bool {
+    let Some(want) = octal(&header[148..156]) else {
+        return false;
+    };
+    let sum: u64 = header
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                u64::from(b' ')
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// Whether the published tarball is the cell's build, by its `BUILDINFO.json`.
+async fn tarball_current(
+    store: &Store,
+    cell: &Cell,
+    t: &TarballLocation,
+    size: u64,
+) -> Result<(bool, String)> {
+    let url = store.url_of(&t.key);
+    let mut len = TAIL_FIRST;
+    let info = loop {
+        let tail = read_tail(store, &t.key, size, len).await?;
+        let whole = len >= size;
+        if let Some(info) = tail_buildinfo(&tail) {
+            break info;
+        }
+        if whole || len >= TAIL_MAX {
+            return Ok((
+                false,
+                format!("{url} has no readable {BUILDINFO} at its end; publish it again"),
+            ));
+        }
+        len *= 4;
+    };
+    let field = |k: &str| info.get(k).and_then(Value::as_str).map(str::to_string);
+    let (have, want) = match &cell.slurm_spack_version {
+        Some(v) => (field("slurm_spack_version"), v.clone()),
+        None => (
+            field("slurm_version"),
+            cell.slurm_version
+                .as_ref()
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default(),
+        ),
+    };
+    let release = cell.slurm_release.as_deref().unwrap_or(want.as_str());
+    if have.as_deref() != Some(want.as_str()) {
+        return Ok((
+            false,
+            format!(
+                "{url} is a build of slurm@{}, the cell wants {want} (release {release})",
+                have.as_deref().unwrap_or("(unknown)")
+            ),
+        ));
+    }
+    if info.get("gpu").and_then(Value::as_bool) != Some(cell.gpu) {
+        return Ok((
+            false,
+            format!(
+                "{url} was built with gpu={}, the cell has gpu={}",
+                info.get("gpu").unwrap_or(&Value::Null),
+                cell.gpu
+            ),
+        ));
+    }
+    Ok((
+        true,
+        format!("{url} (slurm@{want}, release {release}) and its signature are published"),
+    ))
+}
+
+async fn cell_status(cache: &mut Cache<'_>, cell: &Cell, stack: &Stack) -> Result<(bool, String)> {
     // Version cells name their tarball too, but their product is the version mirror.
     let tarball = matches!(cell.pipeline.as_str(), "tarball" | "image");
     if let Some(t) = cell.tarball.as_ref().filter(|_| tarball) {
@@ -110,63 +380,76 @@ async fn cell_status(cache: &mut Cache<'_>, cell: &Cell) -> Result<(bool, String
         let Some(store) = cache.store(root).await? else {
             return Ok((false, format!("{root} does not exist")));
         };
-        for key in [&t.key, &t.signature_key] {
-            if store.head(key).await?.is_none() {
-                return Ok((false, format!("{} is missing", store.url_of(key))));
-            }
+        let Some(head) = store.head(&t.key).await? else {
+            return Ok((false, format!("{} is missing", store.url_of(&t.key))));
+        };
+        if store.head(&t.signature_key).await?.is_none() {
+            return Ok((
+                false,
+                format!("{} is missing", store.url_of(&t.signature_key)),
+            ));
         }
-        return Ok((
-            true,
-            format!("{} and its signature are published", store.url_of(&t.key)),
-        ));
+        return tarball_current(&store, cell, t, head.size).await;
     }
-    let (mirror, want_slurm) = match (&cell.version_mirror, &cell.slurm_spack_version) {
-        (Some(m), Some(v)) => (m, Some(v.as_str())),
-        _ => (&cell.deps_mirror, None),
+    let mirror = match (&cell.version_mirror, &cell.slurm_spack_version) {
+        (Some(m), Some(_)) => m,
+        _ => &cell.deps_mirror,
     };
     let Some(index) = cache.index(&mirror.url).await? else {
         return Ok((false, format!("{} has no index", mirror.url)));
     };
-    let found = index.records().find(|(_, r)| {
-        let node = sf_spack::spec::SpecNode {
-            json: r.spec.clone(),
-        };
-        r.in_buildcache
-            && cell
-                .spack_os
-                .as_deref()
-                .is_none_or(|os| node.platform_os() == Some(os))
-            && node.target() == Some(cell.spack_target.as_str())
-            && want_slurm.is_none_or(|v| node.name() == SLURM_PACKAGE && node.version() == v)
-    });
-    Ok(match (found, want_slurm) {
-        (Some((h, _)), Some(v)) => (
-            true,
-            format!("{} lists {SLURM_PACKAGE}@{v}/{h}", mirror.url),
-        ),
-        (Some(_), None) => (
+    let wanted = wanted_specs(cell, stack);
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for w in &wanted {
+        let hit = index.records().find(|(_, r)| {
+            let node = SpecNode {
+                json: r.spec.clone(),
+            };
+            r.in_buildcache
+                && cell
+                    .spack_os
+                    .as_deref()
+                    .is_none_or(|os| node.platform_os() == Some(os))
+                && node.target() == Some(cell.spack_target.as_str())
+                && w.matches(&node)
+        });
+        match hit {
+            Some((h, _)) => found.push(format!("{w}/{h}")),
+            None => missing.push(w.to_string()),
+        }
+    }
+    let os = cell.spack_os.as_deref().unwrap_or("any OS");
+    Ok(if wanted.is_empty() {
+        (
+            false,
+            format!("the cell has no specs to look for in {}", mirror.url),
+        )
+    } else if missing.is_empty() {
+        (
             true,
             format!(
-                "{} lists dependencies for {}",
-                mirror.url, cell.spack_target
+                "{} lists {} for {os} {}",
+                mirror.url,
+                found.join(", "),
+                cell.spack_target
             ),
-        ),
-        (None, Some(v)) => (
+        )
+    } else {
+        (
             false,
             format!(
-                "{} does not list {SLURM_PACKAGE}@{v} for {}",
-                mirror.url, cell.spack_target
+                "{} does not list {} for {os} {}",
+                mirror.url,
+                missing.join(", "),
+                cell.spack_target
             ),
-        ),
-        (None, None) => (
-            false,
-            format!("{} lists nothing for {}", mirror.url, cell.spack_target),
-        ),
+        )
     })
 }
 
-/// The status of every cell.
-pub async fn status(cells: &[Cell], aws: &AwsSettings) -> Result<StatusReport> {
+/// The status of every cell; `stack` says which specs mark a mirror cell as built.
+pub async fn status(cells: &[Cell], aws: &AwsSettings, stack: &Stack) -> Result<StatusReport> {
     let mut cache = Cache {
         aws,
         stores: HashMap::new(),
@@ -177,7 +460,7 @@ pub async fn status(cells: &[Cell], aws: &AwsSettings) -> Result<StatusReport> {
         ..Default::default()
     };
     for cell in cells {
-        let (done, reason) = cell_status(&mut cache, cell)
+        let (done, reason) = cell_status(&mut cache, cell, stack)
             .await
             .with_context(|| format!("cell {}", cell.id))?;
         let s = CellStatus {
