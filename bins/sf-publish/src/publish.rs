@@ -2,9 +2,10 @@
 //! every key created or replaced, and count what was done.
 //!
 //! An object is skipped when the destination holds one with the same sha256 (our metadata on S3,
-//! the content itself on a directory). A content-addressed blob someone else wrote (no metadata)
-//! is skipped when its size matches; its key is its checksum. Uploads run concurrently up to a
-//! limit; the first failure stops the rest.
+//! the content itself on a directory). A blob whose known sha256 differs is damaged and fails the
+//! run; a content-addressed blob someone else wrote (no metadata) is skipped when its size
+//! matches, its key being its checksum. Uploads run concurrently up to a limit; the first failure
+//! stops the rest.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -134,6 +135,15 @@ impl Publisher {
                 return Ok(Done::Skipped);
             }
             Some(h) if item.kind.immutable() => {
+                // A known checksum that differs is damage whatever the size says; only a blob
+                // without one (written by someone else, e.g. Spack) is taken on its size.
+                if let Some(theirs) = &h.sha256 {
+                    return Err(anyhow!(
+                        "{} exists with sha256 {theirs}, but its key says {}: the destination holds a damaged blob; remove it and publish again",
+                        self.store.url_of(&item.key),
+                        item.sha256
+                    ));
+                }
                 if h.size != item.size {
                     return Err(anyhow!(
                         "{} exists with {} bytes, but this blob has {}: the destination holds a damaged blob; remove it and publish again",
