@@ -120,6 +120,9 @@ pub enum Command {
         /// The mirror root: s3://bucket/prefix or file:///dir.
         #[arg(value_name = "DEST")]
         dest: String,
+        /// Write an empty index even where there is no mirror (no index, no spec manifests).
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Publish tarballs with their .asc and their folder's SHA256SUMS(.asc) to the layout's keys.
     Tarball {
@@ -261,11 +264,20 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             }
             finish(cli, gha, rec, &p, None, out.map(|_| ()))
         }
-        Command::Reindex { dest } => {
-            rec.input("destination", dest);
+        Command::Reindex { dest, allow_empty } => {
+            rec.input("destination", dest)
+                .input("allow_empty", allow_empty);
+            // Opening a directory creates it; a missing one holds no mirror to rebuild.
+            if let Destination::Dir { path } = Destination::parse(dest)? {
+                if !allow_empty && !Path::new(&path).is_dir() {
+                    return Err(bad_input(format!(
+                        "{dest}: directory {path} does not exist, so there is no mirror to reindex; nothing was written (--allow-empty writes an empty one)"
+                    )));
+                }
+            }
             let rt = runtime()?;
             let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
-            let out = rt.block_on(with_progress(&p, cli, reindex::reindex(&p)));
+            let out = rt.block_on(with_progress(&p, cli, reindex::reindex(&p, *allow_empty)));
             let done = out.as_ref().ok().cloned();
             if let Some(r) = &done {
                 for s in &r.skipped {

@@ -7,6 +7,9 @@
 //! index is built in listing order and replaced only if the manifest did not change since before
 //! the listing; if it did, a publisher merged meanwhile, and the rebuild starts over so its specs
 //! are kept.
+//!
+//! A destination with neither an index nor a spec manifest is refused (exit 2, nothing written)
+//! unless `--allow-empty`: a mistyped URL must not turn into an empty mirror.
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use sf_core::exit::bad_input;
 use sf_core::layout::spack;
 use sf_spack::index::Index;
 use sf_spack::manifest::{compression, media_type, BlobRecord, KeyIndex, Manifest, ManifestFile};
@@ -169,7 +173,33 @@ async fn condition(p: &Publisher, key: &str) -> Result<Condition> {
     })
 }
 
-pub async fn reindex(p: &Publisher) -> Result<Reindexed> {
+/// Refuse a destination that holds no mirror: a mistyped URL must not become an empty mirror.
+async fn require_mirror(p: &Publisher) -> Result<()> {
+    if p.store.head(spack::INDEX_MANIFEST).await?.is_some() {
+        return Ok(());
+    }
+    let manifests = p
+        .store
+        .list(&format!("{}/", spack::SPEC_MANIFESTS_DIR))
+        .await?
+        .into_iter()
+        .any(|l| l.key.ends_with(SPEC_MANIFEST_SUFFIX));
+    if manifests {
+        return Ok(());
+    }
+    Err(bad_input(format!(
+        "{} holds no build-cache mirror (no {} and no spec manifests under {}/); nothing was written. Check the URL, or give --allow-empty to write an empty index there",
+        p.store.destination(),
+        spack::INDEX_MANIFEST,
+        spack::SPEC_MANIFESTS_DIR
+    )))
+}
+
+/// Rebuild the indexes; without `allow_empty`, a destination with no mirror is bad input.
+pub async fn reindex(p: &Publisher, allow_empty: bool) -> Result<Reindexed> {
+    if !allow_empty {
+        require_mirror(p).await?;
+    }
     let mut out = Reindexed::default();
     let mut done = false;
     for round in 0..MAX_ROUNDS {
