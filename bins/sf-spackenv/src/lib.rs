@@ -27,6 +27,7 @@ use serde_json::json;
 use sf_core::bad_input;
 use sf_core::cli::{MatrixFileArgs, ResultsArgs, StorageArgs};
 use sf_core::env;
+use sf_core::exit::ResultExt;
 use sf_core::gha::Actions;
 use sf_core::matrix::Pipeline;
 use sf_core::record::{Artifact, Recorder};
@@ -260,14 +261,6 @@ fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
     rec.input("spack_commit", stack.spack.commit.as_str())
         .input("build_jobs", options.build_jobs);
 
-    let written = plan.write(out_dir)?;
-    gha.log(&format!(
-        "sf-spackenv: wrote {} files for {} into {}",
-        written.len(),
-        checked.id(),
-        out_dir.display()
-    ));
-
     let docker_sha = plan
         .file(FileKind::Dockerfile)
         .map(|f| f.sha256())
@@ -278,8 +271,31 @@ fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
         ("out_dir".into(), out_dir.display().to_string()),
         ("image_tag".into(), tag.clone()),
     ];
+    for file in &plan.files {
+        outputs.push((
+            file.kind.output_name().into(),
+            out_dir.join(&file.rel_path).display().to_string(),
+        ));
+    }
+    let pairs: Vec<(&str, &str)> = outputs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // GITHUB_OUTPUT is written while the files can still be taken back: either both land, or
+    // neither does.
+    let written = plan.write_then(out_dir, |_| {
+        gha.set_outputs(&pairs).bad_input(format!(
+            "{}: cannot write the step outputs",
+            sf_core::env::GITHUB_OUTPUT
+        ))
+    })?;
+    gha.log(&format!(
+        "sf-spackenv: wrote {} files for {} into {}",
+        written.len(),
+        checked.id(),
+        out_dir.display()
+    ));
     for (file, path) in plan.files.iter().zip(&written) {
-        outputs.push((file.kind.output_name().into(), path.display().to_string()));
         rec.record.artifacts.push(Artifact {
             kind: file.kind.as_str().into(),
             path: Some(path.display().to_string()),
@@ -288,11 +304,6 @@ fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
             ..Default::default()
         });
     }
-    let pairs: Vec<(&str, &str)> = outputs
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    gha.set_outputs(&pairs).context("writing GITHUB_OUTPUT")?;
     for (k, v) in &outputs {
         rec.output(k, v);
     }

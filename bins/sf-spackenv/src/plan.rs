@@ -2,8 +2,10 @@
 //! prints it, `--print` picks one file from it, and [`Plan::write`] puts all of it on disk.
 //!
 //! Writing is all or nothing: each file goes to a temporary file beside its destination, and only
-//! when every one of them is complete are they renamed into place. If the output directory cannot
-//! be written, nothing is left behind, not even the directories this run created.
+//! when every one of them is complete are they renamed into place, each replaced file kept aside
+//! until the whole write (and whatever the caller announces about it) has succeeded. If anything
+//! fails, the output directory is put back as it was: no new, partial or temporary files, the
+//! files it held restored, and the directories this run created removed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sf_core::exit::ResultExt;
-use sf_core::fsutil::AtomicFile;
 use sha2::{Digest, Sha256};
 
 use crate::cell::CheckedCell;
@@ -168,6 +169,95 @@ impl CreatedDirs {
     }
 }
 
+/// A file written in full beside its destination, not visible yet.
+struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+    /// Where the file the destination held before was moved while this run is undecided.
+    backup: Option<PathBuf>,
+    /// Whether `tmp` has been renamed to `dest`.
+    placed: bool,
+}
+
+/// Every file of one write. Until [`Batch::finish`], dropping it (or [`Batch::roll_back`]) puts
+/// the output directory back as it was: new files removed, replaced files restored, temporary
+/// files and created directories gone.
+struct Batch {
+    files: Vec<Staged>,
+    dirs: CreatedDirs,
+}
+
+/// A name beside `dest` for a temporary or backup copy.
+fn beside(dest: &Path, what: &str) -> std::io::Result<PathBuf> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(dest.with_file_name(format!(
+        ".{name}.sf-spackenv-{what}-{}",
+        sf_core::fsutil::random_hex(6)?
+    )))
+}
+
+impl Batch {
+    /// Rename every staged file into place, keeping what each destination held as a backup; on
+    /// the first failure, undo the renames done so far.
+    fn place(&mut self) -> std::io::Result<()> {
+        for i in 0..self.files.len() {
+            let f = &mut self.files[i];
+            // A file (or link) already there is moved aside so a failure can bring it back; a
+            // directory is left alone and makes the rename below fail.
+            let existing = std::fs::symlink_metadata(&f.dest).ok();
+            if existing.is_some_and(|m| !m.is_dir()) {
+                let backup = beside(&f.dest, "old")?;
+                std::fs::rename(&f.dest, &backup).map_err(|e| annotate(e, &f.dest))?;
+                f.backup = Some(backup);
+            }
+            std::fs::rename(&f.tmp, &f.dest).map_err(|e| annotate(e, &f.dest))?;
+            f.placed = true;
+        }
+        Ok(())
+    }
+
+    /// Put everything back as it was before this write.
+    fn roll_back(&mut self) {
+        for f in self.files.drain(..).rev() {
+            if f.placed {
+                let _ = std::fs::remove_file(&f.dest);
+            } else {
+                let _ = std::fs::remove_file(&f.tmp);
+            }
+            if let Some(b) = &f.backup {
+                let _ = std::fs::rename(b, &f.dest);
+            }
+        }
+        self.dirs.remove_all();
+    }
+
+    /// Keep the new files: drop the backups and forget the created directories.
+    fn finish(mut self) {
+        for f in self.files.drain(..) {
+            if let Some(b) = &f.backup {
+                let _ = std::fs::remove_file(b);
+            }
+        }
+        self.dirs.0.clear();
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.roll_back();
+    }
+}
+
+fn annotate(e: std::io::Error, dest: &Path) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot put {} in place: {e}", dest.display()),
+    )
+}
+
 impl Plan {
     pub fn file(&self, kind: FileKind) -> Option<&PlannedFile> {
         self.files.iter().find(|f| f.kind == kind)
@@ -175,58 +265,180 @@ impl Plan {
 
     /// Write every file under `out`, all or nothing. Returns the written paths, in plan order.
     pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
-        let mut dirs = CreatedDirs::default();
-        let staged = self.stage(out, &mut dirs);
-        let staged = match staged {
-            Ok(s) => s,
-            Err(e) => {
-                dirs.remove_all();
-                return Err(e);
-            }
+        self.write_then(out, |_| Ok(()))
+    }
+
+    /// Write every file under `out`, then run `announce` with their paths (in plan order) while
+    /// the write can still be undone: if any file cannot be put in place, or `announce` fails,
+    /// the output directory is left exactly as it was and the error is returned.
+    pub fn write_then(
+        &self,
+        out: &Path,
+        announce: impl FnOnce(&[PathBuf]) -> Result<()>,
+    ) -> Result<Vec<PathBuf>> {
+        let mut batch = Batch {
+            files: Vec::new(),
+            dirs: CreatedDirs::default(),
         };
-        let mut written = Vec::new();
-        for (file, tmp, dest) in staged {
-            tmp.commit()
-                .with_context(|| format!("moving {} into place", dest.display()))?;
-            if file.executable {
-                set_executable(&dest)?;
-            }
-            written.push(dest);
-        }
+        self.stage(out, &mut batch)?;
+        batch
+            .place()
+            .bad_input(format!("--out {}", out.display()))?;
+        let written: Vec<PathBuf> = batch.files.iter().map(|f| f.dest.clone()).collect();
+        announce(&written)?;
+        batch.finish();
         Ok(written)
     }
 
     /// Create the directories and complete temporary files; nothing is visible yet.
-    fn stage<'a>(
-        &'a self,
-        out: &Path,
-        dirs: &mut CreatedDirs,
-    ) -> Result<Vec<(&'a PlannedFile, AtomicFile, PathBuf)>> {
+    fn stage(&self, out: &Path, batch: &mut Batch) -> Result<()> {
         let unwritable = |what: &str| format!("--out {}: cannot write {what}", out.display());
-        dirs.create(out).bad_input(unwritable("the directory"))?;
-        let mut staged = Vec::new();
+        batch
+            .dirs
+            .create(out)
+            .bad_input(unwritable("the directory"))?;
         for file in &self.files {
             let dest = out.join(&file.rel_path);
             if let Some(parent) = dest.parent() {
-                dirs.create(parent).bad_input(unwritable(&file.rel_path))?;
+                batch
+                    .dirs
+                    .create(parent)
+                    .bad_input(unwritable(&file.rel_path))?;
             }
-            let mut tmp = AtomicFile::create(&dest).bad_input(unwritable(&file.rel_path))?;
-            tmp.write_all(&file.bytes)
-                .with_context(|| format!("writing {}", dest.display()))?;
-            staged.push((file, tmp, dest));
+            let tmp = beside(&dest, "new").bad_input(unwritable(&file.rel_path))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(
+                &mut options,
+                if file.executable { 0o755 } else { 0o644 },
+            );
+            let mut handle = options.open(&tmp).bad_input(unwritable(&file.rel_path))?;
+            batch.files.push(Staged {
+                tmp: tmp.clone(),
+                dest: dest.clone(),
+                backup: None,
+                placed: false,
+            });
+            handle
+                .write_all(&file.bytes)
+                .and_then(|()| handle.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            #[cfg(unix)]
+            if file.executable {
+                // The umask may have taken bits off at creation.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+                    .with_context(|| format!("making {} executable", tmp.display()))?;
+            }
         }
-        Ok(staged)
+        Ok(())
     }
 }
 
-#[cfg(unix)]
-fn set_executable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", path.display()))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_core::layout::Layout;
+    use sf_core::matrix::{CellKey, Pipeline, SupportMatrix};
 
-#[cfg(not(unix))]
-fn set_executable(_path: &Path) -> Result<()> {
-    Ok(())
+    fn plan_for(v: &str, tc: &str) -> Plan {
+        let m = SupportMatrix::embedded();
+        let key = CellKey {
+            pipeline: Pipeline::Tarball,
+            slurm_version: Some(m.slurm_version(v).unwrap()),
+            toolchain: m.toolchain_name(tc).unwrap(),
+            arch: m.arch_name("amd64").unwrap(),
+            build: m.build_kind("cpu").unwrap(),
+        };
+        let cell = crate::cell::check(&m, Layout::default().cell(&m, &key)).unwrap();
+        plan(&cell, &Stack::embedded(), &Options { build_jobs: 2 }).unwrap()
+    }
+
+    /// Every file under `dir` with its bytes, hidden ones included.
+    fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        fn walk(d: &Path, base: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(&p, base, out);
+                } else {
+                    let rel = p.strip_prefix(base).unwrap().display().to_string();
+                    out.push((rel, std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_failed_announcement_restores_the_previous_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let first = plan_for("25.11", "noble");
+        first.write(&out).unwrap();
+        let before = contents(&out);
+        assert_eq!(before.len(), 4);
+
+        // Another cell's files into the same folder, but the announcement fails after every
+        // file is in place: the first cell's files come back, nothing else stays.
+        let second = plan_for("24.11", "jammy");
+        let mut seen = Vec::new();
+        let e = second
+            .write_then(&out, |paths| {
+                seen = paths.to_vec();
+                assert!(
+                    paths.iter().all(|p| p.is_file()),
+                    "all in place when announced"
+                );
+                Err(anyhow::anyhow!("cannot announce"))
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "cannot announce");
+        assert_eq!(seen.len(), 4);
+        assert_eq!(contents(&out), before);
+
+        // Without the failure the second cell's files replace the first's, leaving no backups.
+        let written = second.write(&out).unwrap();
+        let after = contents(&out);
+        let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "Dockerfile",
+                "build.sh",
+                "modules/slurm/24.11-jammy.lua",
+                "modules/slurm/25.11-noble.lua",
+                "spack.yaml"
+            ]
+        );
+        assert_eq!(written.len(), 4);
+    }
+
+    #[test]
+    fn a_rename_that_fails_midway_undoes_the_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        // A directory where build.sh (the third file) goes: spack.yaml and the Dockerfile are
+        // renamed into place first, then build.sh's rename fails.
+        std::fs::create_dir_all(out.join("build.sh")).unwrap();
+        std::fs::write(out.join("build.sh/keep"), "mine").unwrap();
+        std::fs::write(out.join("spack.yaml"), "the old environment").unwrap();
+        let p = plan_for("25.11", "noble");
+        assert_eq!(p.files[2].rel_path, "build.sh");
+        let e = p.write(&out).unwrap_err();
+        assert_eq!(sf_core::exit::code_for(&e), 2);
+        assert!(format!("{e:#}").contains("build.sh"), "{e:#}");
+        assert_eq!(
+            contents(&out),
+            vec![
+                ("build.sh/keep".to_string(), b"mine".to_vec()),
+                ("spack.yaml".to_string(), b"the old environment".to_vec()),
+            ]
+        );
+        assert!(!out.join("modules").exists(), "a created folder is removed");
+    }
 }

@@ -616,3 +616,74 @@ fn build_jobs_reach_spack_yaml_and_the_script_and_default_to_the_cores() {
         assert!(stderr_of(&a).contains("--build-jobs"), "{}", stderr_of(&a));
     }
 }
+
+#[test]
+fn an_unwritable_github_output_leaves_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A directory cannot be appended to: GITHUB_OUTPUT fails after the files were staged.
+    let gh_out = dir.path().join("github_output");
+    std::fs::create_dir_all(&gh_out).unwrap();
+    let results = dir.path().join("results");
+    let a = sf_spackenv()
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &gh_out)
+        .args(["--pipeline", "deps", "--toolchain", "noble", "--out"])
+        .arg(&out)
+        .arg("--results-dir")
+        .arg(&results)
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("GITHUB_OUTPUT"), "{}", stderr_of(&a));
+    assert!(!out.exists(), "left {:?}", tree(&out));
+    assert!(tree(&gh_out).is_empty());
+    let rec = only_record(&results);
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["error"]["exit_code"], 2);
+}
+
+#[test]
+fn a_directory_in_the_way_of_a_later_file_leaves_out_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "--pipeline",
+        "tarball",
+        "--slurm-version",
+        "25.11",
+        "--toolchain",
+        "noble",
+        "--out",
+    ];
+    sf_spackenv().args(args).arg(&out).assert().success();
+    let before: Vec<(String, Vec<u8>)> = tree(&out)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(out.join(&f)).unwrap()))
+        .collect();
+    // build.sh becomes a directory: the run for another version renames spack.yaml and the
+    // Dockerfile into place, fails on build.sh, and must put the earlier two back.
+    std::fs::remove_file(out.join("build.sh")).unwrap();
+    std::fs::create_dir(out.join("build.sh")).unwrap();
+    std::fs::write(out.join("build.sh/keep"), "mine").unwrap();
+    let a = sf_spackenv()
+        .args(["--pipeline", "tarball", "--slurm-version", "24.11"])
+        .args(["--toolchain", "noble", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2);
+    assert!(stderr_of(&a).contains("build.sh"), "{}", stderr_of(&a));
+    let mut expect: Vec<(String, Vec<u8>)> = before
+        .into_iter()
+        .filter(|(f, _)| f != "build.sh")
+        .collect();
+    expect.push(("build.sh/keep".into(), b"mine".to_vec()));
+    expect.sort();
+    let now: Vec<(String, Vec<u8>)> = tree(&out)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(out.join(&f)).unwrap()))
+        .collect();
+    assert_eq!(
+        now, expect,
+        "the earlier files are restored, nothing else is left"
+    );
+}
