@@ -255,7 +255,9 @@ pub fn sign_sums(
         signed_by: Some(key.fingerprint().to_string()),
         ..Default::default()
     });
-    rec.metric("files_listed", entries.len() as u64);
+    // files_signed as every signing command reports it: here the one list.
+    rec.metric("files_listed", entries.len() as u64)
+        .metric("files_signed", 1);
     let sig = sig_path.display().to_string();
     let mut outputs = common_outputs(key, std::slice::from_ref(&sig));
     outputs.push(("sums".into(), sums_path.display().to_string()));

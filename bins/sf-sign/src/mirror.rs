@@ -151,6 +151,7 @@ pub fn sign_mirror(
         ..Default::default()
     });
     rec.metric("manifests_signed", signed_keys.len() as u64)
+        .metric("files_signed", signed_keys.len() as u64)
         .metric("manifests_already_signed", already.len() as u64);
     gha.log(&format!(
         "{}: {} manifest(s) signed, {} already signed by {fpr}",

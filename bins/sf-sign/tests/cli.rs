@@ -336,6 +336,15 @@ fn rsa4096_gpg_key_with_passphrase_signs_files_gpg_and_sqv_verify() {
     assert_eq!(record["step"], "sf-sign file");
     assert_eq!(record["status"], "success");
     assert_eq!(record["artifacts"][0]["signed_by"], fpr.as_str());
+    assert_eq!(record["metrics"]["files_signed"], 2);
+    assert_eq!(record["metrics"]["bytes_signed"], 3_000_005);
+    assert_eq!(record["outputs"]["algorithm"], "SHA512");
+    assert_eq!(record["outputs"]["fingerprint"], fpr.as_str());
+    assert_eq!(record["outputs"]["signed-count"], "2");
+    assert_eq!(
+        outputs["signed"],
+        format!("{}.asc\n{}.asc", a.display(), b.display())
+    );
     let record_text = record.to_string();
     assert!(!record_text.contains(pass) && !record_text.contains(secret_line));
 
@@ -568,6 +577,7 @@ fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifie
     assert_eq!(record["step"], "sf-sign mirror");
     assert_eq!(record["status"], "success");
     assert_eq!(record["metrics"]["manifests_signed"], 3);
+    assert_eq!(record["metrics"]["files_signed"], 3);
     assert_eq!(record["metrics"]["manifests_already_signed"], 0);
     assert_eq!(record["outputs"]["algorithm"], "SHA512");
     assert_eq!(record["outputs"]["fingerprint"], key.fpr.as_str());
@@ -1557,12 +1567,54 @@ fn sums_are_what_sha256sum_checks_and_gpg_verifies() {
     fs::write(folder.join("BUILDINFO.json"), b"{}").unwrap();
     fs::write(folder.join(".hidden"), b"x").unwrap();
 
+    let results = dir.path().join("results");
+    let output = dir.path().join("github_output");
+    fs::write(&output, "").unwrap();
     let out = sf_sign()
         .args(["sums", folder.to_str().unwrap()])
         .env("GPG_PRIVATE_KEY", &key.secret)
+        .env("SF_RESULTS_DIR", &results)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
         .assert()
         .success();
     let report = json(&out.get_output().stdout);
+    let sums_path = folder.join("SHA256SUMS");
+    let sig_path = folder.join("SHA256SUMS.asc");
+    assert_eq!(report["fingerprint"], key.fpr.as_str());
+    assert_eq!(report["algorithm"], "SHA512");
+    assert_eq!(report["sums"], sums_path.to_str().unwrap());
+    assert_eq!(report["signature"], sig_path.to_str().unwrap());
+    let outputs = parse_file_commands(&fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["fingerprint"], key.fpr);
+    assert_eq!(outputs["algorithm"], "SHA512");
+    assert_eq!(outputs["signed-count"], "1");
+    assert_eq!(outputs["signed"], sig_path.to_str().unwrap());
+    assert_eq!(outputs["sums"], sums_path.to_str().unwrap());
+    let record = json(
+        &fs::read(
+            fs::read_dir(&results)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(record["step"], "sf-sign sums");
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["metrics"]["files_listed"], 2);
+    assert_eq!(record["metrics"]["files_signed"], 1);
+    assert_eq!(record["outputs"]["algorithm"], "SHA512");
+    assert_eq!(record["outputs"]["signed-count"], "1");
+    let sums_artifact = record["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "sums")
+        .unwrap();
+    assert_eq!(sums_artifact["signed_by"], key.fpr.as_str());
     let names: Vec<&str> = report["files"]
         .as_array()
         .unwrap()
