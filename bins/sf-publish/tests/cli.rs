@@ -197,6 +197,18 @@ fn node(name: &str, deps: &[(&str, &str)]) -> Value {
 }
 
 fn node_for(name: &str, version: &str, os: &str, target: &str, deps: &[(&str, &str)]) -> Value {
+    node_with(name, version, os, target, &[], deps)
+}
+
+/// A spec node with variants (its `parameters`) besides the build system.
+fn node_with(
+    name: &str,
+    version: &str,
+    os: &str,
+    target: &str,
+    params: &[(&str, Value)],
+    deps: &[(&str, &str)],
+) -> Value {
     let mut n = json!({
         "name": name,
         "version": version,
@@ -205,6 +217,9 @@ fn node_for(name: &str, version: &str, os: &str, target: &str, deps: &[(&str, &s
         "parameters": {"build_system": "generic"},
         "package_hash": "aaaa",
     });
+    for (k, v) in params {
+        n["parameters"][*k] = v.clone();
+    }
     if !deps.is_empty() {
         n["dependencies"] = Value::Array(
             deps.iter()
@@ -431,26 +446,32 @@ fn concurrent_publishers_lose_no_spec() {
     const PUBLISHERS: usize = 8;
     const ROUNDS: usize = 6;
     const SPECS_EACH: usize = 2;
-    let key = new_key();
+    // Each publisher signs with its own key, so the key index is merged under contention too.
+    let keys: Vec<Key> = (0..PUBLISHERS).map(|_| new_key()).collect();
     let mirrors: Vec<(tempfile::TempDir, Vec<String>)> = (0..PUBLISHERS)
         .map(|i| {
             synthetic_mirror(
                 &(0..SPECS_EACH)
                     .map(|j| format!("pkg{i}x{j}"))
                     .collect::<Vec<_>>(),
-                &key,
+                &keys[i],
             )
         })
         .collect();
     let all: Vec<&String> = mirrors.iter().flat_map(|(_, h)| h.iter()).collect();
     let bin = assert_cmd::cargo::cargo_bin("sf-publish");
+    // moto checks a conditional write's precondition and then writes (s3/responses.py), not
+    // atomically, so two racing If-Match writes can both succeed there. What keeps every spec
+    // here is the publisher's confirming re-read after --confirm-delay-ms (see merge.rs): a run
+    // whose update was overwritten finds its specs missing and merges again.
     for b in Backend::both() {
         for round in 0..ROUNDS {
             let prefix = format!("round{round}/deps");
             let dest = b.url(&prefix);
             let children: Vec<_> = mirrors
                 .iter()
-                .map(|(dir, _)| {
+                .zip(&keys)
+                .map(|((dir, _), key)| {
                     let mut c = StdCommand::new(&bin);
                     c.arg("mirror")
                         .arg(dir.path())
@@ -476,7 +497,8 @@ fn concurrent_publishers_lose_no_spec() {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            let (index, _) = read_index(&b.store(&prefix));
+            let store = b.store(&prefix);
+            let (index, _) = read_index(&store);
             for h in &all {
                 assert!(
                     index.in_buildcache(h),
@@ -491,54 +513,222 @@ fn concurrent_publishers_lose_no_spec() {
             );
             assert!(!c.in_buildcache);
             assert_eq!(index.len(), all.len() + 1);
+            let ki = read_key_index(&store);
+            for k in &keys {
+                assert!(
+                    ki.contains(&k.fingerprint),
+                    "round {round} on {dest}: key {} is missing from the key index",
+                    k.fingerprint
+                );
+            }
         }
     }
 }
 
-#[test]
-fn a_killed_publisher_run_again_completes() {
-    let key = new_key();
-    let names: Vec<String> = (0..30).map(|i| format!("big{i}")).collect();
-    let (src, hashes) = synthetic_mirror(&names, &key);
-    let bin = assert_cmd::cargo::cargo_bin("sf-publish");
-    for b in Backend::both() {
-        let dest = b.url("killed");
-        let mut c = StdCommand::new(&bin);
-        c.arg("mirror").arg(src.path()).arg(&dest).args([
-            "--fingerprint",
-            &key.fingerprint,
-            "--concurrency",
-            "1",
-        ]);
-        c.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("S3_ENDPOINT_URL", moto_url())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        // Whatever landed: never a spec manifest whose blobs are missing.
-        let store = b.store("killed");
-        let keys = listing(&store);
-        for k in keys.iter().filter(|k| k.ends_with(".spec.manifest.json")) {
-            let m =
-                ManifestFile::parse(&rt().block_on(store.get(k)).unwrap().unwrap().bytes).unwrap();
-            for r in &m.manifest.data {
-                assert!(
-                    keys.contains(&r.blob_key().unwrap()),
-                    "{k} is visible before its blob"
-                );
+/// Every `.tmp` file under a directory (a directory store's staged writes).
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else if e.file_name().to_string_lossy().ends_with(".tmp") {
+                out.push(e.path());
             }
         }
-        publish_mirror(src.path(), &dest, &key).success();
-        let (index, _) = read_index(&store);
-        for h in &hashes {
-            assert!(index.in_buildcache(h));
+    }
+    out.sort();
+    out
+}
+
+fn publisher_child(src: &Path, dest: &str, key: &Key, endpoint: &str) -> std::process::Child {
+    let mut c = StdCommand::new(assert_cmd::cargo::cargo_bin("sf-publish"));
+    c.arg("mirror").arg(src).arg(dest).args([
+        "--fingerprint",
+        &key.fingerprint,
+        "--concurrency",
+        "1",
+    ]);
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("S3_ENDPOINT_URL", endpoint)
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("SF_RESULTS_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c.spawn().unwrap()
+}
+
+/// What a killed run left: whatever landed, never a spec manifest whose blobs are missing.
+fn check_partial(store: &Store) -> Vec<String> {
+    let keys = listing(store);
+    for k in keys.iter().filter(|k| k.ends_with(".spec.manifest.json")) {
+        let m = ManifestFile::parse(&rt().block_on(store.get(k)).unwrap().unwrap().bytes).unwrap();
+        for r in &m.manifest.data {
+            assert!(
+                keys.contains(&r.blob_key().unwrap()),
+                "{k} is visible before its blob"
+            );
         }
+    }
+    keys
+}
+
+#[test]
+fn a_killed_publisher_run_again_completes() {
+    const SPECS: usize = 6;
+    let key = new_key();
+    let names: Vec<String> = (0..SPECS).map(|i| format!("big{i}")).collect();
+    let (src, hashes) = synthetic_mirror(&names, &key);
+    let spec_manifests = |keys: &[String]| {
+        keys.iter()
+            .filter(|k| k.ends_with(".spec.manifest.json"))
+            .count()
+    };
+    let finish = |store: &Store, dest: &str| {
+        publish_mirror(src.path(), dest, &key).success();
+        let (index, _) = read_index(store);
+        for h in &hashes {
+            assert!(
+                index.in_buildcache(h),
+                "{dest}: {h} is missing after the rerun"
+            );
+        }
+    };
+
+    // S3: the proxy holds the chosen PUT and the publisher is killed while it waits; with one
+    // upload at a time the PUTs come in plan order: 2 blobs per spec and the key blob, the spec
+    // manifests, the key manifest, layout.json, the index blob, then the index manifest.
+    let index_put = (2 * SPECS + 1) + SPECS + 1 + 1 + 1 + 1;
+    for (kill_at, why) in [(5, "among the blobs"), (index_put, "at the index manifest")] {
+        let b = Backend::s3();
+        let dest = b.url("killed");
+        let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let hit = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let (p, h) = (pid.clone(), hit.clone());
+        let proxy = proxy::on_put(
+            &moto_url(),
+            std::sync::Arc::new(move |n, target: &str| {
+                if n != kill_at as u64 {
+                    return None;
+                }
+                *h.lock().unwrap() = Some(target.to_string());
+                let pid = p.load(std::sync::atomic::Ordering::SeqCst).to_string();
+                let killed = StdCommand::new("kill")
+                    .args(["-KILL", &pid])
+                    .status()
+                    .unwrap();
+                assert!(killed.success());
+                Some(proxy::Then::Drop)
+            }),
+        );
+        let mut child = publisher_child(src.path(), &dest, &key, &proxy.url);
+        pid.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{why}: the publisher was killed");
+        let target = hit.lock().unwrap().clone().expect("the chosen PUT came");
+        let store = b.store("killed");
+        let keys = check_partial(&store);
+        assert!(
+            !keys.iter().any(|k| k == spack::INDEX_MANIFEST),
+            "{why}: {keys:?}"
+        );
+        if kill_at == 5 {
+            assert!(target.contains("/blobs/sha256/"), "{target}");
+            assert_eq!(keys.len(), 4, "{why}: {keys:?}");
+            assert_eq!(spec_manifests(&keys), 0, "{why}");
+        } else {
+            assert!(target.ends_with(spack::INDEX_MANIFEST), "{target}");
+            assert_eq!(spec_manifests(&keys), SPECS, "{why}");
+        }
+        finish(&store, &dest);
+        let Backend::S3 { bucket } = &b else {
+            unreachable!()
+        };
+        let open = rt().block_on(async {
+            let aws = aws();
+            let sdk = aws.load().await.unwrap();
+            aws.s3_client(&sdk)
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .send()
+                .await
+                .unwrap()
+        });
+        assert!(open.uploads().is_empty(), "{why}: {:?}", open.uploads());
+    }
+
+    // A directory: the store renames a staged file into place under an exclusive lock of its
+    // folder, so a lock the test holds stops the publisher right there, its `.tmp` staged; it is
+    // killed once that file shows.
+    let first_blob = {
+        let plan = json_out(
+            &sf_publish()
+                .args(["mirror"])
+                .arg(src.path())
+                .arg("file:///nonexistent-dry-run")
+                .args(["--fingerprint", &key.fingerprint, "--dry-run"])
+                .assert()
+                .success()
+                .get_output()
+                .stdout,
+        );
+        plan[3]["key"].as_str().unwrap().to_string()
+    };
+    let blob_dir = Path::new(&first_blob).parent().unwrap().to_path_buf();
+    let index_dir = Path::new(spack::INDEX_MANIFEST)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    for (folder, why) in [
+        (blob_dir, "among the blobs"),
+        (index_dir, "at the index manifest"),
+    ] {
+        let b = Backend::dir();
+        let Backend::Dir { dir } = &b else {
+            unreachable!()
+        };
+        let dest = b.url("killed");
+        let root = dir.path().join("killed");
+        let locked = root.join(&folder);
+        std::fs::create_dir_all(&locked).unwrap();
+        let lock = std::fs::File::open(&locked).unwrap();
+        lock.lock().unwrap();
+        let mut child = publisher_child(src.path(), &dest, &key, &moto_url());
+        let started = std::time::Instant::now();
+        while temp_files(&locked).is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "{why}: the publisher never reached {}",
+                locked.display()
+            );
+            assert!(child.try_wait().unwrap().is_none(), "{why}: it ended");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(lock);
+        let store = b.store("killed");
+        let keys = check_partial(&store);
+        assert!(
+            !keys.iter().any(|k| k == spack::INDEX_MANIFEST),
+            "{why}: {keys:?}"
+        );
+        if why == "at the index manifest" {
+            assert_eq!(spec_manifests(&keys), SPECS, "{why}");
+        } else {
+            assert_eq!(spec_manifests(&keys), 0, "{why}");
+        }
+        let left_by_killed = temp_files(&root);
+        assert_eq!(left_by_killed.len(), 1, "{why}: {left_by_killed:?}");
+        finish(&store, &dest);
+        // The rerun staged and renamed its own files, leaving none; the killed run's staged file
+        // is all that remains (nothing removes a dead writer's temporary files yet).
+        assert_eq!(temp_files(&root), left_by_killed, "{why}");
     }
 }
 
@@ -574,7 +764,10 @@ fn a_failed_check_uploads_nothing() {
             .arg(key.cert_file.path())
             .assert()
             .code(2);
-        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("signature"));
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        for e in Mirror::open(src.path()).unwrap().spec_manifests().unwrap() {
+            assert!(err.contains(&e.key), "{} is not named: {err}", e.key);
+        }
 
         // Unsigned manifests without --allow-unsigned.
         let unsigned = fixture("spack-v3-unsigned");
@@ -703,11 +896,57 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Noise nothing compresses (xorshift64).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A tarball as sf-build packs one: a tar of `filler` bytes of view, then `BUILDINFO.json`
+/// last, gzipped as concatenated 1 MiB members by the same writer.
+fn tarball_bytes(buildinfo: &Value, filler: usize) -> Vec<u8> {
+    let gz = sf_archive::pargz::ParGzWriter::new(Vec::new(), Default::default()).unwrap();
+    let mut tar = tar::Builder::new(gz);
+    let mut add = |path: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, bytes).unwrap();
+    };
+    add("view/lib/libfiller.so", &noise(filler, 0x9e37_79b9));
+    add("BUILDINFO.json", buildinfo.to_string().as_bytes());
+    let (bytes, _) = tar.into_inner().unwrap().finish().unwrap();
+    bytes
+}
+
+/// BUILDINFO.json of a tarball of `cell`'s Slurm, or of another Spack version of it.
+fn buildinfo_of(cell: &sf_core::layout::Cell, spack_version: Option<&str>) -> Value {
+    json!({
+        "schema_version": 1,
+        "slurm_version": cell.slurm_version.as_ref().map(|v| v.as_str().to_string()),
+        "slurm_spack_version": spack_version.or(cell.slurm_spack_version.as_deref()),
+        "toolchain": cell.toolchain.as_str(),
+        "gpu": cell.gpu,
+    })
+}
+
 /// A tarball folder as sf-sign leaves it: the tarball, its .asc, SHA256SUMS and its .asc.
 fn signed_tarball(key: &Key, name: &str) -> (tempfile::TempDir, PathBuf) {
+    signed_tarball_of(key, name, &gzip(b"a relocatable slurm"))
+}
+
+fn signed_tarball_of(key: &Key, name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(name);
-    std::fs::write(&file, gzip(b"a relocatable slurm")).unwrap();
+    std::fs::write(&file, bytes).unwrap();
     let sign = |p: &Path| {
         let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
         std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
@@ -726,9 +965,50 @@ fn signed_tarball(key: &Key, name: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
     let key = new_key();
+    let m = sf_core::matrix::SupportMatrix::embedded();
     for b in Backend::both() {
-        let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz");
         let dest = b.url("root");
+        // The cells: 25.11 on noble and jammy, and the status of both.
+        let layout = sf_core::layout::Layout::new(Some(&dest), None, Default::default()).unwrap();
+        let sel = sf_core::matrix::Selection {
+            toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into(), "jammy".into()]),
+            slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
+            ..Default::default()
+        };
+        let cells: Vec<_> = sel
+            .expand(&m, sf_core::matrix::Pipeline::Tarball)
+            .unwrap()
+            .iter()
+            .map(|k| layout.cell(&m, k))
+            .collect();
+        let status = || {
+            let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
+            let out = sf_publish()
+                .args(["status", "-"])
+                .write_stdin(matrix)
+                .assert()
+                .success();
+            json_out(&out.get_output().stdout)
+        };
+        let ids = |st: &Value, k: &str| {
+            st[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let noble = cells
+            .iter()
+            .find(|c| c.toolchain.as_str() == "noble")
+            .unwrap();
+        let jammy = cells
+            .iter()
+            .find(|c| c.toolchain.as_str() == "jammy")
+            .unwrap();
+        // Six 1 MiB gzip members: status reads BUILDINFO.json from a ranged read of the end.
+        let bytes = tarball_bytes(&buildinfo_of(noble, None), 6 << 20);
+        let (dir, file) = signed_tarball_of(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
         let tarball = |f: &Path| {
             let mut c = sf_publish();
             c.arg("tarball")
@@ -743,7 +1023,11 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         let saved = std::fs::read(&sig).unwrap();
         std::fs::remove_file(&sig).unwrap();
         let out = tarball(&file).assert().code(2);
-        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("signature"));
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.contains(&format!("its signature {} is missing", sig.display())),
+            "{err}"
+        );
         assert!(listing(&b.store("root")).is_empty());
         std::fs::write(&sig, saved).unwrap();
 
@@ -769,82 +1053,52 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         let report = json_out(&tarball(&file).assert().success().get_output().stdout);
         assert_eq!(report["objects_uploaded"], 0);
 
-        // status: the published cell and only it.
-        let m = sf_core::matrix::SupportMatrix::embedded();
-        let layout = sf_core::layout::Layout::new(Some(&dest), None, Default::default()).unwrap();
-        let sel = sf_core::matrix::Selection {
-            toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into(), "jammy".into()]),
-            slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
-            ..Default::default()
-        };
-        let cells: Vec<_> = sel
-            .expand(&m, sf_core::matrix::Pipeline::Tarball)
-            .unwrap()
-            .iter()
-            .map(|k| layout.cell(&m, k))
-            .collect();
-        let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
-        let out = sf_publish()
-            .args(["status", "-"])
-            .write_stdin(matrix)
-            .assert()
-            .success();
-        let st = json_out(&out.get_output().stdout);
-        let ids = |k: &str| {
-            st[k]
-                .as_array()
+        // A jammy tarball of an older Slurm release at the cell's key (keys carry no patch
+        // release): there, but not current.
+        let old = tarball_bytes(&buildinfo_of(jammy, Some("25-11-0-1")), 1000);
+        let (old_dir, old_file) =
+            signed_tarball_of(&key, "slurm-25.11-jammy-software.tar.gz", &old);
+        tarball(&old_file).assert().success();
+
+        let st = status();
+        assert_eq!(
+            ids(&st, "published"),
+            ["tarball-25.11-noble-amd64-cpu"],
+            "{st}"
+        );
+        assert_eq!(
+            ids(&st, "pending"),
+            ["tarball-25.11-jammy-amd64-cpu"],
+            "{st}"
+        );
+        let reason = st["pending"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("slurm@25-11-0-1")
+                && reason.contains(jammy.slurm_spack_version.as_deref().unwrap()),
+            "{reason}"
+        );
+        assert!(
+            st["published"][0]["reason"]
+                .as_str()
                 .unwrap()
-                .iter()
-                .map(|c| c["id"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ids("published"), ["tarball-25.11-noble-amd64-cpu"]);
-        assert_eq!(ids("pending"), ["tarball-25.11-jammy-amd64-cpu"]);
-        drop(dir);
+                .contains(noble.slurm_release.as_deref().unwrap()),
+            "{st}"
+        );
+
+        // The current build replaces it, and the cell is published.
+        let new = tarball_bytes(&buildinfo_of(jammy, None), 1000);
+        let (new_dir, new_file) =
+            signed_tarball_of(&key, "slurm-25.11-jammy-software.tar.gz", &new);
+        tarball(&new_file).assert().success();
+        let st = status();
+        assert_eq!(ids(&st, "published").len(), 2, "{st}");
+        drop((dir, old_dir, new_dir));
     }
 }
 
-#[test]
-fn status_of_mirror_cells_reads_the_index() {
-    let key = new_key();
-    let src = signed_fixture(&key);
-    let b = Backend::dir();
-    let dest = b.url("");
-    let m = sf_core::matrix::SupportMatrix::embedded();
-    let layout =
-        sf_core::layout::Layout::new(Some(dest.trim_end_matches('/')), None, Default::default())
-            .unwrap();
-    let keys = sf_core::matrix::Selection {
-        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
-        ..Default::default()
-    }
-    .expand(&m, sf_core::matrix::Pipeline::Deps)
-    .unwrap();
-    let noble = layout.cell(&m, &keys[0]);
-    assert_eq!(noble.toolchain.as_str(), "noble");
-    // The fixture is debian12/x86_64_v4; a cell for that OS and target sees its specs.
-    let mut cell = noble.clone();
-    cell.spack_os = Some("debian12".into());
-    cell.spack_target = "x86_64_v4".into();
-    publish_mirror(src.path(), &cell.deps_mirror.url, &key).success();
-    let matrix = serde_json::to_string(&json!({ "include": [cell, noble] })).unwrap();
-    let out = sf_publish()
-        .args(["status", "-"])
-        .write_stdin(matrix)
-        .assert()
-        .success();
-    let st = json_out(&out.get_output().stdout);
-    assert_eq!(st["published"].as_array().unwrap().len(), 1, "{st}");
-    assert_eq!(st["pending"].as_array().unwrap().len(), 1, "{st}");
-}
-
-#[test]
-fn a_large_tarball_goes_multipart_and_arrives_whole() {
-    let key = new_key();
-    let b = Backend::s3();
-    let dir = tempfile::tempdir().unwrap();
-    let name = "slurm-24.11-jammy-software.tar.gz";
-    let file = dir.path().join(name);
+/// A 12 MiB tarball (noise), signed, in a folder with its signed SHA256SUMS.
+fn large_signed_tarball(key: &Key, dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
+    let file = dir.join(name);
     let mut x: u64 = 0x9e3779b97f4a7c15;
     let bytes: Vec<u8> = (0..(12 << 20) + 777)
         .map(|_| {
@@ -860,9 +1114,19 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
         std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
     };
     sign(&file);
-    let sums = dir.path().join("SHA256SUMS");
+    let sums = dir.join("SHA256SUMS");
     std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
     sign(&sums);
+    (file, bytes)
+}
+
+#[test]
+fn a_large_tarball_goes_multipart_and_arrives_whole() {
+    let key = new_key();
+    let b = Backend::s3();
+    let dir = tempfile::tempdir().unwrap();
+    let name = "slurm-24.11-jammy-software.tar.gz";
+    let (file, bytes) = large_signed_tarball(&key, dir.path(), name);
     let out = sf_publish()
         .arg("tarball")
         .arg(&file)
@@ -1246,85 +1510,751 @@ fn publishing_survives_throttling_and_dropped_connections() {
     drop(dir);
 }
 
-#[test]
-fn status_of_version_cells_looks_for_their_slurm_spec() {
-    let key = new_key();
-    let b = Backend::dir();
-    let m = sf_core::matrix::SupportMatrix::embedded();
-    let layout = sf_core::layout::Layout::new(
-        Some(b.url("").trim_end_matches('/')),
-        None,
-        Default::default(),
-    )
-    .unwrap();
-    let keys = sf_core::matrix::Selection {
-        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
-        slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into(), "24.11".into()]),
-        ..Default::default()
-    }
-    .expand(&m, sf_core::matrix::Pipeline::Version)
-    .unwrap();
-    let cells: Vec<_> = keys.iter().map(|k| layout.cell(&m, k)).collect();
-    let built = cells
-        .iter()
-        .find(|c| c.slurm_version.as_ref().unwrap().as_str() == "25.11")
-        .unwrap();
-    // A version mirror holding slurm@<the cell's exact Spack version> for the cell's OS and target.
+/// A signed mirror holding one single-node spec per node.
+fn spec_mirror(nodes: &[Value], key: &Key) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let mirror = Mirror::open(dir.path()).unwrap();
-    std::fs::create_dir_all(mirror.path("v3")).unwrap();
-    let version = built.slurm_spack_version.clone().unwrap();
-    let root = node_for(
-        "slurm",
-        &version,
-        built.spack_os.as_deref().unwrap(),
-        &built.spack_target,
-        &[],
-    );
-    let hash = root["hash"].as_str().unwrap().to_string();
-    let spec =
-        json!({"spec": {"_meta": {"version": 5}, "nodes": [root]}, "buildcache_layout_version": 2});
-    let spec_rec = mirror
-        .write_blob(
-            &gzip(spec.to_string().as_bytes()),
-            media_type::SPEC,
-            compression::GZIP,
-        )
-        .unwrap();
-    let tar_rec = mirror
-        .write_blob(&gzip(b"slurm"), media_type::TARBALL, compression::GZIP)
-        .unwrap();
-    let manifest = Manifest {
-        version: 3,
-        data: vec![tar_rec, spec_rec],
-        extra: Default::default(),
-    };
-    mirror
-        .write_manifest(&spack::spec_manifest("slurm", &version, &hash), &manifest)
-        .unwrap();
-    sign_mirror(dir.path(), &key);
-    publish_mirror(
-        dir.path(),
-        &built.version_mirror.as_ref().unwrap().url,
-        &key,
-    )
-    .success();
+    let m = Mirror::open(dir.path()).unwrap();
+    std::fs::create_dir_all(m.path("v3")).unwrap();
+    for n in nodes {
+        let spec = json!({"spec": {"_meta": {"version": 5}, "nodes": [n]}, "buildcache_layout_version": 2});
+        let spec_rec = m
+            .write_blob(
+                &gzip(spec.to_string().as_bytes()),
+                media_type::SPEC,
+                compression::GZIP,
+            )
+            .unwrap();
+        let tar_rec = m
+            .write_blob(
+                &gzip(n["hash"].to_string().as_bytes()),
+                media_type::TARBALL,
+                compression::GZIP,
+            )
+            .unwrap();
+        let manifest = Manifest {
+            version: 3,
+            data: vec![tar_rec, spec_rec],
+            extra: Default::default(),
+        };
+        let key = spack::spec_manifest(
+            n["name"].as_str().unwrap(),
+            n["version"].as_str().unwrap(),
+            n["hash"].as_str().unwrap(),
+        );
+        m.write_manifest(&key, &manifest).unwrap();
+    }
+    sign_mirror(dir.path(), key);
+    dir
+}
 
-    let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
-    let out = sf_publish()
-        .args(["status", "-"])
-        .write_stdin(matrix)
-        .assert()
-        .success();
-    let st = json_out(&out.get_output().stdout);
-    let ids = |k: &str| {
-        st[k]
+/// The pinned specs of the stack file as built spec nodes, boolean variants set as pinned.
+fn pinned_nodes(pins: &[sf_spackenv::stack::PinnedSpec], os: &str, target: &str) -> Vec<Value> {
+    pins.iter()
+        .map(|p| {
+            let params: Vec<(String, Value)> = p
+                .variants
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .filter(|t| !t.contains('='))
+                .filter_map(|t| match t.split_at(1) {
+                    ("+", v) => Some((v.to_string(), Value::Bool(true))),
+                    ("~", v) => Some((v.to_string(), Value::Bool(false))),
+                    _ => None,
+                })
+                .collect();
+            let params: Vec<(&str, Value)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            node_with(&p.name, &p.version, os, target, &params, &[])
+        })
+        .collect()
+}
+
+/// The sf-matrix binary, built if this package's test run did not build it (the workspace run
+/// does).
+fn sf_matrix() -> StdCommand {
+    let bin = assert_cmd::cargo::cargo_bin("sf-matrix");
+    if !bin.exists() {
+        let built = StdCommand::new(env!("CARGO"))
+            .args(["build", "-p", "sf-matrix", "--bin", "sf-matrix"])
+            .status()
+            .unwrap();
+        assert!(built.success(), "building sf-matrix");
+    }
+    let mut c = StdCommand::new(bin);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SF_") || k.starts_with("GITHUB_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Run a command with `input` on stdin; its stdout, after it succeeded.
+fn piped(c: &mut StdCommand, input: &[u8]) -> Vec<u8> {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn matrix_ids(v: &Value) -> Vec<String> {
+    v["include"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn status_ids(st: &Value, k: &str) -> Vec<String> {
+    let mut ids: Vec<String> = st[k]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn status_tells_cpu_from_gpu_builds_and_skip_published_leaves_the_rest() {
+    let key = new_key();
+    let stack = sf_spackenv::stack::Stack::embedded();
+    let m = sf_core::matrix::SupportMatrix::embedded();
+    for b in Backend::both() {
+        let root = b.url("st").trim_end_matches('/').to_string();
+        let layout = sf_core::layout::Layout::new(Some(&root), None, Default::default()).unwrap();
+        let cells_of = |p| -> Vec<sf_core::layout::Cell> {
+            sf_core::matrix::Selection {
+                toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
+                slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
+                archs: sf_core::matrix::ListArg::Named(vec!["amd64".into()]),
+                builds: sf_core::matrix::ListArg::Named(vec!["cpu".into(), "gpu".into()]),
+                ..Default::default()
+            }
+            .expand(&m, p)
+            .unwrap()
+            .iter()
+            .map(|k| layout.cell(&m, k))
+            .collect()
+        };
+        let mut cells = cells_of(sf_core::matrix::Pipeline::Deps);
+        cells.extend(cells_of(sf_core::matrix::Pipeline::Version));
+        let status = || {
+            let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
+            json_out(
+                &sf_publish()
+                    .args(["status", "-"])
+                    .write_stdin(matrix)
+                    .assert()
+                    .success()
+                    .get_output()
+                    .stdout,
+            )
+        };
+        let cpu = cells
+            .iter()
+            .find(|c| c.pipeline == "version" && !c.gpu)
+            .unwrap();
+        let (os, target) = (cpu.spack_os.clone().unwrap(), cpu.spack_target.clone());
+        let version = cpu.slurm_spack_version.clone().unwrap();
+        let slurm = |gpu: bool| {
+            node_with(
+                "slurm",
+                &version,
+                &os,
+                &target,
+                &[
+                    ("nvml", Value::Bool(gpu)),
+                    ("rsmi", Value::Bool(gpu)),
+                    ("sysconfdir", Value::from("/etc/slurm")),
+                ],
+                &[],
+            )
+        };
+        let version_url = &cpu.version_mirror.as_ref().unwrap().url;
+        let deps_url = &cpu.deps_mirror.url;
+
+        // The CPU builds only: Slurm ~nvml ~rsmi, and the deps without CUDA and ROCm SMI. CPU and
+        // GPU cells share both mirrors, target and OS.
+        let src = spec_mirror(&[slurm(false)], &key);
+        publish_mirror(src.path(), version_url, &key).success();
+        let src = spec_mirror(&pinned_nodes(&stack.dependencies, &os, &target), &key);
+        publish_mirror(src.path(), deps_url, &key).success();
+        let st = status();
+        assert_eq!(
+            status_ids(&st, "published"),
+            ["deps-noble-amd64-cpu", "version-25.11-noble-amd64-cpu"],
+            "{st}"
+        );
+        assert_eq!(
+            status_ids(&st, "pending"),
+            ["deps-noble-amd64-gpu", "version-25.11-noble-amd64-gpu"],
+            "{st}"
+        );
+        let reason = |id: &str| {
+            st["pending"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == id)
+                .unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            reason("deps-noble-amd64-gpu").contains("cuda@12.6.3"),
+            "{st}"
+        );
+        assert!(
+            reason("version-25.11-noble-amd64-gpu")
+                .contains(&format!("slurm@{version} +nvml +rsmi")),
+            "{st}"
+        );
+
+        // The chain the workflows run: sf-matrix | sf-publish status - | sf-matrix
+        // --skip-published -, leaving exactly the GPU cells.
+        for (pipeline, left) in [
+            ("deps", "deps-noble-amd64-gpu"),
+            ("version", "version-25.11-noble-amd64-gpu"),
+        ] {
+            let args = [
+                "--pipeline",
+                pipeline,
+                "--toolchains",
+                "noble",
+                "--slurm-versions",
+                "25.11",
+                "--archs",
+                "amd64",
+                "--builds",
+                "cpu,gpu",
+                "--destination",
+                &root,
+            ];
+            let all = piped(sf_matrix().args(args), b"");
+            assert_eq!(matrix_ids(&json_out(&all)).len(), 2);
+            let bin = assert_cmd::cargo::cargo_bin("sf-publish");
+            let mut status = StdCommand::new(bin);
+            status
+                .args(["status", "-"])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("S3_ENDPOINT_URL", moto_url())
+                .env_remove("GITHUB_OUTPUT")
+                .env_remove("SF_RESULTS_DIR");
+            let st = piped(&mut status, &all);
+            let rest = piped(sf_matrix().args(args).args(["--skip-published", "-"]), &st);
+            assert_eq!(matrix_ids(&json_out(&rest)), [left], "{pipeline}");
+        }
+
+        // The GPU builds land in the same mirrors: every cell is published.
+        let src = spec_mirror(&[slurm(true)], &key);
+        publish_mirror(src.path(), version_url, &key).success();
+        let gpu_only: Vec<_> = stack
+            .gpu_dependencies
+            .iter()
+            .filter(|p| p.applies_to("amd64"))
+            .cloned()
+            .collect();
+        assert!(gpu_only.iter().any(|p| p.name == "cuda"));
+        let src = spec_mirror(&pinned_nodes(&gpu_only, &os, &target), &key);
+        publish_mirror(src.path(), deps_url, &key).success();
+        let st = status();
+        assert_eq!(status_ids(&st, "published").len(), 4, "{st}");
+        assert_eq!(st["pending"], json!([]), "{st}");
+    }
+}
+
+const FIXTURE_TARBALL_BLOB: &str =
+    "e1321a274399add49ff46d25a51cca7765382bb8775f6e6fd22bafa88ceaa1e1";
+
+/// Replace an object with other bytes of the same size, stored with their own sha256.
+fn damage(store: &Store, key: &str) {
+    let mut bytes = rt().block_on(store.get(key)).unwrap().unwrap().bytes;
+    bytes[100] ^= 1;
+    let meta = sf_store::PutMeta {
+        content_type: "application/gzip".into(),
+        cache_control: "no-cache".into(),
+        sha256: sf_store::sha256_hex(&bytes),
+    };
+    rt().block_on(store.put(
+        key,
+        sf_store::Body::Bytes(bytes),
+        &meta,
+        sf_store::Condition::Always,
+    ))
+    .unwrap();
+}
+
+#[test]
+fn a_damaged_blob_at_the_destination_fails_the_run_and_is_named() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    let blob = spack::blob("sha256", FIXTURE_TARBALL_BLOB);
+    for b in Backend::both() {
+        let dest = b.url("dmg");
+        publish_mirror(src.path(), &dest, &key).success();
+        let store = b.store("dmg");
+        damage(&store, &blob);
+        let out = publish_mirror(src.path(), &dest, &key).code(1);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.contains(&store.url_of(&blob)) && err.contains("damaged blob"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_change_list_and_record_of_a_failed_run_say_what_was_written() {
+    let key = new_key();
+    let src = signed_fixture(&key);
+    // The plan's order; the last blob is found damaged, after the others went up.
+    let plan = json_out(
+        &sf_publish()
+            .args(["mirror"])
+            .arg(src.path())
+            .arg("file:///nonexistent-dry-run")
+            .args(["--fingerprint", &key.fingerprint, "--dry-run"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout,
+    );
+    let blobs: Vec<String> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "blob")
+        .map(|o| o["key"].as_str().unwrap().to_string())
+        .collect();
+    let (last, before) = blobs.split_last().unwrap();
+    for b in Backend::both() {
+        let dest = b.url("failed");
+        let store = b.store("failed");
+        let bytes = std::fs::read(src.path().join(last)).unwrap();
+        let mut bad = bytes.clone();
+        bad[0] ^= 1;
+        let meta = sf_store::PutMeta {
+            content_type: "application/octet-stream".into(),
+            cache_control: "no-cache".into(),
+            sha256: sf_store::sha256_hex(&bad),
+        };
+        rt().block_on(store.put(
+            last,
+            sf_store::Body::Bytes(bad),
+            &meta,
+            sf_store::Condition::Always,
+        ))
+        .unwrap();
+        let results = tempfile::tempdir().unwrap();
+        let list = results.path().join("changes.json");
+        let out = sf_publish()
+            .args(["mirror"])
+            .arg(src.path())
+            .arg(&dest)
+            .args(["--fingerprint", &key.fingerprint, "--concurrency", "1"])
+            .arg("--change-list")
+            .arg(&list)
+            .arg("--results-dir")
+            .arg(results.path())
+            .assert()
+            .code(1);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.contains(&store.url_of(last)), "{err}");
+        let list: Value = serde_json::from_slice(&std::fs::read(&list).unwrap()).unwrap();
+        let written: Vec<&str> = list["changes"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|c| c["id"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
+            .map(|c| c["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            written,
+            before.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert!(list["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["action"] == "created" && c["kind"] == "blob"));
+        let record = std::fs::read_dir(results.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("sf-publish-mirror")
+            })
+            .unwrap();
+        let record: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        assert_eq!(record["status"], "failed", "{record}");
+        assert_eq!(record["metrics"]["objects_uploaded"], before.len() as u64);
+        let bytes_before: u64 = before
+            .iter()
+            .map(|k| std::fs::metadata(src.path().join(k)).unwrap().len())
+            .sum();
+        assert_eq!(record["metrics"]["bytes_uploaded"], bytes_before);
+        assert_eq!(record["metrics"]["changes"], before.len() as u64);
+        assert!(record["duration_ms"].as_u64().is_some(), "{record}");
+        assert!(!listing(&store).iter().any(|k| k.starts_with("v3/")));
+    }
+}
+
+#[test]
+fn a_lost_index_race_is_retried_and_counted() {
+    let key = new_key();
+    let (first, first_hashes) = synthetic_mirror(&["racer".to_string()], &key);
+    let (second, second_hashes) = synthetic_mirror(&["winner".to_string()], &key);
+    let b = Backend::s3();
+    let dest = b.url("race");
+    // When the first publisher's index manifest PUT arrives, another publisher completes first;
+    // the held PUT (If-None-Match: *) then fails and the first merges again.
+    let (d, s, k) = (
+        dest.clone(),
+        second.path().to_path_buf(),
+        key.fingerprint.clone(),
+    );
+    let proxy = proxy::on_put(
+        &moto_url(),
+        std::sync::Arc::new(move |_, target: &str| {
+            if !target.ends_with(spack::INDEX_MANIFEST) {
+                return None;
+            }
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                sf_publish()
+                    .args(["mirror"])
+                    .arg(&s)
+                    .arg(&d)
+                    .args(["--fingerprint", &k])
+                    .assert()
+                    .success();
+            });
+            Some(proxy::Then::Forward)
+        }),
+    );
+    let results = tempfile::tempdir().unwrap();
+    let out = sf_publish()
+        .env("S3_ENDPOINT_URL", &proxy.url)
+        .args(["mirror"])
+        .arg(first.path())
+        .arg(&dest)
+        .args(["--fingerprint", &key.fingerprint, "--concurrency", "1"])
+        .arg("--results-dir")
+        .arg(results.path())
+        .assert()
+        .success();
+    let report = json_out(&out.get_output().stdout);
+    assert_eq!(report["retries"], 1, "{report}");
+    let record = std::fs::read_dir(results.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sf-publish-mirror")
+        })
+        .unwrap();
+    let record: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(record["metrics"]["retries"], 1, "{record}");
+    assert_eq!(
+        record["metrics"]["bytes_uploaded"],
+        report["bytes_uploaded"]
+    );
+    assert!(report["bytes_uploaded"].as_u64().unwrap() > 0);
+    let (index, _) = read_index(&b.store("race"));
+    for h in first_hashes.iter().chain(&second_hashes) {
+        assert!(index.in_buildcache(h), "{h}");
+    }
+}
+
+#[test]
+fn reindex_refuses_a_destination_without_a_mirror() {
+    for b in Backend::both() {
+        if let Backend::Dir { dir } = &b {
+            // A mistyped directory is not created.
+            let out = sf_publish()
+                .args(["reindex", &b.url("typo/deps")])
+                .assert()
+                .code(2);
+            let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+            assert!(
+                err.contains("typo/deps") && err.contains("does not exist"),
+                "{err}"
+            );
+            assert!(!dir.path().join("typo").exists());
+            std::fs::create_dir_all(dir.path().join("empty/deps")).unwrap();
+        }
+        let url = b.url("empty/deps");
+        let out = sf_publish().args(["reindex", &url]).assert().code(2);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(
+            err.contains("holds no build-cache mirror") && err.contains("--allow-empty"),
+            "{err}"
+        );
+        assert_eq!(listing(&b.store("empty")), Vec::<String>::new());
+        // Asked for: an empty index and the layout marker.
+        let out = sf_publish()
+            .args(["reindex", &url, "--allow-empty"])
+            .assert()
+            .success();
+        assert_eq!(json_out(&out.get_output().stdout)["reindex"]["specs"], 0);
+        assert_eq!(read_index(&b.store("empty/deps")).0.len(), 0);
+    }
+}
+
+#[test]
+fn every_kind_of_object_has_its_content_type_and_cache_control() {
+    const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+    const REVALIDATE: &str = "public, no-cache";
+    let key = new_key();
+    let b = Backend::s3();
+    let src = signed_fixture(&key);
+    publish_mirror(src.path(), &b.url("meta"), &key).success();
+    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz");
+    sf_publish()
+        .arg("tarball")
+        .arg(&file)
+        .arg(b.url("root"))
+        .args(["--fingerprint", &key.fingerprint, "--cert"])
+        .arg(key.cert_file.path())
+        .assert()
+        .success();
+    let mirror = b.store("meta");
+    let root = b.store("root");
+    let keys = listing(&mirror);
+    let spec_manifest = keys
+        .iter()
+        .find(|k| k.ends_with(".spec.manifest.json"))
+        .unwrap()
+        .clone();
+    let record_of = |manifest: &str, media: &str| {
+        let m = rt().block_on(mirror.get(manifest)).unwrap().unwrap();
+        ManifestFile::parse(&m.bytes)
+            .unwrap()
+            .manifest
+            .record(media)
+            .unwrap()
+            .blob_key()
+            .unwrap()
     };
-    assert_eq!(ids("published"), std::slice::from_ref(&built.id), "{st}");
-    assert_eq!(ids("pending").len(), 1, "{st}");
+    let index_blob = record_of(spack::INDEX_MANIFEST, media_type::INDEX);
+    let key_blob = record_of(&spack::key_manifest(&key.fingerprint), media_type::PGP_KEYS);
+    let key_index_blob = record_of(spack::KEYS_MANIFEST, media_type::KEY_INDEX);
+    let spec_blob = record_of(&spec_manifest, media_type::SPEC);
+    let tb = "builds/25.11/noble";
+    let expected: Vec<(&Store, String, &str, &str)> = vec![
+        (
+            &mirror,
+            spack::blob("sha256", FIXTURE_TARBALL_BLOB),
+            "application/gzip",
+            IMMUTABLE,
+        ),
+        (&mirror, spec_blob, "application/gzip", IMMUTABLE),
+        (&mirror, index_blob, "application/json", IMMUTABLE),
+        (&mirror, key_index_blob, "application/json", IMMUTABLE),
+        (&mirror, key_blob, "application/pgp-keys", IMMUTABLE),
+        (
+            &mirror,
+            spec_manifest,
+            "text/plain; charset=utf-8",
+            REVALIDATE,
+        ),
+        (
+            &mirror,
+            spack::key_manifest(&key.fingerprint),
+            "application/json",
+            REVALIDATE,
+        ),
+        (
+            &mirror,
+            spack::KEYS_MANIFEST.into(),
+            "application/json",
+            REVALIDATE,
+        ),
+        (
+            &mirror,
+            spack::LAYOUT_JSON.into(),
+            "application/json",
+            REVALIDATE,
+        ),
+        (
+            &mirror,
+            spack::INDEX_MANIFEST.into(),
+            "application/json",
+            REVALIDATE,
+        ),
+        (
+            &root,
+            format!("{tb}/slurm-25.11-noble-software.tar.gz"),
+            "application/gzip",
+            REVALIDATE,
+        ),
+        (
+            &root,
+            format!("{tb}/slurm-25.11-noble-software.tar.gz.asc"),
+            "application/pgp-signature",
+            REVALIDATE,
+        ),
+        (
+            &root,
+            format!("{tb}/SHA256SUMS"),
+            "text/plain; charset=utf-8",
+            REVALIDATE,
+        ),
+        (
+            &root,
+            format!("{tb}/SHA256SUMS.asc"),
+            "application/pgp-signature",
+            REVALIDATE,
+        ),
+    ];
+    for (store, k, content_type, cache_control) in expected {
+        let h = rt()
+            .block_on(store.head(&k))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{k}"));
+        assert_eq!(h.content_type.as_deref(), Some(content_type), "{k}");
+        assert_eq!(h.cache_control.as_deref(), Some(cache_control), "{k}");
+        let bytes = rt().block_on(store.get(&k)).unwrap().unwrap().bytes;
+        assert_eq!(h.sha256, Some(sf_store::sha256_hex(&bytes)), "{k}");
+    }
+    drop(dir);
+}
+
+#[test]
+fn bad_tarball_folders_are_refused_naming_the_file() {
+    let key = new_key();
+    let other = new_key();
+    let name = "slurm-25.11-noble-software.tar.gz";
+    let b = Backend::dir();
+    let dest = b.url("root");
+    let refuse = |file: &Path| {
+        let out = sf_publish()
+            .arg("tarball")
+            .arg(file)
+            .arg(&dest)
+            .args(["--fingerprint", &key.fingerprint, "--cert"])
+            .arg(key.cert_file.path())
+            .assert()
+            .code(2);
+        String::from_utf8_lossy(&out.get_output().stderr).into_owned()
+    };
+    // The tarball signed by another key (its SHA256SUMS by the right one).
+    let (dir, file) = signed_tarball(&key, name);
+    let sig = sf_pgp::sign::sign_bytes(&other.signing, &std::fs::read(&file).unwrap()).unwrap();
+    std::fs::write(format!("{}.asc", file.display()), sig).unwrap();
+    let err = refuse(&file);
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    drop(dir);
+    // SHA256SUMS lists another sha256 (and is signed as such).
+    let (dir, file) = signed_tarball(&key, name);
+    let sums = dir.path().join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  {name}\n", "0".repeat(64))).unwrap();
+    let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(&sums).unwrap()).unwrap();
+    std::fs::write(dir.path().join("SHA256SUMS.asc"), sig).unwrap();
+    let err = refuse(&file);
+    assert!(
+        err.contains(&sums.display().to_string())
+            && err.contains(&format!("lists {name} with sha256 {}", "0".repeat(64))),
+        "{err}"
+    );
+    // SHA256SUMS.asc missing, then SHA256SUMS itself.
+    std::fs::remove_file(dir.path().join("SHA256SUMS.asc")).unwrap();
+    let err = refuse(&file);
+    assert!(
+        err.contains(&format!("{}.asc is missing", sums.display())),
+        "{err}"
+    );
+    std::fs::remove_file(&sums).unwrap();
+    let err = refuse(&file);
+    assert!(err.contains(&sums.display().to_string()), "{err}");
+    drop(dir);
+    // A file name that is no cell's.
+    let (dir, file) = signed_tarball(&key, "slurm-99.99-noble-software.tar.gz");
+    let err = refuse(&file);
+    assert!(
+        err.contains("\"slurm-99.99-noble-software.tar.gz\" is not the name of a tarball"),
+        "{err}"
+    );
+    drop(dir);
+    assert!(
+        !Path::new(&dest.trim_start_matches("file://")).exists()
+            || listing(&b.store("root")).is_empty()
+    );
+}
+
+#[test]
+fn bad_destinations_are_named_by_every_subcommand() {
+    let key = new_key();
+    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz");
+    let m = sf_core::matrix::SupportMatrix::embedded();
+    let layout =
+        sf_core::layout::Layout::new(Some("s3://placeholder-bucket"), None, Default::default())
+            .unwrap();
+    let cell_key = &sf_core::matrix::Selection {
+        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
+        slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
+        ..Default::default()
+    }
+    .expand(&m, sf_core::matrix::Pipeline::Tarball)
+    .unwrap()[0];
+    let status_at = |dest: &str| {
+        let mut cell = serde_json::to_value(layout.cell(&m, cell_key)).unwrap();
+        cell["destination"] = Value::from(dest);
+        serde_json::to_string(&json!({ "include": [cell] })).unwrap()
+    };
+    let b = Backend::s3();
+    for (dest, says) in [
+        ("gs://bucket/x".to_string(), "unknown scheme"),
+        (
+            "s3://sf-publish-no-such-bucket/x".to_string(),
+            "does not exist",
+        ),
+        (b.url("x"), "no AWS credentials"),
+    ] {
+        let creds = says != "no AWS credentials";
+        let run = |c: &mut Command| {
+            if !creds {
+                c.env_remove("AWS_ACCESS_KEY_ID")
+                    .env_remove("AWS_SECRET_ACCESS_KEY");
+            }
+            let out = c.assert().code(2);
+            let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+            assert!(err.contains(says), "{dest}: {err}");
+        };
+        run(sf_publish().args(["reindex", &dest]));
+        run(sf_publish()
+            .arg("tarball")
+            .arg(&file)
+            .arg(&dest)
+            .args(["--fingerprint", &key.fingerprint, "--cert"])
+            .arg(key.cert_file.path()));
+        run(sf_publish()
+            .args(["status", "-"])
+            .write_stdin(status_at(&dest)));
+    }
+    assert!(listing(&b.store("")).is_empty());
+    drop(dir);
 }

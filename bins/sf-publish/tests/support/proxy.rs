@@ -2,7 +2,10 @@
 //! form-encoded requests it carries (STS calls, with their role session names) and, when asked,
 //! fails a share of requests: of every `every`, one is answered 503 Slow Down without being
 //! forwarded, one is cut off unanswered, and one is carried out by the server but its answer is
-//! lost. One request per connection, so each one can be hit.
+//! lost. One request per connection, so each one can be hit. It can also hold a chosen PUT (by
+//! its number among PUTs, counted from 1, and its path): the test's hook runs while that request
+//! waits (to kill the publisher there, or to let another writer in first) and decides whether it
+//! goes on to the server.
 
 #![allow(dead_code)]
 
@@ -10,6 +13,16 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// What becomes of a held PUT once the hook has run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    Forward,
+    Drop,
+}
+
+/// Runs on every PUT with its number (from 1) and its path; `None` lets it pass.
+pub type PutHook = Arc<dyn Fn(u64, &str) -> Option<Then> + Send + Sync>;
 
 pub struct Proxy {
     pub url: String,
@@ -31,16 +44,21 @@ impl Proxy {
 
 /// Carry every request to `upstream` faithfully.
 pub fn recording(upstream: &str) -> Proxy {
-    start(upstream, None)
+    start(upstream, None, None)
+}
+
+/// Carry every request, running `hook` on each PUT before it is forwarded.
+pub fn on_put(upstream: &str, hook: PutHook) -> Proxy {
+    start(upstream, None, Some(hook))
 }
 
 /// Fail a share of requests (see the module notes).
 pub fn faulty(upstream: &str, every: u64) -> Proxy {
     assert!(every >= 4, "leave room for requests that go through");
-    start(upstream, Some(every))
+    start(upstream, Some(every), None)
 }
 
-fn start(upstream: &str, every: Option<u64>) -> Proxy {
+fn start(upstream: &str, every: Option<u64>, hook: Option<PutHook>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let up = upstream
@@ -50,17 +68,22 @@ fn start(upstream: &str, every: Option<u64>) -> Proxy {
     let faults = Arc::new(AtomicU64::new(0));
     let forms = Arc::new(Mutex::new(Vec::new()));
     let counter = Arc::new(AtomicU64::new(0));
+    let puts = Arc::new(AtomicU64::new(0));
     let (f, fm) = (faults.clone(), forms.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(client) = conn else { continue };
             let (up, f, fm, counter) = (up.clone(), f.clone(), fm.clone(), counter.clone());
-            std::thread::spawn(move || carry(client, &up, every, &f, &fm, &counter));
+            let (hook, puts) = (hook.clone(), puts.clone());
+            std::thread::spawn(move || {
+                carry(client, &up, every, &f, &fm, &counter, hook.as_ref(), &puts)
+            });
         }
     });
     Proxy { url, faults, forms }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn carry(
     mut client: TcpStream,
     up: &str,
@@ -68,6 +91,8 @@ fn carry(
     faults: &AtomicU64,
     forms: &Mutex<Vec<String>>,
     counter: &AtomicU64,
+    hook: Option<&PutHook>,
+    puts: &AtomicU64,
 ) {
     // Read the request head and body.
     let mut buf = Vec::new();
@@ -105,6 +130,14 @@ fn carry(
             .lock()
             .unwrap()
             .push(String::from_utf8_lossy(&buf[head_end..]).into_owned());
+    }
+    if let (Some(hook), Some(target)) = (hook, head.strip_prefix("PUT ")) {
+        let n = puts.fetch_add(1, Ordering::SeqCst) + 1;
+        let target = target.split([' ', '?']).next().unwrap_or_default();
+        if hook(n, target) == Some(Then::Drop) {
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
     }
     let n = counter.fetch_add(1, Ordering::SeqCst);
     let slot = every.map(|e| (n % e, e));
