@@ -277,6 +277,26 @@ fn line_of(text: &str, key: &str, value: &str, nth: usize) -> Option<usize> {
         .map(|(i, _)| i + 1)
 }
 
+/// The 1-based line of the `nth` `key:` (or `- key:`) in the file, whatever its value, for errors
+/// about an entry's field.
+fn line_of_key(text: &str, key: &str, nth: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let l = line.trim_start().trim_start_matches("- ");
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+}
+
+/// Free text shown to people (an OS name): not blank, one line, no control characters, and no
+/// `::`, which would start a workflow command where it opens a log line.
+fn is_plain_text(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= 128 && !s.chars().any(char::is_control) && !s.contains("::")
+}
+
 impl SupportMatrix {
     /// The embedded data file.
     pub fn embedded() -> Self {
@@ -336,7 +356,7 @@ impl SupportMatrix {
         for (section, names) in &sections {
             if names.is_empty() {
                 return err(
-                    None,
+                    line_of_key(text, section, 0),
                     format!("{section} is empty; it needs at least one entry"),
                 );
             }
@@ -371,6 +391,20 @@ impl SupportMatrix {
                     ),
                 );
             }
+            let i = self
+                .slurm_versions
+                .iter()
+                .position(|r| r.name == v.name)
+                .unwrap_or(0);
+            if !is_safe_name(&v.channel) {
+                return err(
+                    line_of_key(text, "channel", i),
+                    format!(
+                        "slurm version {}: channel {:?} may only hold letters, digits, '.', '_' and '-' (like latest, lts)",
+                        v.name, v.channel
+                    ),
+                );
+            }
             // Spack names Slurm releases after their tags (25-11-6-1); plain 25.11.6 is accepted too.
             let dashed = v.name.as_str().replace('.', "-");
             if !(v.spack_version.starts_with(&format!("{}.", v.name))
@@ -386,7 +420,27 @@ impl SupportMatrix {
                 );
             }
         }
-        for t in &self.toolchains {
+        for (i, t) in self.toolchains.iter().enumerate() {
+            if !is_plain_text(&t.os) {
+                return err(
+                    line_of_key(text, "os", i),
+                    format!(
+                        "toolchain {}: os {:?} must be a one-line name like Ubuntu 24.04 (not blank, no control characters, no '::')",
+                        t.name, t.os
+                    ),
+                );
+            }
+            for (key, value) in [("gcc", &t.gcc), ("glibc", &t.glibc)] {
+                if !is_safe_name(value) {
+                    return err(
+                        line_of_key(text, key, i),
+                        format!(
+                            "toolchain {}: {key} {value:?} must be a version like 13 or 2.39 (letters, digits, '.', '_', '-')",
+                            t.name
+                        ),
+                    );
+                }
+            }
             if !is_image_reference(&t.base_image) {
                 return err(
                     line_of(text, "base_image", &t.base_image, 0),
@@ -408,11 +462,24 @@ impl SupportMatrix {
                 }
             }
         }
-        for a in &self.archs {
+        for (i, a) in self.archs.iter().enumerate() {
             if a.runner_labels.is_empty() {
                 return err(
-                    line_of(text, "name", a.name.as_str(), 0),
-                    format!("arch {}: runner_labels is empty", a.name),
+                    line_of_key(text, "runner_labels", i),
+                    format!(
+                        "arch {}: runner_labels is empty; give the labels its runners carry, like [self-hosted, X64]",
+                        a.name
+                    ),
+                );
+            }
+            // Labels travel into `runs-on` and comma-joined into tables: no commas, quotes or spaces.
+            if let Some(bad) = a.runner_labels.iter().find(|l| !is_safe_name(l)) {
+                return err(
+                    line_of_key(text, "runner_labels", i),
+                    format!(
+                        "arch {}: runner label {bad:?} may only hold letters, digits, '.', '_' and '-'",
+                        a.name
+                    ),
                 );
             }
             if !is_safe_name(&a.spack_target) {
@@ -438,7 +505,10 @@ impl SupportMatrix {
             ("builds", self.builds.iter().filter(|v| v.default).count()),
         ] {
             if defaults == 0 {
-                return err(None, format!("{section}: no entry has default: true"));
+                return err(
+                    line_of_key(text, section, 0),
+                    format!("{section}: no entry has default: true; mark at least one"),
+                );
             }
         }
         Ok(())
@@ -954,6 +1024,128 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("colour"));
+    }
+
+    /// The error for a changed copy of the embedded file, and the 1-based line of `marker` in it.
+    fn broken(text: &str, marker: &str) -> (String, usize) {
+        let e = SupportMatrix::parse(text, "m.yaml").unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), 2);
+        let line = text.lines().position(|l| l.contains(marker)).unwrap() + 1;
+        (e.to_string(), line)
+    }
+
+    #[test]
+    fn blank_and_multi_line_free_text_is_refused_at_its_line() {
+        let cases = [
+            (
+                EMBEDDED.replacen("gcc: \"11.4.0\"", "gcc: \"\"", 1),
+                "gcc: \"\"",
+                "gcc \"\"",
+            ),
+            (
+                EMBEDDED.replacen("os: Ubuntu 22.04", "os: \"Ubuntu\\n::error::pwned\"", 1),
+                "pwned",
+                "os \"Ubuntu\\n::error::pwned\"",
+            ),
+            (
+                EMBEDDED.replacen("os: Ubuntu 22.04", "os: \"x ::error::y\"", 1),
+                "::error::y",
+                "no '::'",
+            ),
+            (
+                EMBEDDED.replacen("os: Ubuntu 22.04", "os: \" \"", 1),
+                "os: \" \"",
+                "not blank",
+            ),
+            (
+                EMBEDDED.replacen("glibc: \"2.35\"", "glibc: \"2.35\\t\"", 1),
+                "glibc: \"2.35",
+                "glibc",
+            ),
+            (
+                EMBEDDED.replacen("channel: lts", "channel: \"\"", 1),
+                "channel: \"\"",
+                "channel",
+            ),
+        ];
+        for (text, marker, expected) in &cases {
+            let (e, line) = broken(text, marker);
+            assert!(
+                e.starts_with(&format!("m.yaml:{line}:")) && e.contains(expected),
+                "{marker}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_runner_labels_are_refused_at_their_line() {
+        for (labels, expected) in [
+            ("[]", "runner_labels is empty"),
+            ("[self-hosted, \"X64,ARM64\"]", "\"X64,ARM64\""),
+            ("[self-hosted, 'X\"64']", "X\\\"64"),
+            ("[self-hosted, \"\"]", "label \"\""),
+        ] {
+            let text = EMBEDDED.replacen(
+                "runner_labels: [self-hosted, ARM64]",
+                &format!("runner_labels: {labels}"),
+                1,
+            );
+            let (e, line) = broken(&text, &format!("runner_labels: {labels}"));
+            assert!(
+                e.starts_with(&format!("m.yaml:{line}: arch arm64:")) && e.contains(expected),
+                "{labels}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_family_and_a_duplicate_arch_name_their_line() {
+        let text = EMBEDDED.replacen("family: dnf", "family: yum", 1);
+        let (e, line) = broken(&text, "family: yum");
+        assert!(
+            e.starts_with(&format!("m.yaml:{line}:")) && e.contains("yum") && e.contains("apt"),
+            "{e}"
+        );
+
+        let text = EMBEDDED.replacen("- name: arm64", "- name: amd64", 1);
+        let e = SupportMatrix::parse(&text, "m.yaml")
+            .unwrap_err()
+            .to_string();
+        let second = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == "- name: amd64")
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
+        assert!(
+            e.starts_with(&format!("m.yaml:{second}: archs: duplicate name \"amd64\"")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_section_or_one_without_a_default_names_its_line() {
+        let start = EMBEDDED.find("\nbuilds:\n").unwrap() + 1;
+        let text = format!("{}builds: []\n", &EMBEDDED[..start]);
+        let (e, line) = broken(&text, "builds: []");
+        assert!(
+            e.starts_with(&format!("m.yaml:{line}: builds is empty")),
+            "{e}"
+        );
+
+        let text = format!(
+            "{}builds:\n  - name: cpu\n  - name: gpu\n",
+            &EMBEDDED[..start]
+        );
+        let (e, line) = broken(&text, "builds:");
+        assert!(
+            e.starts_with(&format!(
+                "m.yaml:{line}: builds: no entry has default: true"
+            )),
+            "{e}"
+        );
     }
 
     #[test]
