@@ -1548,6 +1548,80 @@ fn a_fingerprint_alone_finds_the_certificate_beside_the_files_or_in_the_gpg_keyr
 }
 
 #[test]
+fn the_hash_follows_the_keys_preferences_but_never_below_sha256() {
+    use openpgp::cert::Preferences;
+    use openpgp::parse::Parse;
+    use openpgp::policy::StandardPolicy;
+    use openpgp::types::HashAlgorithm;
+    let gpg = Gpg::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.tar.gz");
+    fs::write(&data, b"payload ".repeat(1000)).unwrap();
+    // (gpg preference list, what the key then says, the hash the signature must use)
+    let cases = [
+        (
+            "SHA256 AES256 ZLIB",
+            vec![HashAlgorithm::SHA256],
+            "SHA256",
+            "8",
+        ),
+        (
+            "SHA1 SHA256 AES256 ZLIB",
+            vec![HashAlgorithm::SHA1, HashAlgorithm::SHA256],
+            "SHA256",
+            "8",
+        ),
+        (
+            "SHA1 AES256 ZLIB",
+            vec![HashAlgorithm::SHA1],
+            "SHA512",
+            "10",
+        ),
+    ];
+    for (i, (prefs, expect_prefs, hash, gpg_algo)) in cases.into_iter().enumerate() {
+        let uid = format!("Prefs {i} <p{i}@example.invalid>");
+        gpg.run(&[
+            "--passphrase",
+            "",
+            "--default-preference-list",
+            prefs,
+            "--quick-gen-key",
+            &uid,
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let fpr = gpg.fingerprints(&uid)[0].clone();
+        let secret = gpg.export_secret(&fpr, "");
+        let cert = openpgp::Cert::from_bytes(secret.as_bytes()).unwrap();
+        let policy = StandardPolicy::new();
+        let vc = cert.with_policy(&policy, None).unwrap();
+        assert_eq!(
+            vc.preferred_hash_algorithms().unwrap(),
+            &expect_prefs[..],
+            "{prefs}"
+        );
+
+        let out = sf_sign()
+            .arg("file")
+            .arg(&data)
+            .env("GPG_PRIVATE_KEY", &secret)
+            .assert()
+            .success();
+        assert_eq!(json(&out.get_output().stdout)["algorithm"], hash, "{prefs}");
+        let asc = dir.path().join("data.tar.gz.asc");
+        let packets = gpg.run(&["--list-packets", asc.to_str().unwrap()]);
+        let listing = String::from_utf8_lossy(&packets.stdout);
+        assert!(
+            listing.contains(&format!("digest algo {gpg_algo},")),
+            "{prefs}: {listing}"
+        );
+        assert!(gpg.verifies(&asc, Some(&data)), "{prefs}");
+        fs::remove_file(&asc).unwrap();
+    }
+}
+
+#[test]
 fn sums_are_what_sha256sum_checks_and_gpg_verifies() {
     let gpg = Gpg::new();
     let key = new_key();
