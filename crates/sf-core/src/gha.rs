@@ -2,8 +2,11 @@
 //! annotations.
 //!
 //! Workflow commands (`::add-mask::`, `::group::`, `::error ...::`) go to stderr, which the runner
-//! reads as well as stdout, so stdout stays pure data. Outside Actions the same calls degrade to
-//! plain stderr logging and file writes are skipped.
+//! reads as well as stdout, so stdout stays pure data. Outside Actions (`GITHUB_ACTIONS` is not
+//! `true`) the commands degrade to plain stderr logging. The file writes (`GITHUB_OUTPUT`,
+//! `GITHUB_ENV`, `GITHUB_STEP_SUMMARY`) follow their own variables instead: each file is written
+//! whenever its variable names one, inside Actions or not (that is how tests and local runs read
+//! the outputs), and skipped when it is unset or empty.
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -351,6 +354,92 @@ mod tests {
         }
         let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         assert_eq!(out, "::group::build\ninside\n::endgroup::\n");
+    }
+
+    fn buffered(enabled: bool) -> (Actions, Arc<Mutex<Vec<u8>>>) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let gha = Actions {
+            enabled,
+            sink: CommandSink::Buffer(buf.clone()),
+            ..Default::default()
+        };
+        (gha, buf)
+    }
+
+    fn text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
+        String::from_utf8(buf.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn outside_actions_warnings_and_errors_are_plain_lines() {
+        let (gha, buf) = buffered(false);
+        let at = Location {
+            file: "data/matrix.yaml".into(),
+            line: Some(12),
+            col: Some(3),
+            title: Some("t".into()),
+        };
+        gha.warning("50% split", None);
+        gha.warning("check this", Some(&at));
+        gha.error_at("bad value", &at);
+        gha.error_at(
+            "no line",
+            &Location {
+                file: "f".into(),
+                ..Default::default()
+            },
+        );
+        gha.error_annotation(&anyhow::anyhow!("failed"));
+        assert_eq!(
+            text(&buf),
+            "warning: 50% split\n\
+             warning: data/matrix.yaml:12: check this\n\
+             error: data/matrix.yaml:12: bad value\n\
+             error: f: no line\n"
+        );
+    }
+
+    #[test]
+    fn inside_actions_warnings_and_errors_are_annotations() {
+        let (gha, buf) = buffered(true);
+        let at = Location {
+            file: "m.yaml".into(),
+            line: Some(2),
+            col: None,
+            title: None,
+        };
+        gha.warning("a\nb", None);
+        gha.error_at("bad", &at);
+        assert_eq!(
+            text(&buf),
+            "::warning::a%0Ab\n::error file=m.yaml,line=2::bad\n"
+        );
+    }
+
+    #[test]
+    fn export_env_appends_and_is_skipped_without_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("env");
+        std::fs::write(&file, "EARLIER=1\n").unwrap();
+        let gha = Actions {
+            env_file: Some(file.clone()),
+            ..Default::default()
+        };
+        gha.export_env(&[("SF_A", "x=y"), ("SF_B", "one\ntwo")])
+            .unwrap();
+        let written = std::fs::read_to_string(&file).unwrap();
+        let mut lines = written.lines();
+        assert_eq!(lines.next(), Some("EARLIER=1"));
+        assert_eq!(lines.next(), Some("SF_A=x=y"));
+        let head = lines.next().unwrap();
+        let delim = head.strip_prefix("SF_B<<").unwrap();
+        assert_eq!(lines.collect::<Vec<_>>(), vec!["one", "two", delim]);
+        assert!(gha.export_env(&[("bad=name", "v")]).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+
+        // No GITHUB_ENV: nothing to write, and no error.
+        let none = Actions::default();
+        none.export_env(&[("SF_A", "x")]).unwrap();
     }
 
     #[test]
