@@ -2,11 +2,13 @@
 //! `{"include":[cell]}` with exactly one cell) or built from flags, and checked against the
 //! support-matrix data file before anything is rendered.
 //!
-//! A cell from a file is trusted only as far as the data file agrees with it: every field the data
-//! file determines (image, OS, compiler, Spack version of Slurm, target, ...) must match. Mirror
-//! URLs are the cell's own (they depend on the destination the matrix was made for) and are only
-//! checked for shape.
+//! A cell from a file is trusted only as far as the data file and the storage layout agree with it:
+//! it may hold no key sf-matrix does not print, every field the data file determines (image, OS,
+//! compiler, Spack version and release of Slurm, target, ...) must match, and its mirrors and
+//! tarball must be exactly where the layout puts them for the cell's own destination (the CDN base
+//! is read off the deps mirror unless `--cdn-url` names it).
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
 
@@ -14,8 +16,8 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 use sf_core::bad_input;
 use sf_core::exit::ResultExt;
-use sf_core::layout::{Cell, Layout, MirrorLocation};
-use sf_core::matrix::{CellKey, OsFamily, Pipeline, SupportMatrix};
+use sf_core::layout::{Cell, Destination, Layout, MirrorLocation, Templates};
+use sf_core::matrix::{CellKey, OsFamily, Pipeline, Selection, SupportMatrix};
 
 /// A cell that agrees with the data file, with its pipeline parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +69,54 @@ pub fn parse_cell(text: &str, origin: &str) -> Result<Cell> {
         other @ Value::Object(_) => other,
         _ => return Err(bad_input(format!("{origin}: a cell must be a JSON object as sf-matrix prints it"))),
     };
+    check_keys(&value, origin)?;
     serde_json::from_value(value).bad_input(format!("{origin}: not a matrix cell"))
+}
+
+/// A cell as sf-matrix prints it with every optional part present (a tarball cell): the keys a
+/// cell may have, top level and inside its mirrors and tarball.
+fn full_cell() -> Value {
+    let m = SupportMatrix::embedded();
+    let key = Selection::default()
+        .expand(&m, Pipeline::Tarball)
+        .ok()
+        .and_then(|keys| keys.into_iter().next())
+        .expect("the embedded matrix has tarball cells");
+    serde_json::to_value(Layout::default().cell(&m, &key)).expect("a cell serialises")
+}
+
+/// Refuse keys sf-matrix never prints (a typo, or a cell from another tool), naming the valid ones.
+fn check_keys(value: &Value, origin: &str) -> Result<()> {
+    fn walk(got: &Value, full: &Value, path: &str, origin: &str) -> Result<()> {
+        let (Value::Object(got), Value::Object(full)) = (got, full) else {
+            return Ok(());
+        };
+        let valid: BTreeSet<&str> = full.keys().map(String::as_str).collect();
+        for (k, v) in got {
+            let here = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            match full.get(k) {
+                Some(f) => walk(v, f, &here, origin)?,
+                None => {
+                    let list: Vec<&str> = valid.iter().copied().collect();
+                    return Err(bad_input(format!(
+                        "{origin}: the cell has an unknown key {here:?}; valid keys{}: {}",
+                        if path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" in {path}")
+                        },
+                        list.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+    walk(value, &full_cell(), "", origin)
 }
 
 /// The fields of a cell that the data file determines, as (name, value) pairs for comparison.
@@ -87,6 +136,10 @@ fn data_fields(c: &Cell) -> Vec<(&'static str, Value)> {
             "slurm_spack_version",
             serde_json::to_value(&c.slurm_spack_version).unwrap_or_default(),
         ),
+        (
+            "slurm_release",
+            serde_json::to_value(&c.slurm_release).unwrap_or_default(),
+        ),
         ("spack_target", Value::from(c.spack_target.clone())),
         (
             "runner_labels",
@@ -94,6 +147,10 @@ fn data_fields(c: &Cell) -> Vec<(&'static str, Value)> {
         ),
         ("gpu", Value::from(c.gpu)),
     ]
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 /// A mirror URL Spack can fetch from and that is safe to write into YAML unquoted.
@@ -112,8 +169,75 @@ fn check_mirror(what: &str, m: &MirrorLocation) -> Result<()> {
     Ok(())
 }
 
-/// Check a cell against the data file.
+/// The storage settings a cell's locations are checked against: the key templates, and the
+/// destination and CDN base when the caller names them (otherwise the cell's own are taken).
+#[derive(Clone, Debug, Default)]
+pub struct Storage {
+    pub templates: Templates,
+    pub destination: Option<String>,
+    pub cdn_url: Option<String>,
+}
+
+impl Storage {
+    /// Exactly a layout's settings (for cells made from flags with it).
+    pub fn of(layout: &Layout) -> Storage {
+        Storage {
+            templates: layout.templates.clone(),
+            destination: Some(layout.destination.to_string()),
+            cdn_url: Some(layout.cdn_url.clone()),
+        }
+    }
+}
+
+/// The layout a cell must have been laid out with: its own destination (which must equal the
+/// caller's, if named) and CDN base (read off its deps mirror unless the caller names it).
+fn layout_of(m: &SupportMatrix, cell: &Cell, key: &CellKey, storage: &Storage) -> Result<Layout> {
+    let regenerate = "regenerate the cell with sf-matrix (with the same --destination, --cdn-url and key templates)";
+    if cell.destination.is_empty() {
+        return Err(bad_input(format!(
+            "the cell names no destination; {regenerate}"
+        )));
+    }
+    let destination = Destination::parse(&cell.destination).context("the cell's destination")?;
+    if let Some(given) = &storage.destination {
+        let given = Destination::parse(given).context("--destination")?;
+        if given != destination {
+            return Err(bad_input(format!(
+                "the cell's destination is {destination} but --destination (SF_DESTINATION) is {given}; {regenerate}"
+            )));
+        }
+    }
+    let cdn_url = match &storage.cdn_url {
+        Some(u) => u.clone(),
+        None => {
+            let probe = Layout::new(None, None, storage.templates.clone())?;
+            let deps_key = probe.cell(m, key).deps_mirror.key;
+            let url = &cell.deps_mirror.cdn_url;
+            url.strip_suffix(&format!("/{deps_key}"))
+                .filter(|base| !base.is_empty())
+                .ok_or_else(|| {
+                    bad_input(format!(
+                        "the cell's deps_mirror.cdn_url {url:?} does not end in the deps mirror key {deps_key:?} the layout gives for {}; {regenerate}",
+                        cell.toolchain
+                    ))
+                })?
+                .to_string()
+        }
+    };
+    Layout::new(
+        Some(&destination.to_string()),
+        Some(&cdn_url),
+        storage.templates.clone(),
+    )
+}
+
+/// Check a cell against the data file and the default key templates.
 pub fn check(m: &SupportMatrix, cell: Cell) -> Result<CheckedCell> {
+    check_with(m, cell, &Storage::default())
+}
+
+/// Check a cell against the data file and the given storage settings.
+pub fn check_with(m: &SupportMatrix, cell: Cell, storage: &Storage) -> Result<CheckedCell> {
     let pipeline: Pipeline = cell.pipeline.parse().context("the cell's pipeline")?;
     if pipeline == Pipeline::Image {
         return Err(bad_input(
@@ -173,6 +297,38 @@ pub fn check(m: &SupportMatrix, cell: Cell) -> Result<CheckedCell> {
         }
         (None, false) => {}
     }
+    // Where the mirrors and the tarball are must be what the layout gives: a hand-edited key or
+    // URL would send the build's binaries somewhere no later step looks.
+    let laid_out = layout_of(m, &cell, &key, storage)?.cell(m, &key);
+    for (name, got, want) in [
+        (
+            "destination",
+            to_json(&cell.destination),
+            to_json(&laid_out.destination),
+        ),
+        (
+            "deps_mirror",
+            to_json(&cell.deps_mirror),
+            to_json(&laid_out.deps_mirror),
+        ),
+        (
+            "version_mirror",
+            to_json(&cell.version_mirror),
+            to_json(&laid_out.version_mirror),
+        ),
+        (
+            "tarball",
+            to_json(&cell.tarball),
+            to_json(&laid_out.tarball),
+        ),
+    ] {
+        if got != want {
+            return Err(bad_input(format!(
+                "the cell's {name} is {got} but the storage layout gives {want} for {}; regenerate the cell with sf-matrix (with the same --destination, --cdn-url and key templates)",
+                expected.id
+            )));
+        }
+    }
     let family = m.toolchain(&key.toolchain).family;
     Ok(CheckedCell {
         cell,
@@ -214,7 +370,7 @@ pub fn from_flags(
         arch: m.arch_name(&arch)?,
         build: m.build_kind(&build)?,
     };
-    check(m, layout.cell(m, &key))
+    check_with(m, layout.cell(m, &key), &Storage::of(layout))
 }
 
 #[cfg(test)]
@@ -328,5 +484,128 @@ mod tests {
             None
         )
         .is_err());
+    }
+
+    #[test]
+    fn every_cell_sf_matrix_prints_parses_and_checks() {
+        let mm = m();
+        let every = Selection {
+            slurm_versions: sf_core::matrix::ListArg::All,
+            toolchains: sf_core::matrix::ListArg::All,
+            archs: sf_core::matrix::ListArg::All,
+            builds: sf_core::matrix::ListArg::All,
+            ..Default::default()
+        };
+        let custom = Layout::new(
+            Some("file:///srv/cache/root"),
+            Some("https://cdn.example.org/base/"),
+            Templates::default(),
+        )
+        .unwrap();
+        let mut n = 0;
+        for pipeline in [Pipeline::Deps, Pipeline::Version, Pipeline::Tarball] {
+            for key in every.expand(&mm, pipeline).unwrap() {
+                for layout in [Layout::default(), custom.clone()] {
+                    let printed = serde_json::to_string(&layout.cell(&mm, &key)).unwrap();
+                    let cell = parse_cell(&printed, "x").unwrap();
+                    check(&mm, cell.clone()).unwrap();
+                    check_with(&mm, cell, &Storage::of(&layout)).unwrap();
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 50, "{n}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_the_valid_ones() {
+        let mut c = cell_json(Pipeline::Version, Some("25.11"), "noble");
+        c["colour"] = "red".into();
+        let e = parse_cell(&c.to_string(), "cell.json").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("unknown key \"colour\""), "{msg}");
+        assert!(
+            msg.contains("deps_mirror") && msg.contains("slurm_release") && msg.contains("tarball"),
+            "{msg}"
+        );
+        assert_eq!(sf_core::exit::code_for(&e), 2);
+
+        let mut c = cell_json(Pipeline::Version, Some("25.11"), "noble");
+        c["deps_mirror"]["region"] = "eu".into();
+        let e = parse_cell(&c.to_string(), "cell.json").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("unknown key \"deps_mirror.region\""), "{msg}");
+        assert!(msg.contains("in deps_mirror: cdn_url, key, url"), "{msg}");
+    }
+
+    #[test]
+    fn locations_that_differ_from_the_layout_are_refused() {
+        let mm = m();
+        let base = cell_json(Pipeline::Version, Some("25.11"), "noble");
+        let refused = |c: &Value, storage: &Storage, what: &str| {
+            let e = check_with(&mm, parse_cell(&c.to_string(), "x").unwrap(), storage).unwrap_err();
+            assert_eq!(sf_core::exit::code_for(&e), 2, "{e:#}");
+            assert!(format!("{e:#}").contains(what), "{what}: {e:#}");
+        };
+        let mut c = base.clone();
+        c["slurm_release"] = "25.11.0".into();
+        refused(&c, &Storage::default(), "slurm_release");
+
+        let mut c = base.clone();
+        c["deps_mirror"]["key"] = "noble/slurm/deps-old".into();
+        refused(&c, &Storage::default(), "deps_mirror");
+
+        let mut c = base.clone();
+        c["version_mirror"]["url"] = "s3://another-bucket/noble/slurm/25.11".into();
+        refused(&c, &Storage::default(), "version_mirror");
+
+        // The CDN base is read off the deps mirror; a version mirror on another base is refused.
+        let mut c = base.clone();
+        c["version_mirror"]["cdn_url"] = "https://elsewhere.example/noble/slurm/25.11".into();
+        refused(&c, &Storage::default(), "version_mirror");
+
+        let mut c = base.clone();
+        c["deps_mirror"]["cdn_url"] = "https://cdn.example/somewhere/else".into();
+        refused(
+            &c,
+            &Storage::default(),
+            "does not end in the deps mirror key",
+        );
+
+        let mut c = cell_json(Pipeline::Tarball, Some("25.11"), "noble");
+        c["tarball"]["key"] = "builds/25.11/noble/slurm-latest.tar.gz".into();
+        refused(&c, &Storage::default(), "tarball");
+        c["tarball"] = Value::Null;
+        refused(&c, &Storage::default(), "tarball");
+
+        let mut c = base.clone();
+        c["destination"] = "".into();
+        refused(&c, &Storage::default(), "names no destination");
+
+        // Storage settings the caller names must agree with the cell's.
+        let other_destination = Storage {
+            destination: Some("s3://another-bucket".into()),
+            ..Default::default()
+        };
+        refused(&base, &other_destination, "--destination");
+        let other_cdn = Storage {
+            cdn_url: Some("https://other-cdn.example".into()),
+            ..Default::default()
+        };
+        refused(&base, &other_cdn, "deps_mirror");
+        let same = Storage {
+            destination: Some(format!("{}/", base["destination"].as_str().unwrap())),
+            cdn_url: Some(sf_core::layout::DEFAULT_CDN_URL.into()),
+            ..Default::default()
+        };
+        check_with(&mm, parse_cell(&base.to_string(), "x").unwrap(), &same).unwrap();
+        let other_templates = Storage {
+            templates: Templates {
+                version_mirror: "{toolchain}/slurm-versions/{slurm_version}".into(),
+                ..Templates::default()
+            },
+            ..Default::default()
+        };
+        refused(&base, &other_templates, "version_mirror");
     }
 }

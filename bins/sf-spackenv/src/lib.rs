@@ -43,7 +43,8 @@ use crate::stack::Stack;
     about = "Write the Spack environment, build script, modulefile and container recipe for one matrix cell.",
     after_help = "The cell is `--cell FILE|-` (as sf-matrix prints it: one cell, or {\"include\":[cell]}), \
                   or --pipeline with --toolchain [--slurm-version --arch --build]. Mirror URLs come from \
-                  the cell; --destination and --cdn-url only shape cells made from flags. Files go to \
+                  the cell and must be where the layout puts them; --destination and --cdn-url, when \
+                  given, must agree with a cell's. Files go to \
                   --out DIR; --print shows one of them on stdout; --dry-run lists them."
 )]
 pub struct Cli {
@@ -108,7 +109,13 @@ pub fn resolve_cell(cli: &Cli) -> Result<CheckedCell> {
                 source.display().to_string()
             };
             let text = cell::read_cell_text(source)?;
-            let checked = cell::check(&m, cell::parse_cell(&text, &origin)?)
+            // Storage flags or env, when given, must agree with the cell's own locations.
+            let storage = cell::Storage {
+                templates: cli.storage.layout()?.templates,
+                destination: cli.storage.destination.clone(),
+                cdn_url: cli.storage.cdn_url.clone(),
+            };
+            let checked = cell::check_with(&m, cell::parse_cell(&text, &origin)?, &storage)
                 .with_context(|| format!("checking the cell from {origin}"))?;
             if let Some(p) = cli.pipeline {
                 if p != checked.pipeline {

@@ -368,6 +368,26 @@ fn cells_not_from_the_data_file_are_refused_with_exit_2_and_nothing_written() {
     cases.push(("tampered pin", tampered, "slurm_spack_version"));
     let two = serde_json::json!({ "include": [base.clone(), base.clone()] });
     cases.push(("two cells", two, "2 cells"));
+    let mut extra = base.clone();
+    extra["runner"] = "big".into();
+    cases.push((
+        "unknown key",
+        extra,
+        "unknown key \"runner\"; valid keys: arch, base_image",
+    ));
+    let mut nested = base.clone();
+    nested["version_mirror"]["signed"] = true.into();
+    cases.push((
+        "unknown nested key",
+        nested,
+        "unknown key \"version_mirror.signed\"; valid keys in version_mirror: cdn_url, key, url",
+    ));
+    let mut moved = base.clone();
+    moved["version_mirror"]["key"] = "noble/slurm/25.11-test".into();
+    cases.push(("moved mirror", moved, "the cell's version_mirror is"));
+    let mut release = base.clone();
+    release["slurm_release"] = "25.11.99".into();
+    cases.push(("tampered release", release, "slurm_release"));
     let mut image = base.clone();
     image["pipeline"] = "image".into();
     cases.push(("image pipeline", image, "no Spack environment"));
@@ -686,4 +706,38 @@ fn a_directory_in_the_way_of_a_later_file_leaves_out_as_it_was() {
         now, expect,
         "the earlier files are restored, nothing else is left"
     );
+}
+
+#[test]
+fn storage_flags_that_disagree_with_the_cell_are_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_json(
+        dir.path(),
+        "c.json",
+        &cell(Pipeline::Deps, None, "noble", "amd64", "cpu"),
+    );
+    let a = sf_spackenv()
+        .arg("--cell")
+        .arg(&f)
+        .env("SF_DESTINATION", "file:///srv/elsewhere")
+        .args(["--print", "spack.yaml"])
+        .assert()
+        .code(2);
+    assert!(
+        stderr_of(&a).contains("SF_DESTINATION"),
+        "{}",
+        stderr_of(&a)
+    );
+    // The same settings sf-matrix used are accepted.
+    sf_spackenv()
+        .arg("--cell")
+        .arg(&f)
+        .env(
+            "SF_DESTINATION",
+            "s3://slurm-factory-spack-buildcache-4b670",
+        )
+        .env("SF_CDN_URL", sf_core::layout::DEFAULT_CDN_URL)
+        .args(["--print", "spack.yaml"])
+        .assert()
+        .success();
 }
