@@ -78,14 +78,24 @@ pub fn render(err: &anyhow::Error) -> String {
     out
 }
 
+/// Print a failed run's error chain, once: inside Actions as one `::error::` annotation holding
+/// the whole chain (the runner shows it in the log and on the run's page), elsewhere as the
+/// `error:` / `caused by:` lines.
+pub fn report(gha: &crate::gha::Actions, err: &anyhow::Error) {
+    if gha.enabled {
+        gha.error_annotation(err);
+    } else {
+        gha.log(&render(err));
+    }
+}
+
 /// Run a binary's body and turn its outcome into an exit code. Every `main` is this one call.
 pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            crate::gha::Actions::from_env().error_annotation(&err);
-            eprintln!("{}", render(&err));
+            report(&crate::gha::Actions::from_env(), &err);
             ExitCode::from(code_for(&err))
         }
     }
@@ -130,6 +140,37 @@ mod tests {
             render(&err),
             "error: reading the matrix\n  caused by: unknown toolchain 'x'"
         );
+    }
+
+    #[test]
+    fn the_chain_is_reported_once_in_or_out_of_actions() {
+        use crate::gha::{Actions, CommandSink};
+        use std::sync::{Arc, Mutex};
+        let err = Err::<(), _>(bad_input("unknown toolchain 'x'"))
+            .context("reading the matrix")
+            .unwrap_err();
+        for (enabled, want) in [
+            (
+                false,
+                "error: reading the matrix\n  caused by: unknown toolchain 'x'\n",
+            ),
+            (
+                true,
+                "::error::reading the matrix%0A  caused by: unknown toolchain 'x'\n",
+            ),
+        ] {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let gha = Actions {
+                enabled,
+                sink: CommandSink::Buffer(buf.clone()),
+                ..Default::default()
+            };
+            report(&gha, &err);
+            assert_eq!(
+                String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
+                want
+            );
+        }
     }
 
     #[test]

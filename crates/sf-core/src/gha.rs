@@ -168,11 +168,17 @@ impl Actions {
         self.annotate("warning", msg, at);
     }
 
-    /// An error annotation for a failed step (only inside Actions; the chain itself is printed by
-    /// [`crate::exit::main_with`]).
+    /// The error annotation for a failed step, holding the whole chain as
+    /// [`crate::exit::render`] lays it out (only inside Actions; outside, [`crate::exit::report`]
+    /// prints the chain as plain lines instead).
     pub fn error_annotation(&self, err: &anyhow::Error) {
         if self.enabled {
-            self.annotate("error", &format!("{err:#}"), None);
+            let chain = crate::exit::render(err);
+            self.annotate(
+                "error",
+                chain.strip_prefix("error: ").unwrap_or(&chain),
+                None,
+            );
         }
     }
 
