@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::env;
+use crate::exit::bad_input;
 use crate::layout::{Layout, Templates};
 use crate::matrix::SupportMatrix;
 
@@ -77,6 +78,28 @@ pub struct ResultsArgs {
     /// Directory to append this step's JSON result record to.
     #[arg(long, env = env::RESULTS_DIR, value_name = "DIR", global = true)]
     pub results_dir: Option<PathBuf>,
+}
+
+impl ResultsArgs {
+    /// Create the results directory and make sure a record can be written there, before the step
+    /// prints or writes anything: a directory that cannot hold the record is bad input (exit 2)
+    /// instead of a failure after the step's work is done.
+    pub fn prepare(&self) -> Result<Option<&std::path::Path>> {
+        let Some(dir) = self.results_dir.as_deref() else {
+            return Ok(None);
+        };
+        let bad = |e: std::io::Error| {
+            bad_input(format!(
+                "--results-dir {}: {e}; it must be a directory this step can write to",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(bad)?;
+        let probe = dir.join(format!(".sf-probe-{}", crate::fsutil::random_hex(4)?));
+        std::fs::write(&probe, b"").map_err(bad)?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Some(dir))
+    }
 }
 
 /// `--cell-id`.

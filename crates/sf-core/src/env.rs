@@ -22,6 +22,8 @@ pub const PIPELINE: &str = "SF_PIPELINE";
 pub const INCLUDE: &str = "SF_INCLUDE";
 /// Cells to leave out, selectors separated by `;` or newlines.
 pub const EXCLUDE: &str = "SF_EXCLUDE";
+/// sf-matrix: leave out the cells `sf-publish status` lists as published (its JSON file, or `-`).
+pub const SKIP_PUBLISHED: &str = "SF_SKIP_PUBLISHED";
 /// Output format of data commands: json or table.
 pub const FORMAT: &str = "SF_FORMAT";
 

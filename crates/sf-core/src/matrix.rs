@@ -553,6 +553,23 @@ impl SupportMatrix {
             .expect("validated arch")
     }
 
+    /// The names of one axis's entries, in file order, for error messages.
+    pub fn slurm_version_names(&self) -> Vec<&str> {
+        self.slurm_versions
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect()
+    }
+    pub fn toolchain_names(&self) -> Vec<&str> {
+        self.toolchains.iter().map(|r| r.name.as_str()).collect()
+    }
+    pub fn arch_names(&self) -> Vec<&str> {
+        self.archs.iter().map(|r| r.name.as_str()).collect()
+    }
+    pub fn build_names(&self) -> Vec<&str> {
+        self.builds.iter().map(|r| r.name.as_str()).collect()
+    }
+
     /// Check a user-given Slurm version against the data file.
     pub fn slurm_version(&self, s: &str) -> Result<SlurmVersion> {
         lookup(
@@ -626,6 +643,12 @@ impl ListArg {
         Ok(ListArg::Named(items))
     }
 
+    /// [`ListArg::parse`], with the values the axis accepts in the error (`valid: all, a, b`).
+    pub fn parse_among(axis: &str, raw: &str, valid: &[&str]) -> Result<Self> {
+        Self::parse(axis, raw)
+            .map_err(|e| bad_input(format!("{e}; valid: all, {}", valid.join(", "))))
+    }
+
     fn resolve<T: Clone>(
         &self,
         entries: impl Iterator<Item = (T, bool, bool)>,
@@ -677,6 +700,22 @@ pub struct CellSelector {
     pub toolchain: Option<Toolchain>,
     pub arch: Option<Arch>,
     pub build: Option<BuildKind>,
+}
+
+impl fmt::Display for CellSelector {
+    /// The selector as it is written: `slurm=25.11,toolchain=noble`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = [
+            ("slurm", self.slurm_version.as_ref().map(|v| v.as_str())),
+            ("toolchain", self.toolchain.as_ref().map(|v| v.as_str())),
+            ("arch", self.arch.as_ref().map(|v| v.as_str())),
+            ("build", self.build.as_ref().map(|v| v.as_str())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+        .collect();
+        f.write_str(&parts.join(","))
+    }
 }
 
 impl CellSelector {
@@ -802,6 +841,13 @@ impl Selection {
         }
         for inc in &self.include {
             let key = self.included_cell(m, pipeline, inc)?;
+            // Asking for a cell and leaving it out in one run is a contradiction, not a no-op.
+            if let Some(ex) = self.exclude.iter().find(|e| e.matches(&key)) {
+                return Err(bad_input(format!(
+                    "--include {inc} names cell {}, which --exclude {ex} leaves out; drop one of them",
+                    key.id()
+                )));
+            }
             if !cells.contains(&key) {
                 cells.push(key);
             }
@@ -813,6 +859,25 @@ impl Selection {
             ));
         }
         Ok(cells)
+    }
+
+    /// The excludes that match none of the cells the lists and includes select (most likely a
+    /// typo in a workflow input; the caller warns).
+    pub fn unmatched_excludes(
+        &self,
+        m: &SupportMatrix,
+        pipeline: Pipeline,
+    ) -> Result<Vec<&CellSelector>> {
+        let all = Selection {
+            exclude: Vec::new(),
+            ..self.clone()
+        }
+        .expand(m, pipeline)?;
+        Ok(self
+            .exclude
+            .iter()
+            .filter(|e| !all.iter().any(|c| e.matches(c)))
+            .collect())
     }
 
     /// An include must name one cell: toolchain always, a Slurm version unless the pipeline is
@@ -964,6 +1029,55 @@ mod tests {
         assert!(CellSelector::parse(&mm, "toolchain=noble,toolchain=jammy").is_err());
         assert!(CellSelector::parse(&mm, "os=noble").is_err());
         assert!(CellSelector::parse(&mm, "toolchain=plan9").is_err());
+    }
+
+    #[test]
+    fn list_errors_name_the_valid_values() {
+        let v = ["noble", "jammy"];
+        let e = ListArg::parse_among("--toolchains", " ", &v).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--toolchains: the list is empty; give `all` or a comma list; valid: all, noble, jammy"
+        );
+        assert_eq!(crate::exit::code_for(&e), 2);
+        let e = ListArg::parse_among("--toolchains", "noble,noble", &v).unwrap_err();
+        assert!(
+            e.to_string().ends_with("twice; valid: all, noble, jammy"),
+            "{e}"
+        );
+        assert_eq!(m().toolchain_names()[..2], ["noble", "jammy"]);
+    }
+
+    #[test]
+    fn an_excluded_include_is_refused_and_idle_excludes_are_found() {
+        let mm = m();
+        let sel = Selection {
+            include: CellSelector::parse_many(&mm, &["slurm=24.11,toolchain=focal".into()])
+                .unwrap(),
+            exclude: CellSelector::parse_many(&mm, &["toolchain=focal".into()]).unwrap(),
+            ..Default::default()
+        };
+        let e = sel.expand(&mm, Pipeline::Version).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--include slurm=24.11,toolchain=focal names cell version-24.11-focal-amd64-cpu, which --exclude toolchain=focal leaves out; drop one of them"
+        );
+
+        let sel = Selection {
+            exclude: CellSelector::parse_many(
+                &mm,
+                &["toolchain=noble;arch=arm64;slurm=23.11,build=gpu".into()],
+            )
+            .unwrap(),
+            ..Default::default()
+        };
+        let idle: Vec<String> = sel
+            .unmatched_excludes(&mm, Pipeline::Version)
+            .unwrap()
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(idle, ["arch=arm64", "slurm=23.11,build=gpu"]);
     }
 
     #[test]
