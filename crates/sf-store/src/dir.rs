@@ -141,7 +141,11 @@ impl DirStore {
             .expect("a key has a name")
             .to_string_lossy()
             .into_owned();
-        let tmp = parent.join(format!(".{name}.{}.tmp", sf_core::fsutil::random_hex(6)?));
+        let tmp = parent.join(format!(
+            ".{name}.{}.{}.tmp",
+            writer_tag(),
+            sf_core::fsutil::random_hex(6)?
+        ));
         let guard = TempGuard(tmp.clone());
         let sha = write_temp(&tmp, body)?;
         self.sent.fetch_add(body.len()?, Ordering::Relaxed);
@@ -177,6 +181,7 @@ impl DirStore {
         if !holds {
             return Ok(PutOutcome::PreconditionFailed);
         }
+        sweep_dead_writers(&parent, &dest);
         fs::rename(&tmp.0, &dest)
             .with_context(|| format!("moving {} into place", dest.display()))?;
         std::mem::forget(tmp);
@@ -289,6 +294,45 @@ fn write_temp(tmp: &Path, body: &Body) -> Result<String> {
 }
 
 /// Removes the temporary file unless it was moved into place.
+/// This writer's mark in its temporary file names (host and process id), so that a later writer
+/// can tell a file whose writer was killed mid-write from one still being written.
+fn writer_tag() -> String {
+    let uname = rustix::system::uname();
+    format!(
+        "{}-{}",
+        uname.nodename().to_string_lossy(),
+        std::process::id()
+    )
+}
+
+/// Remove the temporary files of `dest` left by writers of this host that no longer run (a
+/// publisher killed between staging and moving into place). Called under the folder's lock.
+fn sweep_dead_writers(parent: &Path, dest: &Path) {
+    let Some(name) = dest.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let writer = file
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|r| r.rsplit_once('.'))
+            .and_then(|(tag, _)| tag.rsplit_once('-'));
+        let Some((h, pid)) = writer else { continue };
+        let dead =
+            h == host && pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists();
+        if dead {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TempGuard(PathBuf);
 

@@ -495,3 +495,43 @@ async fn dir_a_gated_write_is_staged_and_moved_in_only_when_the_gate_passes() {
         .unwrap();
     assert!(got.bytes == bytes);
 }
+
+/// A writer killed between staging and moving into place leaves its temporary file; the next
+/// write of that key removes it (its process is gone), but never one a live writer or another
+/// host is still writing.
+#[tokio::test]
+async fn dir_a_write_sweeps_the_temporary_files_of_dead_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &Destination::parse(&format!("file://{}", dir.path().display())).unwrap(),
+        &AwsSettings::new(),
+    )
+    .await
+    .unwrap();
+    let folder = dir.path().join("v3/manifests/index");
+    std::fs::create_dir_all(&folder).unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let host = host.trim();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let name = "index.manifest.json";
+    let stale = folder.join(format!(".{name}.{host}-{dead}.0a1b2c.tmp"));
+    let live = folder.join(format!(".{name}.{host}-{}.0a1b2d.tmp", std::process::id()));
+    let elsewhere = folder.join(format!(".{name}.other-host-{dead}.0a1b2e.tmp"));
+    let other_key = folder.join(format!(".other.json.{host}-{dead}.0a1b2f.tmp"));
+    for f in [&stale, &live, &elsewhere, &other_key] {
+        std::fs::write(f, b"half").unwrap();
+    }
+    store
+        .put(
+            &format!("v3/manifests/index/{name}"),
+            Body::Bytes(b"{}".to_vec()),
+            &meta(b"{}"),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    assert!(!stale.exists(), "a dead writer's file stays");
+    assert!(live.exists() && elsewhere.exists() && other_key.exists());
+}
