@@ -56,7 +56,7 @@ pub struct Cli {
     #[arg(long, default_value_t = MAX_JOBS_PER_MATRIX, hide = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_cells: u16,
     /// Leave out the cells `sf-publish status` reports as published (its JSON, FILE or `-`).
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(long, env = env::SKIP_PUBLISHED, value_name = "FILE|-")]
     pub skip_published: Option<String>,
     #[command(flatten)]
     pub matrix_file: MatrixFileArgs,
@@ -86,22 +86,46 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The cells the CLI asks for, and the excludes that left nothing out.
+#[derive(Debug)]
+pub struct Plan {
+    pub cells: Vec<Cell>,
+    /// Exclude selectors that match none of the selected cells, as written (`arch=arm64`).
+    pub idle_excludes: Vec<String>,
+}
+
 /// Build the cells the CLI asks for.
-pub fn plan(cli: &Cli) -> Result<Vec<Cell>> {
+pub fn plan(cli: &Cli) -> Result<Plan> {
     let m = cli.matrix_file.load()?;
     let layout = cli.storage.layout()?;
-    let list =
-        |axis: &str, v: &Option<String>| v.as_deref().map(|s| ListArg::parse(axis, s)).transpose();
+    let list = |axis: &str, v: &Option<String>, valid: Vec<&str>| {
+        v.as_deref()
+            .map(|s| ListArg::parse_among(axis, s, &valid))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
     let selection = Selection {
-        slurm_versions: list("--slurm-versions", &cli.slurm_versions)?.unwrap_or_default(),
-        toolchains: list("--toolchains", &cli.toolchains)?.unwrap_or_default(),
-        archs: list("--archs", &cli.archs)?.unwrap_or_default(),
-        builds: list("--builds", &cli.builds)?.unwrap_or_default(),
+        slurm_versions: list(
+            "--slurm-versions",
+            &cli.slurm_versions,
+            m.slurm_version_names(),
+        )?,
+        toolchains: list("--toolchains", &cli.toolchains, m.toolchain_names())?,
+        archs: list("--archs", &cli.archs, m.arch_names())?,
+        builds: list("--builds", &cli.builds, m.build_names())?,
         include: CellSelector::parse_many(&m, &cli.include).context("--include")?,
         exclude: CellSelector::parse_many(&m, &cli.exclude).context("--exclude")?,
     };
     let keys = selection.expand(&m, cli.pipeline)?;
-    Ok(keys.iter().map(|k| layout.cell(&m, k)).collect())
+    let idle_excludes = selection
+        .unmatched_excludes(&m, cli.pipeline)?
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    Ok(Plan {
+        cells: keys.iter().map(|k| layout.cell(&m, k)).collect(),
+        idle_excludes,
+    })
 }
 
 /// The ids `sf-publish status` listed under `published`, read from a file or stdin (`-`).
@@ -221,9 +245,31 @@ pub fn split(cells: &[Cell], max: usize) -> Result<Split> {
 
 /// Run with a given Actions context (tests pass their own).
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
+    // A results folder that cannot take the record is found before anything is printed.
+    let results_dir = cli.results.prepare()?;
     let mut rec = Recorder::start("sf-matrix");
-    rec.input("pipeline", cli.pipeline.as_str());
-    let mut cells = plan(&cli)?;
+    // What was asked, as given (null: the data file's defaults), so the record explains the matrix.
+    rec.input("pipeline", cli.pipeline.as_str())
+        .input("slurm_versions", &cli.slurm_versions)
+        .input("toolchains", &cli.toolchains)
+        .input("archs", &cli.archs)
+        .input("builds", &cli.builds)
+        .input("include", &cli.include)
+        .input("exclude", &cli.exclude)
+        .input("skip_published", &cli.skip_published);
+    let Plan {
+        mut cells,
+        idle_excludes,
+    } = plan(&cli)?;
+    for e in &idle_excludes {
+        gha.warning(
+            &format!(
+                "--exclude {e} matches none of the {} selected cells; it leaves nothing out",
+                cells.len()
+            ),
+            None,
+        );
+    }
     if let Some(src) = &cli.skip_published {
         let published = published_ids(src)?;
         let before = cells.len();
@@ -276,7 +322,7 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     rec.output("count", cells.len())
         .output("chunks", chunks.len());
     rec.metric("cells", cells.len() as u64);
-    rec.finish_step(cli.results.results_dir.as_deref(), gha)?;
+    rec.finish_step(results_dir, gha)?;
     Ok(())
 }
 

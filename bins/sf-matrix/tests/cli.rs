@@ -186,6 +186,101 @@ fn github_output_parses_as_the_runner_parses_it() {
         .collect();
     assert_eq!(records.len(), 1);
     assert_eq!(parsed["result"], records[0].display().to_string());
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(&records[0]).unwrap()).unwrap();
+    assert_eq!(rec["step"], "sf-matrix");
+    assert_eq!(rec["status"], "success");
+    assert_eq!(rec["outputs"]["count"], 18);
+    assert_eq!(rec["inputs"]["pipeline"], "version");
+    assert_eq!(
+        rec["inputs"]["toolchains"],
+        Value::Null,
+        "not given: the defaults"
+    );
+}
+
+#[test]
+fn the_result_record_carries_the_selection_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let out = sf_matrix()
+        .env("SF_EXCLUDE", "toolchain=jammy;arch=arm64")
+        .args(["--pipeline", "tarball", "--slurm-versions", "25.11, 24.11"])
+        .args(["--toolchains", "noble,jammy", "--archs", "amd64"])
+        .args(["--include", "slurm=23.11,toolchain=focal,build=gpu"])
+        .arg("--results-dir")
+        .arg(&results)
+        .assert()
+        .success();
+    assert_eq!(cells(&out.get_output().stdout).len(), 3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    // arm64 is not selected, so that exclude leaves nothing out: a warning, not an error.
+    assert!(
+        stderr.contains("warning: --exclude arch=arm64 matches none of the 3 selected cells"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("toolchain=jammy matches"), "{stderr}");
+    let file = std::fs::read_dir(&results)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let i = &rec["inputs"];
+    assert_eq!(i["pipeline"], "tarball");
+    assert_eq!(i["slurm_versions"], "25.11, 24.11");
+    assert_eq!(i["toolchains"], "noble,jammy");
+    assert_eq!(i["archs"], "amd64");
+    assert_eq!(i["builds"], Value::Null);
+    assert_eq!(
+        i["include"],
+        serde_json::json!(["slurm=23.11,toolchain=focal,build=gpu"])
+    );
+    assert_eq!(
+        i["exclude"],
+        serde_json::json!(["toolchain=jammy;arch=arm64"])
+    );
+    assert_eq!(i["skip_published"], Value::Null);
+    assert_eq!(rec["outputs"]["count"], 3);
+}
+
+#[test]
+fn a_results_dir_that_cannot_be_written_is_bad_input_before_any_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let gh_out = dir.path().join("output");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    for results in [file.clone(), file.join("below")] {
+        let out = sf_matrix()
+            .env("GITHUB_OUTPUT", &gh_out)
+            .arg("--results-dir")
+            .arg(&results)
+            .assert()
+            .code(2);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+        assert!(
+            stderr.contains(&format!("--results-dir {}", results.display()))
+                && stderr.contains("a directory this step can write to"),
+            "{stderr}"
+        );
+        assert!(out.get_output().stdout.is_empty());
+        assert!(!gh_out.exists());
+    }
+}
+
+#[test]
+fn inside_actions_an_error_is_printed_once() {
+    let out = sf_matrix()
+        .env("GITHUB_ACTIONS", "true")
+        .args(["--toolchains", "plan9"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("::error::") && stderr.contains("unknown toolchain \"plan9\""),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -350,8 +445,23 @@ fn bad_input_exits_2_names_the_value_and_writes_no_output() {
         ),
         (&["--archs", "riscv64"], "valid: amd64, arm64"),
         (&["--builds", "tpu"], "valid: cpu, gpu"),
-        (&["--toolchains", ""], "the list is empty"),
-        (&["--toolchains", "noble,noble"], "listed twice"),
+        (
+            &["--toolchains", ""],
+            "--toolchains: the list is empty; give `all` or a comma list; valid: all, noble, jammy, resolute, rockylinux10, rockylinux9, rockylinux8, focal",
+        ),
+        (
+            &["--archs", "amd64, amd64"],
+            "--archs: \"amd64\" is listed twice; valid: all, amd64, arm64",
+        ),
+        (
+            &[
+                "--include",
+                "slurm=24.11,toolchain=focal",
+                "--exclude",
+                "toolchain=focal",
+            ],
+            "--include slurm=24.11,toolchain=focal names cell version-24.11-focal-amd64-cpu, which --exclude toolchain=focal leaves out",
+        ),
         (
             &["--toolchains", "noble;rm -rf /"],
             "unknown toolchain \"noble;rm -rf /\"",
@@ -440,6 +550,8 @@ fn help_documents_env_vars() {
         "SF_BUILDS",
         "SF_PIPELINE",
         "SF_INCLUDE",
+        "SF_EXCLUDE",
+        "SF_SKIP_PUBLISHED",
     ] {
         assert!(text.contains(var), "{var} missing from --help");
     }
@@ -499,6 +611,17 @@ fn skip_published_drops_exactly_the_published_cells() {
     assert!(left
         .iter()
         .any(|c| c["id"] == "tarball-25.11-jammy-amd64-cpu"));
+
+    // The same from the environment, as a workflow sets it.
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("published.json");
+    std::fs::write(&status_file, status.to_string()).unwrap();
+    let out = sf_matrix()
+        .args(args)
+        .env("SF_SKIP_PUBLISHED", &status_file)
+        .assert()
+        .success();
+    assert_eq!(cells(&out.get_output().stdout), left);
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("status.json");
