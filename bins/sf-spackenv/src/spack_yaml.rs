@@ -13,7 +13,7 @@ use serde_yaml::{Mapping, Value};
 use crate::cell::CheckedCell;
 use crate::plan::Options;
 use crate::stack::Stack;
-use sf_core::container;
+use sf_core::{container, layout};
 
 /// Mirror names in spack.yaml (what Spack's logs and `spack mirror list` show).
 pub const DEPS_MIRROR_NAME: &str = "slurm-factory-deps";
@@ -111,12 +111,15 @@ fn mirrors(cell: &CheckedCell, stack: &Stack) -> Value {
     }
     m.insert(
         container::LOCAL_MIRROR_NAME.into(),
-        binary(&format!("file://{}", container::LOCAL_MIRROR_DIR), false),
+        binary(&layout::local_mirror_url(), false),
     );
     m.insert(
         SOURCE_MIRROR_NAME.into(),
         map([
-            ("url", stack.source_mirror.as_str().into()),
+            (
+                "url",
+                layout::source_mirror_url(&stack.source_mirror).into(),
+            ),
             ("binary", false.into()),
             ("source", true.into()),
         ]),

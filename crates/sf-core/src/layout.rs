@@ -643,6 +643,18 @@ pub struct Cell {
     pub tarball: Option<TarballLocation>,
 }
 
+/// Spack's public source mirror (last in every environment's mirror list), from the stack data
+/// file's base URL: as written, without a trailing slash.
+pub fn source_mirror_url(base: &str) -> String {
+    base.trim().trim_end_matches('/').to_string()
+}
+
+/// The runner's shared local build cache as the build container reads it (unsigned, never
+/// published as is): the `file://` URL of [`crate::container::LOCAL_MIRROR_DIR`].
+pub fn local_mirror_url() -> String {
+    format!("file://{}", crate::container::LOCAL_MIRROR_DIR)
+}
+
 /// Keys inside one Spack build-cache mirror (layout 3), relative to the mirror root. Fixed by
 /// Spack (`url_buildcache.py`), so not templated.
 pub mod spack {
@@ -914,5 +926,17 @@ mod tests {
         assert_eq!(spack::polite_filename("git.abc=1.0"), "git.abc_1.0");
         assert!(spack::is_blob("blobs/sha256/aa/aa"));
         assert!(!spack::is_blob(spack::INDEX_MANIFEST));
+    }
+
+    #[test]
+    fn mirrors_outside_the_bucket() {
+        assert_eq!(
+            super::source_mirror_url("https://mirror.spack.io/"),
+            "https://mirror.spack.io"
+        );
+        assert_eq!(
+            super::local_mirror_url(),
+            "file:///opt/slurm-factory-cache/buildcache"
+        );
     }
 }
