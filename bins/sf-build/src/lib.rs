@@ -147,7 +147,7 @@ pub struct BuildArgs {
     /// Run the build as UID:GID [default: this process's uid and gid, so files stay the runner's]
     #[arg(long, value_name = "UID:GID")]
     pub user: Option<String>,
-    /// Build jobs inside the container [default: the container's cores]
+    /// Build jobs inside the container [default: what sf-spackenv rendered: the cores of the runner it ran on]
     #[arg(long, value_name = "N")]
     pub jobs: Option<u32>,
     /// Do not pack the tarball after the build.
