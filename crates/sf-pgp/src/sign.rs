@@ -19,8 +19,11 @@ use sf_core::fsutil::AtomicFile;
 
 use crate::key::SigningKey;
 
-/// Read size: large enough that system calls are noise next to hashing.
-const BLOCK: usize = 4 << 20;
+/// Read size: large enough that system calls are noise next to hashing, small enough that the
+/// block the kernel copies in is still in the CPU cache when it is hashed. Measured on 1 GiB
+/// (RSA-4096, SHA-512): 4 MiB blocks cost about 20% more CPU than 128 KiB ones, mostly in the
+/// kernel's copy; 128 KiB is on par with `openssl dgst -sha512`.
+pub(crate) const BLOCK: usize = 128 << 10;
 
 /// A file and the signature made for it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn streams_of_any_length_sign_and_verify() {
         let (k, certs) = pair();
-        let block = 2 << 20;
+        let block = crate::sign::BLOCK;
         for len in [0, 1, block - 1, block, 3 * block + 5] {
             let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
             let sig = sign_bytes(&k, &data).unwrap();
