@@ -5,7 +5,7 @@
 //! lost. One request per connection, so each one can be hit. It can also hold a chosen PUT (by
 //! its number among PUTs, counted from 1, and its path): the test's hook runs while that request
 //! waits (to kill the publisher there, or to let another writer in first) and decides whether it
-//! goes on to the server.
+//! goes on to the server, and whether its answer comes back.
 
 #![allow(dead_code)]
 
@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 pub enum Then {
     Forward,
     Drop,
+    /// Forward it, let the server carry it out, then cut the answer off (a lost answer).
+    Lose,
 }
 
 /// Runs on every PUT with its number (from 1) and its path; `None` lets it pass.
@@ -50,6 +52,19 @@ pub fn recording(upstream: &str) -> Proxy {
 /// Carry every request, running `hook` on each PUT before it is forwarded.
 pub fn on_put(upstream: &str, hook: PutHook) -> Proxy {
     start(upstream, None, Some(hook))
+}
+
+/// Carry every request, but lose the answer to the `nth` PUT (from 1) whose path contains
+/// `path_part`: the server carries it out, the client never hears of it.
+pub fn lose_answer(upstream: &str, nth: u64, path_part: &str) -> Proxy {
+    let (seen, part) = (Arc::new(AtomicU64::new(0)), path_part.to_string());
+    on_put(
+        upstream,
+        Arc::new(move |_, target: &str| {
+            (target.contains(&part) && seen.fetch_add(1, Ordering::SeqCst) + 1 == nth)
+                .then_some(Then::Lose)
+        }),
+    )
 }
 
 /// Fail a share of requests (see the module notes).
@@ -131,12 +146,17 @@ fn carry(
             .unwrap()
             .push(String::from_utf8_lossy(&buf[head_end..]).into_owned());
     }
+    let mut lose = false;
     if let (Some(hook), Some(target)) = (hook, head.strip_prefix("PUT ")) {
         let n = puts.fetch_add(1, Ordering::SeqCst) + 1;
         let target = target.split([' ', '?']).next().unwrap_or_default();
-        if hook(n, target) == Some(Then::Drop) {
-            let _ = client.shutdown(Shutdown::Both);
-            return;
+        match hook(n, target) {
+            Some(Then::Drop) => {
+                let _ = client.shutdown(Shutdown::Both);
+                return;
+            }
+            Some(Then::Lose) => lose = true,
+            _ => {}
         }
     }
     let n = counter.fetch_add(1, Ordering::SeqCst);
@@ -174,6 +194,11 @@ fn carry(
     drop(buf);
     let mut resp = Vec::new();
     let _ = server.read_to_end(&mut resp);
+    if lose {
+        faults.fetch_add(1, Ordering::SeqCst);
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
     if let Some((s, e)) = slot {
         if s == e - 3 {
             // Done upstream, but the client never hears of it.
