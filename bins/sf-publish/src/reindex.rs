@@ -3,7 +3,9 @@
 //!
 //! Spec manifests are listed, then read with their spec blobs in parallel; each is checked as
 //! Spack's `update-index` does (manifest version 3, spec blob sha256, spec parse) plus the DAG hash
-//! against the manifest's name. A spec that fails is skipped and reported with the reason. The
+//! against the manifest's name. A spec whose content fails a check is skipped and reported with
+//! the reason; a read the store could not answer (retries spent) fails the run naming the key, since
+//! skipping it would silently drop a good spec from the rebuilt index. The
 //! index is built in listing order and replaced only if the manifest did not change since before
 //! the listing; if it did, a publisher merged meanwhile, and the rebuild starts over so its specs
 //! are kept.
@@ -45,10 +47,23 @@ pub struct Reindexed {
     pub skipped: Vec<Skipped>,
 }
 
-async fn read_spec(store: &Store, key: &str) -> Result<SpecBlob> {
+/// Why a spec manifest could not be used: its content (skipped) or the store (the run fails).
+enum ReadError {
+    Content(anyhow::Error),
+    Store(anyhow::Error),
+}
+
+impl From<anyhow::Error> for ReadError {
+    fn from(e: anyhow::Error) -> Self {
+        ReadError::Content(e)
+    }
+}
+
+async fn read_spec(store: &Store, key: &str) -> Result<SpecBlob, ReadError> {
     let obj = store
         .get(key)
-        .await?
+        .await
+        .map_err(ReadError::Store)?
         .ok_or_else(|| anyhow!("vanished while reading"))?;
     // Like update-index: a signature is stripped, not verified.
     let file = ManifestFile::parse(&obj.bytes)?;
@@ -60,11 +75,12 @@ async fn read_spec(store: &Store, key: &str) -> Result<SpecBlob> {
     let blob_key = rec.blob_key()?;
     let blob = store
         .get(&blob_key)
-        .await?
+        .await
+        .map_err(ReadError::Store)?
         .ok_or_else(|| anyhow!("spec blob {blob_key} is missing"))?;
     let actual = sha256_hex(&blob.bytes);
     if actual != rec.checksum {
-        return Err(anyhow!("spec blob {blob_key} has sha256 {actual}"));
+        return Err(anyhow!("spec blob {blob_key} has sha256 {actual}").into());
     }
     let spec = SpecBlob::parse(&blob.bytes)?;
     let stem = key
@@ -76,12 +92,14 @@ async fn read_spec(store: &Store, key: &str) -> Result<SpecBlob> {
         return Err(anyhow!(
             "its spec's DAG hash {} is not the one in its name",
             spec.root().hash()
-        ));
+        )
+        .into());
     }
     Ok(spec)
 }
 
-/// Read every spec manifest under the mirror, in parallel; listing order is kept.
+/// Read every spec manifest under the mirror, in parallel; listing order is kept. A store error
+/// on any of them fails the whole read.
 async fn read_all(p: &Publisher) -> Result<(Vec<SpecBlob>, Vec<Skipped>)> {
     let keys: Vec<String> = p
         .store
@@ -112,10 +130,13 @@ async fn read_all(p: &Publisher) -> Result<(Vec<SpecBlob>, Vec<Skipped>)> {
     for (_, key, r) in results {
         match r {
             Ok(s) => specs.push(s),
-            Err(e) => skipped.push(Skipped {
+            Err(ReadError::Content(e)) => skipped.push(Skipped {
                 key,
                 reason: format!("{e:#}"),
             }),
+            Err(ReadError::Store(e)) => {
+                return Err(e.context(format!("spec manifest {key} could not be read")))
+            }
         }
     }
     Ok((specs, skipped))

@@ -23,6 +23,8 @@ use sf_testkit::{fixture, moto_url};
 
 #[path = "support/proxy.rs"]
 mod proxy;
+#[path = "support/wire.rs"]
+mod wire;
 
 const FIXTURE_INDEX: &str = "9a3a151a1d8fd8ee70181218d5c275d6b9ee96d3e028d109fa994d7fad6324ce";
 
@@ -823,27 +825,43 @@ fn bad_destinations_are_named() {
     assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("no AWS credentials"));
 }
 
+/// The signed fixture's objects, without its indexes, put straight into `store`.
+fn put_fixture_without_indexes(store: &Store) {
+    let src = fixture("spack-v3-signed");
+    let mut files = Vec::new();
+    walk(&src, "", &mut files);
+    rt().block_on(async {
+        for rel in &files {
+            if rel == spack::INDEX_MANIFEST || rel == spack::KEYS_MANIFEST {
+                continue;
+            }
+            let bytes = std::fs::read(src.join(rel)).unwrap();
+            let meta = sf_store::PutMeta {
+                content_type: "application/octet-stream".into(),
+                cache_control: "no-cache".into(),
+                sha256: sf_store::sha256_hex(&bytes),
+            };
+            store
+                .put(
+                    rel,
+                    sf_store::Body::Bytes(bytes),
+                    &meta,
+                    sf_store::Condition::Always,
+                )
+                .await
+                .unwrap();
+        }
+    });
+}
+
 #[test]
 fn reindex_reproduces_the_fixture_index_and_skips_broken_specs() {
     for b in Backend::both() {
         // The signed fixture as it is, without its indexes, plus a broken spec manifest.
         let store = b.store("re");
         let src = fixture("spack-v3-signed");
-        let mut files = Vec::new();
-        walk(&src, "", &mut files);
+        put_fixture_without_indexes(&store);
         rt().block_on(async {
-            for rel in &files {
-                if rel == spack::INDEX_MANIFEST || rel == spack::KEYS_MANIFEST {
-                    continue;
-                }
-                let bytes = std::fs::read(src.join(rel)).unwrap();
-                let meta = sf_store::PutMeta {
-                    content_type: "application/octet-stream".into(),
-                    cache_control: "no-cache".into(),
-                    sha256: sf_store::sha256_hex(&bytes),
-                };
-                store.put(rel, sf_store::Body::Bytes(bytes), &meta, sf_store::Condition::Always).await.unwrap();
-            }
             let broken = b"{\n\"version\":3,\n\"data\":[]\n}".to_vec();
             let meta = sf_store::PutMeta { content_type: "x".into(), cache_control: "x".into(), sha256: sf_store::sha256_hex(&broken) };
             store
@@ -877,6 +895,80 @@ fn reindex_reproduces_the_fixture_index_and_skips_broken_specs() {
             .bytes;
         assert_eq!(keys, std::fs::read(src.join(spack::KEYS_MANIFEST)).unwrap());
     }
+}
+
+#[test]
+fn reindex_through_faults_keeps_every_spec() {
+    // Throttling, 5xx, dropped and stalled connections on the reads: retried, every spec kept,
+    // the index the fixture's to the byte (hashes, in_buildcache, ref_count), default attempts.
+    let b = Backend::s3();
+    let store = b.store("re");
+    put_fixture_without_indexes(&store);
+    let proxy = proxy::faulty(&moto_url(), 6);
+    let out = sf_publish()
+        .env("S3_ENDPOINT_URL", &proxy.url)
+        .args(["reindex", &b.url("re")])
+        .assert()
+        .success();
+    let report = json_out(&out.get_output().stdout);
+    assert_eq!(report["reindex"]["specs"], 3, "{report}");
+    assert_eq!(report["reindex"]["skipped"], json!([]), "{report}");
+    assert!(proxy.faults() >= 2, "faults injected: {}", proxy.faults());
+    let (index, bytes) = read_index(&store);
+    let want = std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
+        .unwrap();
+    assert_eq!(index, Index::parse(&want).unwrap());
+    assert_eq!(bytes, want);
+}
+
+#[test]
+fn reindex_fails_naming_a_spec_it_could_not_read() {
+    let b = Backend::s3();
+    let store = b.store("re");
+    put_fixture_without_indexes(&store);
+    // The listing goes through; every read of a spec manifest gets a 500, retries and all.
+    let wire = wire::start(
+        &moto_url(),
+        std::sync::Arc::new(|r: &wire::Seen| {
+            if r.method == "GET"
+                && r.path().contains("/v3/manifests/spec/")
+                && !r.target.contains("list-type")
+            {
+                wire::Answer::Respond(
+                    500,
+                    "Internal Server Error",
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>".into(),
+                )
+            } else {
+                wire::Answer::Forward
+            }
+        }),
+        None,
+    );
+    let out = sf_publish()
+        .env("S3_ENDPOINT_URL", &wire.url)
+        .args(["reindex", &b.url("re")])
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("v3/manifests/spec/") && err.contains(".spec.manifest.json"),
+        "the key is named: {err}"
+    );
+    let failed_reads = wire
+        .seen()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path().ends_with(".spec.manifest.json"))
+        .count();
+    assert!(failed_reads >= 5, "the reads were retried: {failed_reads}");
+    // Nothing written: no index, no keys index.
+    let keys = listing(&store);
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k == spack::INDEX_MANIFEST || k == spack::KEYS_MANIFEST),
+        "{keys:?}"
+    );
 }
 
 fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
