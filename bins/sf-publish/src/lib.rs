@@ -82,7 +82,9 @@ pub struct Cli {
         default_value_t = 10.0,
         value_name = "SECS",
         global = true,
-        hide_short_help = true
+        hide_short_help = true,
+        allow_negative_numbers = true,
+        value_parser = parse_progress_secs
     )]
     pub progress_secs: f64,
     /// Pause before re-reading an index just written, to confirm no racing writer replaced it.
@@ -332,13 +334,31 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
     }
 }
 
+/// The valid range of `--progress-secs`.
+const PROGRESS_SECS: std::ops::RangeInclusive<f64> = 0.05..=3600.0;
+
+/// `--progress-secs`: a finite number of seconds in [`PROGRESS_SECS`], checked while the command
+/// line is parsed, before any destination is opened (NaN would otherwise reach `Duration`).
+fn parse_progress_secs(s: &str) -> std::result::Result<f64, String> {
+    let range = format!(
+        "a number of seconds from {} to {}",
+        PROGRESS_SECS.start(),
+        PROGRESS_SECS.end()
+    );
+    match s.trim().parse::<f64>() {
+        Ok(v) if PROGRESS_SECS.contains(&v) => Ok(v),
+        Ok(_) => Err(format!("{s:?} is out of range: give {range}")),
+        Err(_) => Err(format!("{s:?} is not a number: give {range}")),
+    }
+}
+
 /// Run the work showing its progress (a bar on a terminal, lines in CI logs).
 async fn with_progress<T>(
     p: &Publisher,
     cli: &Cli,
     work: impl std::future::Future<Output = T>,
 ) -> T {
-    let every = Duration::from_secs_f64(cli.progress_secs.clamp(0.05, 3600.0));
+    let every = Duration::from_secs_f64(cli.progress_secs);
     let reporter = progress::start(p, progress::style_here(), every);
     let out = work.await;
     reporter.finish();
