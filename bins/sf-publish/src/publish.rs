@@ -168,11 +168,51 @@ impl Publisher {
                 self.note(&item, action);
                 Ok(Done::Written(action))
             }
-            // Another publisher created the same content-addressed blob first.
-            PutOutcome::PreconditionFailed => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            PutOutcome::PreconditionFailed => self.after_create_conflict(&item).await,
+        }
+    }
+
+    /// A create-only write found the key taken. That is our own write when its answer was lost
+    /// and the retried request met the object it had made, or an identical blob another
+    /// publisher wrote meanwhile: either way the content at the key is right and this run wrote
+    /// it as far as readers can tell, so it is counted and listed as created (a CDN invalidation
+    /// of it is harmless). Anything else there is damage.
+    async fn after_create_conflict(&self, item: &Item) -> Result<Done> {
+        let url = self.store.url_of(&item.key);
+        let mut tries = 0;
+        let h = loop {
+            match self.store.head(&item.key).await? {
+                Some(h) => break h,
+                // A 409 from a racing conditional write that has not finished yet.
+                None if tries < 5 => {
+                    backoff(tries).await;
+                    tries += 1;
+                }
+                None => {
+                    return Err(anyhow!(
+                    "{url}: the create-only write was refused, yet nothing is there; publish again"
+                ))
+                }
+            }
+        };
+        match &h.sha256 {
+            Some(theirs) if *theirs == item.sha256 && h.size == item.size => {
+                self.note(item, Action::Created);
+                Ok(Done::Written(Action::Created))
+            }
+            // A blob someone else wrote without our metadata (e.g. Spack), taken on its size as
+            // in `upload`: not ours, so not counted as written.
+            None if h.size == item.size => {
+                self.skip(item);
                 Ok(Done::Skipped)
             }
+            theirs => Err(anyhow!(
+                "{url} exists with {} bytes and sha256 {}, but this blob has {} bytes and sha256 {}: the destination holds a damaged blob; remove it and publish again",
+                h.size,
+                theirs.as_deref().unwrap_or("unknown"),
+                item.size,
+                item.sha256
+            )),
         }
     }
 

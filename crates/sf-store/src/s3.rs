@@ -11,7 +11,8 @@
 //! CRC64NVME, and the whole object's CRC64NVME (combined from the parts') given at completion as a
 //! full-object checksum the server checks against what it assembled. Conditions apply to the
 //! completion. Any failure aborts the upload, so no parts are left behind and nothing becomes
-//! visible.
+//! visible. A run killed mid-upload cannot abort its own: the next upload of the same key does,
+//! once the key holds its object (see `abort_older`).
 
 use anyhow::{anyhow, Context, Result};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
@@ -467,12 +468,44 @@ impl S3Store {
             Condition::CreateOnly => req.if_none_match("*"),
             Condition::IfMatch(e) => req.if_match(&e.0),
         };
+        // Ours is still open here, so its place in the listing says which uploads of this key
+        // are older (see `older_uploads`).
+        let older = self.older_uploads(full, upload_id).await;
         match req.send().await {
-            Ok(o) => Ok(PutOutcome::Written(ETag(
-                o.e_tag().unwrap_or_default().to_string(),
-            ))),
+            Ok(o) => {
+                self.abort_older(full, older).await;
+                Ok(PutOutcome::Written(ETag(
+                    o.e_tag().unwrap_or_default().to_string(),
+                )))
+            }
             Err(e) if matches!(status(&e), Some(412) | Some(409)) && *cond != Condition::Always => {
-                Ok(PutOutcome::PreconditionFailed)
+                // A retried completion (its first answer lost) finds the object it made itself
+                // and fails its condition: the object says whose it is, by its size and our
+                // sha256. Only when it is not ours was nothing written (and the caller aborts
+                // our upload).
+                let head = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .send()
+                    .await;
+                match head {
+                    Ok(h) => {
+                        self.abort_older(full, older).await;
+                        let ours = h.content_length() == Some(len as i64)
+                            && h.metadata().and_then(|m| m.get(SHA256_METADATA))
+                                == Some(&meta.sha256);
+                        Ok(if ours {
+                            PutOutcome::Written(ETag(h.e_tag().unwrap_or_default().to_string()))
+                        } else {
+                            PutOutcome::PreconditionFailed
+                        })
+                    }
+                    // A 409 (a racing conditional write not finished yet) or no answer: not
+                    // written by us, as far as we can tell.
+                    Err(_) => Ok(PutOutcome::PreconditionFailed),
+                }
             }
             Err(e) => {
                 // The response may be lost or unreadable (a dropped connection; some S3-compatible
@@ -489,6 +522,7 @@ impl S3Store {
                     let ours = h.content_length() == Some(len as i64)
                         && h.metadata().and_then(|m| m.get(SHA256_METADATA)) == Some(&meta.sha256);
                     if ours {
+                        self.abort_older(full, older).await;
                         return Ok(PutOutcome::Written(ETag(
                             h.e_tag().unwrap_or_default().to_string(),
                         )));
@@ -498,6 +532,86 @@ impl S3Store {
                     "completing the multipart upload: {}",
                     DisplayErrorContext(&e)
                 ))
+            }
+        }
+    }
+
+    /// The open multipart uploads of exactly `full` started before ours (`upload_id`, still
+    /// open): S3 lists one key's uploads in the order they were started, so those listed before
+    /// ours are older, whatever the clocks say (servers may give coarse or fixed `Initiated`
+    /// times). A listing that fails is the error to warn about later; it never fails the write.
+    async fn older_uploads(&self, full: &str, upload_id: &str) -> Result<Vec<String>> {
+        // The prefix is the whole key: only this key's uploads and those of longer keys come,
+        // and the latter are dropped by the exact match below.
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        let mut ids = Vec::new();
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(full)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "listing the open multipart uploads of {full}: {}",
+                        DisplayErrorContext(&e)
+                    )
+                })?;
+            for u in page.uploads() {
+                if u.key() != Some(full) {
+                    continue;
+                }
+                match u.upload_id() {
+                    Some(id) if id == upload_id => return Ok(ids),
+                    Some(id) => ids.push(id.to_string()),
+                    None => {}
+                }
+            }
+            if page.is_truncated() != Some(true) || page.next_key_marker().is_none() {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            id_marker = page.next_upload_id_marker().map(str::to_string);
+        }
+        // Ours was not listed (a server that lists no uploads): no order to go by, abort nothing.
+        Ok(Vec::new())
+    }
+
+    /// Once the key holds its object, abort the older uploads of it: parts left by runs that were
+    /// killed mid-upload (nothing else ever aborts those, and they are billed until then) or by
+    /// publishers that lost the race for the same key (their completion could only fail or
+    /// replace the object with an older start). Best effort: the bucket's lifecycle rule
+    /// (AbortIncompleteMultipartUpload, docs/s3-bucket.md) is the backstop, so a failure here is
+    /// a warning, not a failed write.
+    async fn abort_older(&self, full: &str, older: Result<Vec<String>>) {
+        let ids = match older {
+            Ok(ids) => ids,
+            Err(e) => {
+                eprintln!("warning: {e:#}; the bucket's lifecycle rule will abort any left open");
+                return;
+            }
+        };
+        for id in ids {
+            let aborted = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(full)
+                .upload_id(&id)
+                .send()
+                .await;
+            match aborted {
+                // Gone already: finished or aborted by its own publisher meanwhile.
+                Err(e) if status(&e) == Some(404) => {}
+                Err(e) => eprintln!(
+                    "warning: aborting the older multipart upload {id} of {full}: {}; the bucket's lifecycle rule will abort it",
+                    DisplayErrorContext(&e)
+                ),
+                Ok(_) => {}
             }
         }
     }
