@@ -5,8 +5,16 @@
 mod proxy;
 #[path = "../../../crates/sf-aws/tests/support/token_endpoint.rs"]
 mod token_endpoint;
+#[path = "support/wire.rs"]
+mod wire;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
+use sf_aws::aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use sf_aws::AwsSettings;
 use sf_testkit::{fixture, moto_url};
 use token_endpoint::{TokenEndpoint, REQUEST_TOKEN};
@@ -63,50 +71,211 @@ fn new_bucket() -> String {
     bucket
 }
 
+/// Short-lived role credentials: STS's answers, seen on their way from the local server, get an
+/// expiry just at the refresh window's edge (so each request mints anew) and their credentials are
+/// kept, to look for them in what the run leaves behind.
+struct ShortLived {
+    wire: wire::Wire,
+    secrets: Arc<Mutex<Vec<String>>>,
+}
+
+const WINDOW_SECS: u64 = 60;
+
+fn short_lived_sts() -> ShortLived {
+    let secrets = Arc::new(Mutex::new(Vec::new()));
+    let kept = secrets.clone();
+    let wire = wire::start(
+        &moto_url(),
+        Arc::new(|_: &wire::Seen| wire::Answer::Forward),
+        Some(Arc::new(move |req: &wire::Seen, body: Vec<u8>| {
+            if !req.form.contains("Action=AssumeRoleWithWebIdentity") {
+                return body;
+            }
+            let text = String::from_utf8(body).unwrap();
+            let field = |name: &str| {
+                let open = format!("<{name}>");
+                let from = text.find(&open)? + open.len();
+                let to = from + text[from..].find(&format!("</{name}>"))?;
+                Some((from, to, text[from..to].to_string()))
+            };
+            for name in ["AccessKeyId", "SecretAccessKey", "SessionToken"] {
+                let (_, _, v) = field(name).unwrap_or_else(|| panic!("no {name} in {text}"));
+                kept.lock().unwrap().push(v);
+            }
+            let (from, to, _) = field("Expiration").expect("an expiration");
+            let at = SystemTime::now() + Duration::from_secs(WINDOW_SECS);
+            let at = DateTime::from(at).fmt(DateTimeFormat::DateTime).unwrap();
+            format!("{}{at}{}", &text[..from], &text[to..]).into_bytes()
+        })),
+    );
+    ShortLived { wire, secrets }
+}
+
+/// A signing key made for the test, and its public certificate in a file.
+fn new_key() -> (sf_pgp::SigningKey, tempfile::NamedTempFile) {
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::serialize::SerializeInto;
+    let (cert, _) = CertBuilder::general_purpose(Some("OIDC Test <oidc@example.invalid>"))
+        .generate()
+        .unwrap();
+    let signing =
+        sf_pgp::SigningKey::load(&cert.as_tsk().armored().to_vec().unwrap(), None, None).unwrap();
+    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
+    cert_file
+        .write_all(&cert.armored().to_vec().unwrap())
+        .unwrap();
+    (signing, cert_file)
+}
+
+/// A signed tarball folder (tarball, SHA256SUMS, their signatures) of 12 MiB of noise.
+fn signed_tarball(key: &sf_pgp::SigningKey, dir: &Path, name: &str) -> PathBuf {
+    let file = dir.join(name);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let bytes: Vec<u8> = (0..(12 << 20) + 333)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let sums = dir.join("SHA256SUMS");
+    std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
+    for p in [&file, &sums] {
+        let sig = sf_pgp::sign::sign_bytes(key, &std::fs::read(p).unwrap()).unwrap();
+        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
+    }
+    file
+}
+
 #[test]
 fn a_publish_refreshes_role_credentials_and_never_prints_a_token() {
     let bucket = new_bucket();
+    let (key, cert) = new_key();
+    let tarballs = tempfile::tempdir().unwrap();
+    let tarball = signed_tarball(&key, tarballs.path(), "slurm-24.11-jammy-software.tar.gz");
     for in_actions in [false, true] {
-        let ep = TokenEndpoint::start(200);
-        let mut c = sf_publish(Some(&ep));
-        if in_actions {
-            c.env("GITHUB_ACTIONS", "true");
-        }
-        // A window longer than the session: every request finds its credentials near expiry.
-        let out = c
-            .arg("mirror")
-            .arg(fixture("spack-v3-unsigned"))
-            .arg(format!("s3://{bucket}/oidc-{in_actions}"))
-            .args(["--allow-unsigned", "--role-session-duration", "900"])
-            .args(["--credentials-refresh-window", "3600"])
-            .assert()
-            .success();
-        let o = out.get_output();
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let issued = ep.issued.lock().unwrap().clone();
-        eprintln!("token requests during one publish: {}", ep.requests());
-        assert!(
-            issued.len() >= 5 && ep.requests() == issued.len(),
-            "token requests: {} ({text})",
-            ep.requests()
-        );
-        for secret in issued.iter().map(String::as_str).chain([REQUEST_TOKEN]) {
-            for line in text.lines().filter(|l| l.contains(secret)) {
-                // Inside Actions the only place a token may appear is the mask command itself.
-                assert!(
-                    in_actions && line.starts_with("::add-mask::"),
-                    "token printed: {line}"
-                );
+        for what in ["mirror", "tarball"] {
+            let ep = TokenEndpoint::start(200);
+            let sts = short_lived_sts();
+            let results = tempfile::tempdir().unwrap();
+            let gh_output = results.path().join("github-output");
+            std::fs::write(&gh_output, "").unwrap();
+            let mut c = sf_publish(Some(&ep));
+            c.env("S3_ENDPOINT_URL", &sts.wire.url)
+                .env("SF_RESULTS_DIR", results.path().join("records"));
+            if in_actions {
+                c.env("GITHUB_ACTIONS", "true")
+                    .env("GITHUB_OUTPUT", &gh_output);
+            }
+            c.args(["--role-session-duration", "900"])
+                .args(["--credentials-refresh-window", &WINDOW_SECS.to_string()]);
+            if what == "mirror" {
+                c.arg("mirror")
+                    .arg(fixture("spack-v3-unsigned"))
+                    .arg(format!("s3://{bucket}/oidc-{in_actions}"))
+                    .arg("--allow-unsigned");
+            } else {
+                // Multipart: 3 parts of 5 MiB, credentials minted again during the upload.
+                c.arg("tarball")
+                    .arg(&tarball)
+                    .arg(format!("s3://{bucket}/oidc-{in_actions}"))
+                    .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+                    .args(["--part-concurrency", "2"]);
+                key_fingerprint_args(&mut c, &key, cert.path());
+            }
+            let out = c.assert().success();
+            let o = out.get_output();
+            let issued = ep.issued.lock().unwrap().clone();
+            eprintln!(
+                "{what}: token requests during one publish: {}",
+                ep.requests()
+            );
+            if what == "tarball" {
+                let parts = sts
+                    .wire
+                    .seen()
+                    .iter()
+                    .filter(|r| r.method == "PUT" && r.target.contains("partNumber="))
+                    .count();
+                assert!(parts >= 3, "the tarball went up in parts: {parts}");
+            }
+            assert!(
+                issued.len() >= 5 && ep.requests() == issued.len(),
+                "{what}: token requests: {}",
+                ep.requests()
+            );
+            let secrets = sts.secrets.lock().unwrap().clone();
+            assert_eq!(secrets.len(), 3 * issued.len(), "one STS answer per token");
+            // What the run leaves: its output, the step outputs and the result record.
+            let mut left = vec![
+                ("stdout", String::from_utf8_lossy(&o.stdout).into_owned()),
+                ("stderr", String::from_utf8_lossy(&o.stderr).into_owned()),
+                (
+                    "GITHUB_OUTPUT",
+                    std::fs::read_to_string(&gh_output).unwrap(),
+                ),
+            ];
+            for e in std::fs::read_dir(results.path().join("records")).unwrap() {
+                let p = e.unwrap().path();
+                left.push(("a result file", std::fs::read_to_string(&p).unwrap()));
+            }
+            assert!(left.len() > 3, "a result record was written");
+            for secret in issued
+                .iter()
+                .chain(&secrets)
+                .map(String::as_str)
+                .chain([REQUEST_TOKEN])
+            {
+                for (place, text) in &left {
+                    for line in text.lines().filter(|l| l.contains(secret)) {
+                        // Inside Actions the only place a secret may appear is the mask command.
+                        assert!(
+                            in_actions
+                                && (*place == "stdout" || *place == "stderr")
+                                && line.starts_with("::add-mask::"),
+                            "{what}: a secret in {place}: {line}"
+                        );
+                    }
+                }
+            }
+            if in_actions {
+                let printed = format!("{}{}", left[0].1, left[1].1);
+                assert!(printed.contains(&format!("::add-mask::{}", issued[0])));
+                // The session token and secret key are masked; the key id is not a secret to
+                // GitHub's masking, so it must simply never be printed (checked above).
+                assert!(printed.contains(&format!("::add-mask::{}", secrets[2])));
             }
         }
-        if in_actions {
-            assert!(text.contains(&format!("::add-mask::{}", issued[0])));
-        }
     }
+}
+
+fn key_fingerprint_args(c: &mut Command, key: &sf_pgp::SigningKey, cert: &Path) {
+    c.args(["--fingerprint", &key.fingerprint().to_string(), "--cert"])
+        .arg(cert);
+}
+
+#[test]
+fn a_refresh_window_of_half_the_session_or_more_is_bad_input() {
+    let ep = TokenEndpoint::start(200);
+    let out = sf_publish(Some(&ep))
+        .args([
+            "--role-session-duration",
+            "900",
+            "--credentials-refresh-window",
+            "450",
+        ])
+        .args(["reindex", "s3://no-such-bucket/x"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains("--credentials-refresh-window 450")
+            && err.contains("--role-session-duration 900"),
+        "{err}"
+    );
+    assert_eq!(ep.requests(), 0, "nothing was asked of the token endpoint");
 }
 
 #[test]

@@ -135,6 +135,9 @@ impl AwsSettings {
         if self.max_attempts == 0 {
             return Err(bad_input("--aws-max-attempts must be at least 1"));
         }
+        if self.attempt_timeout.is_zero() {
+            return Err(bad_input("--aws-attempt-timeout-secs must be at least 1"));
+        }
         if let Some(r) = &self.region {
             if r.is_empty()
                 || !r
@@ -230,6 +233,10 @@ pub struct AwsArgs {
     /// Attempts per AWS request, retries included.
     #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS, value_name = "N", global = true, hide_short_help = true)]
     pub aws_max_attempts: u32,
+    /// Seconds one attempt of an AWS request may take before it is abandoned and retried (a
+    /// stalled connection); long enough for one multipart part on the slowest link.
+    #[arg(long, default_value_t = DEFAULT_ATTEMPT_TIMEOUT.as_secs(), value_name = "SECS", global = true, hide_short_help = true)]
+    pub aws_attempt_timeout_secs: u64,
     /// IAM role to assume with the GitHub OIDC token (needs `permissions: id-token: write`), or
     /// with AWS_WEB_IDENTITY_TOKEN_FILE through the standard chain.
     #[arg(long, env = env::AWS_ROLE_ARN, value_name = "ARN", global = true)]
@@ -256,6 +263,7 @@ impl AwsArgs {
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone().filter(|e| !e.trim().is_empty()),
             max_attempts: self.aws_max_attempts,
+            attempt_timeout: Duration::from_secs(self.aws_attempt_timeout_secs),
             oidc: self.oidc(&RunnerEnv {
                 token_request_url: var(env::ACTIONS_ID_TOKEN_REQUEST_URL),
                 token_request_token: var(env::ACTIONS_ID_TOKEN_REQUEST_TOKEN),
@@ -296,6 +304,17 @@ impl AwsArgs {
                 self.role_session_duration,
                 oidc::MIN_SESSION_DURATION.as_secs(),
                 oidc::MAX_SESSION_DURATION.as_secs()
+            )));
+        }
+        // A window as long as the session would mint new credentials for every request; half of
+        // it already means minting twice per session length.
+        if self.credentials_refresh_window.saturating_mul(2) >= self.role_session_duration {
+            return Err(bad_input(format!(
+                "--credentials-refresh-window {} is not less than half of --role-session-duration {}: \
+                 credentials would be minted again on nearly every request; give a window under {} seconds",
+                self.credentials_refresh_window,
+                self.role_session_duration,
+                self.role_session_duration.div_ceil(2)
             )));
         }
         match (&runner.token_request_url, &runner.token_request_token) {
@@ -435,6 +454,35 @@ mod tests {
         let mut s = AwsSettings::new();
         s.region = Some("US East".into());
         assert_eq!(sf_core::exit::code_for(&s.validate().unwrap_err()), 2);
+        let mut s = AwsSettings::new();
+        s.attempt_timeout = Duration::ZERO;
+        assert_eq!(sf_core::exit::code_for(&s.validate().unwrap_err()), 2);
+    }
+
+    #[test]
+    fn a_refresh_window_of_half_the_session_is_bad_input() {
+        let runner = RunnerEnv {
+            token_request_url: Some("http://127.0.0.1:1/token".into()),
+            token_request_token: Some("t".into()),
+            ..RunnerEnv::default()
+        };
+        let args = |window: u64| AwsArgs {
+            role_arn: Some("arn:aws:iam::123456789012:role/r".into()),
+            role_session_duration: 900,
+            credentials_refresh_window: window,
+            ..AwsArgs::default()
+        };
+        for window in [450, 900, 3600] {
+            let e = args(window).oidc(&runner).unwrap_err();
+            assert_eq!(sf_core::exit::code_for(&e), 2);
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("--credentials-refresh-window {window}"))
+                    && text.contains("--role-session-duration 900"),
+                "{text}"
+            );
+        }
+        assert!(args(449).oidc(&runner).unwrap().is_some());
     }
 
     #[tokio::test]

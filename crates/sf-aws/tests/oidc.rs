@@ -28,6 +28,7 @@ fn args(duration: u64, window: u64) -> AwsArgs {
         region: Some("us-east-1".into()),
         endpoint_url: Some(moto_url()),
         aws_max_attempts: 2,
+        aws_attempt_timeout_secs: sf_aws::DEFAULT_ATTEMPT_TIMEOUT.as_secs(),
         role_arn: Some("arn:aws:iam::123456789012:role/sf-publisher".into()),
         role_session_duration: duration,
         credentials_refresh_window: window,
@@ -44,12 +45,22 @@ fn settings(a: &AwsArgs, runner: &RunnerEnv) -> AwsSettings {
     }
 }
 
+/// The provider with a refresh window the flags refuse (see `AwsArgs::oidc`), built directly:
+/// every use falls inside it, so each request mints anew.
+fn settings_always_refreshing(runner: &RunnerEnv) -> AwsSettings {
+    let a = args(900, 300);
+    let mut st = a.oidc(runner).unwrap().unwrap().settings().clone();
+    st.refresh_window = std::time::Duration::from_secs(3600);
+    AwsSettings {
+        oidc: Some(sf_aws::OidcCredentials::new(st)),
+        ..settings(&a, runner)
+    }
+}
+
 #[tokio::test]
 async fn credentials_near_expiry_are_minted_again_with_a_new_token() {
     let ep = TokenEndpoint::start(200);
-    // Every use is inside the refresh window: each request mints anew.
-    let a = args(900, 3600);
-    let s = settings(&a, &ep.runner());
+    let s = settings_always_refreshing(&ep.runner());
     let oidc = s.oidc.clone().unwrap();
     assert_eq!(
         oidc.settings().session_name.as_str(),

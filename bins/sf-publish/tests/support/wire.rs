@@ -176,13 +176,18 @@ fn carry(
         return;
     };
     // The answer's body handed to the hook; a changed body gets its length set again. (The local
-    // server answers these calls with a content-length, not chunked.)
+    // server answers STS calls, the ones changed here, with a content-length, not chunked.)
     let Some(end) = split_head(&resp) else {
         let _ = client.write_all(&resp);
         return;
     };
     let rhead = String::from_utf8_lossy(&resp[..end - 4]).into_owned();
     let body = rewrite(&req, resp[end..].to_vec());
+    if body == resp[end..] {
+        // Untouched: relayed byte for byte (some answers are chunked).
+        let _ = client.write_all(&resp);
+        return;
+    }
     let mut out: Vec<String> = rhead
         .split("\r\n")
         .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
