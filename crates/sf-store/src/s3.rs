@@ -496,11 +496,15 @@ impl S3Store {
                         let ours = h.content_length() == Some(len as i64)
                             && h.metadata().and_then(|m| m.get(SHA256_METADATA))
                                 == Some(&meta.sha256);
-                        Ok(if ours {
-                            PutOutcome::Written(ETag(h.e_tag().unwrap_or_default().to_string()))
-                        } else {
-                            PutOutcome::PreconditionFailed
-                        })
+                        if !ours {
+                            return Ok(PutOutcome::PreconditionFailed);
+                        }
+                        // The same content may also be another publisher's, our upload still
+                        // open: abort it (when it was ours that completed, nothing is found).
+                        self.abort_quietly(full, [upload_id.to_string()]).await;
+                        Ok(PutOutcome::Written(ETag(
+                            h.e_tag().unwrap_or_default().to_string(),
+                        )))
                     }
                     // A 409 (a racing conditional write not finished yet) or no answer: not
                     // written by us, as far as we can tell.
@@ -523,6 +527,7 @@ impl S3Store {
                         && h.metadata().and_then(|m| m.get(SHA256_METADATA)) == Some(&meta.sha256);
                     if ours {
                         self.abort_older(full, older).await;
+                        self.abort_quietly(full, [upload_id.to_string()]).await;
                         return Ok(PutOutcome::Written(ETag(
                             h.e_tag().unwrap_or_default().to_string(),
                         )));
@@ -595,6 +600,12 @@ impl S3Store {
                 return;
             }
         };
+        self.abort_quietly(full, ids).await;
+    }
+
+    /// Abort uploads of `full` that may be gone already (finished, or aborted by their own
+    /// publisher meanwhile); failures are warnings, for the same reason as in `abort_older`.
+    async fn abort_quietly(&self, full: &str, ids: impl IntoIterator<Item = String>) {
         for id in ids {
             let aborted = self
                 .client
@@ -605,10 +616,9 @@ impl S3Store {
                 .send()
                 .await;
             match aborted {
-                // Gone already: finished or aborted by its own publisher meanwhile.
                 Err(e) if status(&e) == Some(404) => {}
                 Err(e) => eprintln!(
-                    "warning: aborting the older multipart upload {id} of {full}: {}; the bucket's lifecycle rule will abort it",
+                    "warning: aborting the multipart upload {id} of {full}: {}; the bucket's lifecycle rule will abort it",
                     DisplayErrorContext(&e)
                 ),
                 Ok(_) => {}

@@ -333,6 +333,64 @@ async fn s3_multipart_uploads_arrive_whole_and_leave_no_parts() {
     );
 }
 
+/// A create-only multipart write whose completion fails its condition on an object with the same
+/// content and sha256 (our own completion whose answer was lost, or an identical one by another
+/// publisher) is written, not refused, and leaves no upload open.
+#[tokio::test]
+async fn s3_a_refused_completion_over_the_same_content_counts_as_written() {
+    let Store::S3(s3) = s3_store().await else {
+        unreachable!()
+    };
+    let store = Store::S3(s3.clone().with_transfer(sf_store::Transfer {
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        concurrency: 2,
+    }));
+    let bytes = noise((11 << 20) + 99, 11);
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tmp.path(), &bytes).unwrap();
+    let key = "blobs/sha256/ab/same";
+    let m = meta(&bytes);
+    // The identical object is there already (a single PUT, as another publisher might).
+    assert!(matches!(
+        Store::S3(s3.clone())
+            .put(key, Body::Bytes(bytes.clone()), &m, Condition::Always)
+            .await
+            .unwrap(),
+        PutOutcome::Written(_)
+    ));
+    assert!(matches!(
+        store
+            .put(
+                key,
+                Body::File(tmp.path().to_path_buf()),
+                &m,
+                Condition::CreateOnly
+            )
+            .await
+            .unwrap(),
+        PutOutcome::Written(_)
+    ));
+    assert_eq!(open_uploads(&s3).await, Vec::<String>::new());
+    // Other content at the key is still a refusal.
+    let other = noise(6 << 20, 12);
+    std::fs::write(tmp.path(), &other).unwrap();
+    assert_eq!(
+        store
+            .put(
+                key,
+                Body::File(tmp.path().to_path_buf()),
+                &meta(&other),
+                Condition::CreateOnly
+            )
+            .await
+            .unwrap(),
+        PutOutcome::PreconditionFailed
+    );
+    assert!(store.get(key).await.unwrap().unwrap().bytes == bytes);
+    assert_eq!(open_uploads(&s3).await, Vec::<String>::new());
+}
+
 /// Keys of a bucket's open multipart uploads (moto's ListParts answer does not parse, so the
 /// parts are counted by the bytes the store sent).
 async fn open_uploads(s3: &sf_store::S3Store) -> Vec<String> {
