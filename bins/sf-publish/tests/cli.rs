@@ -899,14 +899,16 @@ fn reindex_reproduces_the_fixture_index_and_skips_broken_specs() {
 
 #[test]
 fn reindex_through_faults_keeps_every_spec() {
-    // Throttling, 5xx, dropped and stalled connections on the reads: retried, every spec kept,
-    // the index the fixture's to the byte (hashes, in_buildcache, ref_count), default attempts.
+    // Throttling, 5xx, dropped connections and lost answers on the reads: retried, every spec
+    // kept, the index the fixture's to the byte (hashes, in_buildcache, ref_count).
     let b = Backend::s3();
     let store = b.store("re");
     put_fixture_without_indexes(&store);
-    let proxy = proxy::faulty(&moto_url(), 6);
+    // One request in four fails; ten attempts, as retries meet faults at random.
+    let proxy = proxy::faulty(&moto_url(), 4);
     let out = sf_publish()
         .env("S3_ENDPOINT_URL", &proxy.url)
+        .args(["--aws-max-attempts", "10"])
         .args(["reindex", &b.url("re")])
         .assert()
         .success();
@@ -1590,14 +1592,18 @@ fn object_sha256(bucket: &str, key: &str) -> (u64, String) {
 fn publishing_survives_throttling_and_dropped_connections() {
     let key = new_key();
     let src = signed_fixture(&key);
-    let proxy = proxy::faulty(&moto_url(), 6);
+    // One request in three fails, one way after another, including a stall past the attempt
+    // timeout. Retries meet faults at random (many requests are in flight), so ten attempts keep
+    // a spurious give-up out of the test (a chance of 3^-10 per request).
+    let proxy = proxy::faulty_with_stall(&moto_url(), 3, Some(std::time::Duration::from_secs(8)));
     let b = Backend::s3();
-    let through = |c: &mut Command| {
-        c.env("S3_ENDPOINT_URL", &proxy.url)
-            .args(["--aws-max-attempts", "10"]);
-    };
     let mut c = sf_publish();
-    through(&mut c);
+    c.env("S3_ENDPOINT_URL", &proxy.url).args([
+        "--aws-max-attempts",
+        "10",
+        "--aws-attempt-timeout-secs",
+        "4",
+    ]);
     c.args(["mirror"])
         .arg(src.path())
         .arg(b.url("deps"))
@@ -1610,6 +1616,36 @@ fn publishing_survives_throttling_and_dropped_connections() {
         std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
             .unwrap()
     );
+    let Backend::S3 { bucket } = &b else {
+        unreachable!()
+    };
+    // Every blob and spec manifest of the source arrived as it is.
+    let mut files = Vec::new();
+    walk(src.path(), "", &mut files);
+    let sent: Vec<&String> = files
+        .iter()
+        .filter(|f| f.starts_with("blobs/") || f.starts_with("v3/manifests/spec/"))
+        .collect();
+    assert!(sent.len() >= 9, "{files:?}");
+    for f in sent {
+        let want = std::fs::read(src.path().join(f)).unwrap();
+        assert_eq!(
+            object_sha256(bucket, &format!("deps/{f}")),
+            (want.len() as u64, sf_store::sha256_hex(&want)),
+            "{f} arrived changed"
+        );
+    }
+    let kinds = proxy.fault_kinds();
+    for how in [
+        proxy::Fault::SlowDown,
+        proxy::Fault::InternalError,
+        proxy::Fault::Dropped,
+        proxy::Fault::ResetMidBody,
+        proxy::Fault::AnswerLost,
+        proxy::Fault::Stalled,
+    ] {
+        assert!(kinds.contains_key(&how), "no {how:?} among {kinds:?}");
+    }
     let mirror_faults = proxy.faults();
 
     // A 1 GiB tarball through the same faults, as multipart parts. The folder (and the GiB in it)
@@ -1626,10 +1662,11 @@ fn publishing_survives_throttling_and_dropped_connections() {
     std::fs::write(&sums, format!("{sha}  {name}\n")).unwrap();
     sf_pgp::sign::sign_file(&key.signing, &sums).unwrap();
     let prepared = started.elapsed();
-    // Parts of 64 MiB, 4 in flight: 17 parts. A fault in 10 requests here (each costs a part
-    // sent again) still hits every kind, with the local server's Python, which bounds the speed
-    // here, doing about half again the work.
-    let proxy = proxy::faulty(&moto_url(), 10);
+    // Parts of 64 MiB, 4 in flight: 17 parts. A fault in 6 requests here (each costs a part
+    // sent again) still hits every way but the stall (an attempt timeout short enough for it
+    // would also cut off a 64 MiB part), with the local server's Python, which bounds the speed
+    // here, doing about a fifth again the work.
+    let proxy = proxy::faulty(&moto_url(), 6);
     let mut c = sf_publish();
     c.env("S3_ENDPOINT_URL", &proxy.url)
         .args(["--aws-max-attempts", "10"]);
@@ -1656,9 +1693,6 @@ fn publishing_survives_throttling_and_dropped_connections() {
         .collect();
     assert!(moving.len() >= 3, "progress while the GiB went up: {err}");
 
-    let Backend::S3 { bucket } = &b else {
-        unreachable!()
-    };
     let (got_len, got_sha) = object_sha256(
         bucket,
         "root/builds/23.11/noble/slurm-23.11-noble-software.tar.gz",
@@ -1688,7 +1722,7 @@ fn publishing_survives_throttling_and_dropped_connections() {
     )
     .unwrap();
     assert!(
-        mirror_faults >= 5 && proxy.faults() >= 3,
+        mirror_faults >= 6 && proxy.faults() >= 3,
         "the proxies injected faults: {mirror_faults} in the mirror, {} in the tarball",
         proxy.faults()
     );

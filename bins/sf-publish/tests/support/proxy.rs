@@ -1,8 +1,11 @@
 //! A loopback HTTP proxy in front of the local S3 server, written for the tests: it notes the
 //! form-encoded requests it carries (STS calls, with their role session names) and, when asked,
-//! fails a share of requests: of every `every`, one is answered 503 Slow Down without being
-//! forwarded, one is cut off unanswered, and one is carried out by the server but its answer is
-//! lost. One request per connection, so each one can be hit. It can also hold a chosen PUT (by
+//! fails one request in every `every`, each time in the next of these ways: answered `503
+//! SlowDown` or `500 InternalError` (with S3's XML error body) without being forwarded, cut off
+//! unanswered, reset halfway through its body, carried out by the server with its answer lost,
+//! and (with a stall) held unanswered past the client's attempt timeout. Faults are spread out, so
+//! a retry usually meets a request that goes through. One request per connection, so each one can
+//! be hit. It can also hold a chosen PUT (by
 //! its number among PUTs, counted from 1, and its path): the test's hook runs while that request
 //! waits (to kill the publisher there, or to let another writer in first) and decides whether it
 //! goes on to the server, and whether its answer comes back.
@@ -26,10 +29,23 @@ pub enum Then {
 /// Runs on every PUT with its number (from 1) and its path; `None` lets it pass.
 pub type PutHook = Arc<dyn Fn(u64, &str) -> Option<Then> + Send + Sync>;
 
+/// The ways `faulty` fails a request, in the order it takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    SlowDown,
+    InternalError,
+    Dropped,
+    ResetMidBody,
+    AnswerLost,
+    Stalled,
+}
+
 pub struct Proxy {
     pub url: String,
     /// Requests failed on purpose.
     pub faults: Arc<AtomicU64>,
+    /// Requests failed on purpose, by how.
+    pub kinds: Arc<Mutex<std::collections::BTreeMap<Fault, u64>>>,
     /// Bodies of the form-encoded requests carried (`Action=AssumeRoleWithWebIdentity&...`).
     pub forms: Arc<Mutex<Vec<String>>>,
 }
@@ -41,6 +57,11 @@ impl Proxy {
 
     pub fn forms(&self) -> Vec<String> {
         self.forms.lock().unwrap().clone()
+    }
+
+    /// How many requests were failed each way.
+    pub fn fault_kinds(&self) -> std::collections::BTreeMap<Fault, u64> {
+        self.kinds.lock().unwrap().clone()
     }
 }
 
@@ -67,13 +88,51 @@ pub fn lose_answer(upstream: &str, nth: u64, path_part: &str) -> Proxy {
     )
 }
 
-/// Fail a share of requests (see the module notes).
+/// Fail one request in every `every` (see the module notes), never stalling.
 pub fn faulty(upstream: &str, every: u64) -> Proxy {
-    assert!(every >= 4, "leave room for requests that go through");
-    start(upstream, Some(every), None)
+    faulty_with_stall(upstream, every, None)
 }
 
-fn start(upstream: &str, every: Option<u64>, hook: Option<PutHook>) -> Proxy {
+/// Fail one request in every `every`, one way after another; with `stall`, one of the ways is
+/// holding the request that long without an answer.
+pub fn faulty_with_stall(upstream: &str, every: u64, stall: Option<std::time::Duration>) -> Proxy {
+    assert!(every >= 2, "leave room for requests that go through");
+    let mut ways = vec![
+        Fault::SlowDown,
+        Fault::Dropped,
+        Fault::InternalError,
+        Fault::ResetMidBody,
+        Fault::AnswerLost,
+    ];
+    if stall.is_some() {
+        ways.push(Fault::Stalled);
+    }
+    start(
+        upstream,
+        Some(Faults {
+            every,
+            ways,
+            stall: stall.unwrap_or_default(),
+            reset_due: Arc::default(),
+        }),
+        None,
+    )
+}
+
+/// What `faulty` does.
+#[derive(Clone, Debug)]
+struct Faults {
+    every: u64,
+    ways: Vec<Fault>,
+    stall: std::time::Duration,
+    /// A reset's turn came on a request without a body: the next one with a body gets it.
+    reset_due: Arc<std::sync::atomic::AtomicBool>,
+}
+
+const SLOW_DOWN: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+const INTERNAL_ERROR: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>";
+
+fn start(upstream: &str, faults_cfg: Option<Faults>, hook: Option<PutHook>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let up = upstream
@@ -81,30 +140,77 @@ fn start(upstream: &str, every: Option<u64>, hook: Option<PutHook>) -> Proxy {
         .trim_end_matches('/')
         .to_string();
     let faults = Arc::new(AtomicU64::new(0));
+    let kinds = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     let forms = Arc::new(Mutex::new(Vec::new()));
     let counter = Arc::new(AtomicU64::new(0));
     let puts = Arc::new(AtomicU64::new(0));
-    let (f, fm) = (faults.clone(), forms.clone());
+    let (f, k, fm) = (faults.clone(), kinds.clone(), forms.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(client) = conn else { continue };
-            let (up, f, fm, counter) = (up.clone(), f.clone(), fm.clone(), counter.clone());
-            let (hook, puts) = (hook.clone(), puts.clone());
+            let (up, f, k, fm, counter) = (
+                up.clone(),
+                f.clone(),
+                k.clone(),
+                fm.clone(),
+                counter.clone(),
+            );
+            let (hook, puts, cfg) = (hook.clone(), puts.clone(), faults_cfg.clone());
             std::thread::spawn(move || {
-                carry(client, &up, every, &f, &fm, &counter, hook.as_ref(), &puts)
+                let noted = Noted {
+                    faults: &f,
+                    kinds: &k,
+                    forms: &fm,
+                };
+                carry(
+                    client,
+                    &up,
+                    cfg.as_ref(),
+                    &noted,
+                    &counter,
+                    hook.as_ref(),
+                    &puts,
+                )
             });
         }
     });
-    Proxy { url, faults, forms }
+    Proxy {
+        url,
+        faults,
+        kinds,
+        forms,
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a connection's thread notes what it did.
+struct Noted<'a> {
+    faults: &'a AtomicU64,
+    kinds: &'a Mutex<std::collections::BTreeMap<Fault, u64>>,
+    forms: &'a Mutex<Vec<String>>,
+}
+
+impl Noted<'_> {
+    fn fault(&self, how: Fault) {
+        self.faults.fetch_add(1, Ordering::SeqCst);
+        *self.kinds.lock().unwrap().entry(how).or_default() += 1;
+    }
+}
+
+fn error_answer(status: &str, body: &[u8]) -> Vec<u8> {
+    let mut a = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    a.extend_from_slice(body);
+    a
+}
+
 fn carry(
     mut client: TcpStream,
     up: &str,
-    every: Option<u64>,
-    faults: &AtomicU64,
-    forms: &Mutex<Vec<String>>,
+    cfg: Option<&Faults>,
+    noted: &Noted,
     counter: &AtomicU64,
     hook: Option<&PutHook>,
     puts: &AtomicU64,
@@ -133,6 +239,30 @@ fn carry(
     let len: usize = header("content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mut fault = cfg.and_then(|c| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        (n % c.every == c.every - 1).then(|| c.ways[(n / c.every) as usize % c.ways.len()])
+    });
+    if let Some(c) = cfg {
+        if fault == Some(Fault::ResetMidBody) && len == 0 {
+            c.reset_due.store(true, Ordering::SeqCst);
+            fault = None;
+        } else if fault.is_none() && len > 0 && c.reset_due.swap(false, Ordering::SeqCst) {
+            fault = Some(Fault::ResetMidBody);
+        }
+    }
+    if fault == Some(Fault::ResetMidBody) {
+        // Take half the body, then reset: the client is cut off while it sends.
+        while buf.len() < head_end + len / 2 {
+            match client.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        noted.fault(Fault::ResetMidBody);
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
     buf.reserve((head_end + len).saturating_sub(buf.len()));
     while buf.len() < head_end + len {
         match client.read(&mut chunk) {
@@ -141,7 +271,8 @@ fn carry(
         }
     }
     if header("content-type").is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")) {
-        forms
+        noted
+            .forms
             .lock()
             .unwrap()
             .push(String::from_utf8_lossy(&buf[head_end..]).into_owned());
@@ -159,21 +290,29 @@ fn carry(
             _ => {}
         }
     }
-    let n = counter.fetch_add(1, Ordering::SeqCst);
-    let slot = every.map(|e| (n % e, e));
-    if let Some((s, e)) = slot {
-        if s == e - 1 {
-            faults.fetch_add(1, Ordering::SeqCst);
-            let _ = client.write_all(
-                b"HTTP/1.1 503 Slow Down\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-            );
+    match fault {
+        Some(how @ Fault::SlowDown) => {
+            noted.fault(how);
+            let _ = client.write_all(&error_answer("503 Slow Down", SLOW_DOWN));
             return;
         }
-        if s == e - 2 {
-            faults.fetch_add(1, Ordering::SeqCst);
+        Some(how @ Fault::InternalError) => {
+            noted.fault(how);
+            let _ = client.write_all(&error_answer("500 Internal Server Error", INTERNAL_ERROR));
+            return;
+        }
+        Some(how @ Fault::Dropped) => {
+            noted.fault(how);
             let _ = client.shutdown(Shutdown::Both);
             return;
         }
+        Some(how @ Fault::Stalled) => {
+            noted.fault(how);
+            std::thread::sleep(cfg.map(|c| c.stall).unwrap_or_default());
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+        _ => {}
     }
     // Forward with `connection: close`, relay the whole answer, close.
     let mut lines: Vec<&str> = head[..head.len() - 4]
@@ -194,18 +333,11 @@ fn carry(
     drop(buf);
     let mut resp = Vec::new();
     let _ = server.read_to_end(&mut resp);
-    if lose {
-        faults.fetch_add(1, Ordering::SeqCst);
+    if lose || fault == Some(Fault::AnswerLost) {
+        // Done upstream, but the client never hears of it.
+        noted.fault(Fault::AnswerLost);
         let _ = client.shutdown(Shutdown::Both);
         return;
-    }
-    if let Some((s, e)) = slot {
-        if s == e - 3 {
-            // Done upstream, but the client never hears of it.
-            faults.fetch_add(1, Ordering::SeqCst);
-            let _ = client.shutdown(Shutdown::Both);
-            return;
-        }
     }
     let _ = client.write_all(&resp);
 }
