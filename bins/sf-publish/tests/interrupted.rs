@@ -1,6 +1,7 @@
-//! Runs that are cut short, answers that are lost, and bad input caught before anything is
-//! opened: the real `sf-publish` binary against a real local S3 server (moto), with the test
-//! proxy (`support/proxy.rs`) in front of it where a fault must land at an exact request.
+//! Runs that are cut short (killed, or stopped by a tarball check that fails mid-upload), answers
+//! that are lost, and bad input caught before anything is opened: the real `sf-publish` binary
+//! against a real local S3 server (moto), with the test proxy (`support/proxy.rs`) in front of it
+//! where a fault must land at an exact request.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -368,4 +369,102 @@ fn bad_progress_intervals_are_refused_before_anything_is_opened() {
             .assert()
             .success();
     }
+}
+
+/// Every file under a directory.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The passes over a whole tarball (its signature, its sha256 against the signed `SHA256SUMS`)
+/// run while it uploads: one that fails cuts the run short with nothing at the destination (the
+/// multipart upload aborted, the staged file removed), as bad input naming the tarball.
+#[test]
+fn a_tarball_that_fails_its_checks_while_uploading_leaves_nothing() {
+    let (signing, fingerprint, cert) = new_key();
+    let (other, _, _) = new_key();
+    for damage in ["changed after signing", "signed by another key"] {
+        for on_s3 in [true, false] {
+            let src = tempfile::tempdir().unwrap();
+            let (file, mut bytes) = signed_tarball(&signing, src.path());
+            if damage == "changed after signing" {
+                bytes[9 << 20] ^= 1;
+                std::fs::write(&file, &bytes).unwrap();
+            } else {
+                let sig = sf_pgp::sign::sign_bytes(&other, &bytes).unwrap();
+                std::fs::write(format!("{}.asc", file.display()), sig).unwrap();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let bucket = on_s3.then(new_bucket);
+            let dest = match &bucket {
+                Some(b) => format!("s3://{b}/root"),
+                None => format!("file://{}/root", dir.path().display()),
+            };
+            let out = sf_publish(&moto_url())
+                .arg("tarball")
+                .arg(&file)
+                .arg(&dest)
+                .args(["--fingerprint", &fingerprint, "--cert"])
+                .arg(cert.path())
+                .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+                .assert()
+                .code(2);
+            let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+            assert!(err.contains(NAME), "{damage}: the tarball is named: {err}");
+            match &bucket {
+                Some(b) => {
+                    assert_eq!(object_keys(b), Vec::<String>::new(), "{damage}");
+                    assert_eq!(open_uploads(b), Vec::new(), "{damage}: open uploads");
+                }
+                None => {
+                    let left = files_under(dir.path());
+                    assert!(left.is_empty(), "{damage}: files left: {left:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_good_tarball_uploads_while_it_is_checked_and_arrives_whole() {
+    let (signing, fingerprint, cert) = new_key();
+    let src = tempfile::tempdir().unwrap();
+    let (file, bytes) = signed_tarball(&signing, src.path());
+    let bucket = new_bucket();
+    sf_publish(&moto_url())
+        .arg("tarball")
+        .arg(&file)
+        .arg(format!("s3://{bucket}/root"))
+        .args(["--fingerprint", &fingerprint, "--cert"])
+        .arg(cert.path())
+        .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        .assert()
+        .success();
+    let mut objects = object_keys(&bucket);
+    objects.sort();
+    assert_eq!(
+        objects,
+        [
+            "root/builds/24.11/jammy/SHA256SUMS",
+            "root/builds/24.11/jammy/SHA256SUMS.asc",
+            &format!("root/{KEY}"),
+            &format!("root/{KEY}.asc"),
+        ]
+    );
+    assert_eq!(open_uploads(&bucket), Vec::new());
+    let (b, key) = (bucket.clone(), format!("root/{KEY}"));
+    let got = with_s3(|s3| async move {
+        let o = s3.get_object().bucket(b).key(key).send().await.unwrap();
+        o.body.collect().await.unwrap().into_bytes()
+    });
+    assert!(got[..] == bytes[..], "the tarball arrived changed");
 }
