@@ -515,13 +515,18 @@ fn catalog_lists_tarballs_and_mirrors_of_a_directory() {
         (&noble["arch"], &noble["build"]),
         (&"amd64".into(), &"cpu".into())
     );
-    // The file's date, as RFC 3339 UTC.
-    let today = &sf_core::record::rfc3339(std::time::SystemTime::now())[..10];
-    assert!(
-        t.iter()
-            .all(|t| t["modified"].as_str().is_some_and(|d| d.starts_with(today))),
-        "{t:?}"
-    );
+    // Each file's own modification time, as RFC 3339 UTC.
+    let modified = |key: &str| {
+        sf_core::record::rfc3339(std::fs::metadata(b.join(key)).unwrap().modified().unwrap())
+    };
+    for t in t {
+        assert_eq!(
+            t["modified"].as_str(),
+            Some(modified(t["key"].as_str().unwrap()).as_str()),
+            "{t}"
+        );
+    }
+    let today = &modified("builds/25.11/noble/slurm-25.11-noble-software.tar.gz")[..10];
     assert_eq!(noble["cdn_url"], "https://slurm-factory-spack-binary-cache.vantagecompute.ai/builds/25.11/noble/slurm-25.11-noble-software.tar.gz");
     let m = &v["mirrors"][0];
     assert_eq!(m["key"], "noble/slurm/25.11");
@@ -645,6 +650,9 @@ fn files_under(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
 fn catalog_reads_an_s3_bucket() {
     let tmp = tempfile::tempdir().unwrap();
     let b = bucket(tmp.path());
+    // The server's LastModified falls between these (whole seconds, as S3 gives them).
+    let now = std::time::SystemTime::now;
+    let before = sf_core::record::rfc3339(now() - std::time::Duration::from_secs(1));
     let name = format!("sf-summary-catalog-{}", std::process::id());
     let moto = sf_testkit::moto_url();
     tokio::runtime::Builder::new_current_thread()
@@ -702,16 +710,12 @@ fn catalog_reads_an_s3_bucket() {
     assert_eq!(v["mirrors"][0]["key"], "noble/slurm/25.11");
     assert_eq!(v["mirrors"][0]["specs"], 3);
     // Dates come from S3's LastModified; arch and build from the variant.
-    let today = &sf_core::record::rfc3339(std::time::SystemTime::now())[..10];
+    let after = sf_core::record::rfc3339(now() + std::time::Duration::from_secs(1));
+    let uploaded = |d: &Value| d.as_str().is_some_and(|d| *before <= *d && *d <= *after);
     for t in v["tarballs"].as_array().unwrap() {
-        assert!(
-            t["modified"].as_str().is_some_and(|d| d.starts_with(today)),
-            "{t}"
-        );
+        assert!(uploaded(&t["modified"]), "{before} .. {after}: {t}");
     }
-    assert!(v["mirrors"][0]["index_modified"]
-        .as_str()
-        .is_some_and(|d| d.starts_with(today)));
+    assert!(uploaded(&v["mirrors"][0]["index_modified"]), "{v}");
     let gpu = v["tarballs"]
         .as_array()
         .unwrap()
