@@ -293,16 +293,18 @@ fn write_temp(tmp: &Path, body: &Body) -> Result<String> {
     Ok(sha)
 }
 
-/// Removes the temporary file unless it was moved into place.
+/// This host's name, which temporary file names carry with the writer's process id.
+fn this_host() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// This writer's mark in its temporary file names (host and process id), so that a later writer
 /// can tell a file whose writer was killed mid-write from one still being written.
 fn writer_tag() -> String {
-    let uname = rustix::system::uname();
-    format!(
-        "{}-{}",
-        uname.nodename().to_string_lossy(),
-        std::process::id()
-    )
+    format!("{}-{}", this_host(), std::process::id())
 }
 
 /// Remove the temporary files of `dest` left by writers of this host that no longer run (a
@@ -315,8 +317,7 @@ fn sweep_dead_writers(parent: &Path, dest: &Path) {
         return;
     };
     let prefix = format!(".{name}.");
-    let uname = rustix::system::uname();
-    let host = uname.nodename().to_string_lossy();
+    let host = this_host();
     for e in entries.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
         let writer = file
@@ -333,6 +334,7 @@ fn sweep_dead_writers(parent: &Path, dest: &Path) {
     }
 }
 
+/// Removes the temporary file unless it was moved into place.
 #[derive(Debug)]
 struct TempGuard(PathBuf);
 

@@ -269,25 +269,20 @@ impl Store {
         let r = match self {
             Store::S3(s) => s.put(key, body, meta, &cond, gate).await,
             Store::Dir(d) => {
-                let staged = d
-                    .clone()
-                    .blocking(key, move |d, k| d.stage(&k, &body))
-                    .await;
-                match (staged, gate) {
-                    (Err(e), _) => Err(e),
+                async {
+                    let staged = d
+                        .clone()
+                        .blocking(key, move |d, k| d.stage(&k, &body))
+                        .await?;
                     // A shut gate drops the staged file, which removes it.
-                    (Ok(staged), Some(g)) if g.pass().await.is_err() => {
-                        drop(staged);
-                        Err(anyhow::anyhow!(
-                            "not written: the checks of what was being uploaded did not pass"
-                        ))
+                    if let Some(g) = gate {
+                        g.pass().await?;
                     }
-                    (Ok(staged), _) => {
-                        d.clone()
-                            .blocking(key, move |d, _| d.commit(staged, &cond))
-                            .await
-                    }
+                    d.clone()
+                        .blocking(key, move |d, _| d.commit(staged, &cond))
+                        .await
                 }
+                .await
             }
         };
         r.with_context(|| format!("writing {}", self.url_of(key)))

@@ -483,55 +483,30 @@ impl S3Store {
                 // and fails its condition: the object says whose it is, by its size and our
                 // sha256. Only when it is not ours was nothing written (and the caller aborts
                 // our upload).
-                let head = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .send()
-                    .await;
-                match head {
-                    Ok(h) => {
+                match self.object_at(full, len, meta).await {
+                    Some((etag, ours)) => {
                         self.abort_older(full, older).await;
-                        let ours = h.content_length() == Some(len as i64)
-                            && h.metadata().and_then(|m| m.get(SHA256_METADATA))
-                                == Some(&meta.sha256);
                         if !ours {
                             return Ok(PutOutcome::PreconditionFailed);
                         }
                         // The same content may also be another publisher's, our upload still
                         // open: abort it (when it was ours that completed, nothing is found).
                         self.abort_quietly(full, [upload_id.to_string()]).await;
-                        Ok(PutOutcome::Written(ETag(
-                            h.e_tag().unwrap_or_default().to_string(),
-                        )))
+                        Ok(PutOutcome::Written(etag))
                     }
                     // A 409 (a racing conditional write not finished yet) or no answer: not
                     // written by us, as far as we can tell.
-                    Err(_) => Ok(PutOutcome::PreconditionFailed),
+                    None => Ok(PutOutcome::PreconditionFailed),
                 }
             }
             Err(e) => {
                 // The response may be lost or unreadable (a dropped connection; some S3-compatible
                 // servers answer with another XML root) while the upload did complete: the object
                 // itself says so, by its size and our sha256.
-                let head = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(full)
-                    .send()
-                    .await;
-                if let Ok(h) = head {
-                    let ours = h.content_length() == Some(len as i64)
-                        && h.metadata().and_then(|m| m.get(SHA256_METADATA)) == Some(&meta.sha256);
-                    if ours {
-                        self.abort_older(full, older).await;
-                        self.abort_quietly(full, [upload_id.to_string()]).await;
-                        return Ok(PutOutcome::Written(ETag(
-                            h.e_tag().unwrap_or_default().to_string(),
-                        )));
-                    }
+                if let Some((etag, true)) = self.object_at(full, len, meta).await {
+                    self.abort_older(full, older).await;
+                    self.abort_quietly(full, [upload_id.to_string()]).await;
+                    return Ok(PutOutcome::Written(etag));
                 }
                 Err(anyhow!(
                     "completing the multipart upload: {}",
@@ -539,6 +514,22 @@ impl S3Store {
                 ))
             }
         }
+    }
+
+    /// The object at `full`, when there is one (a failed HEAD counts as none): its ETag, and
+    /// whether it holds our content, by its size and our sha256.
+    async fn object_at(&self, full: &str, len: u64, meta: &PutMeta) -> Option<(ETag, bool)> {
+        let h = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .ok()?;
+        let ours = h.content_length() == Some(len as i64)
+            && h.metadata().and_then(|m| m.get(SHA256_METADATA)) == Some(&meta.sha256);
+        Some((ETag(h.e_tag().unwrap_or_default().to_string()), ours))
     }
 
     /// The open multipart uploads of exactly `full` started before ours (`upload_id`, still
