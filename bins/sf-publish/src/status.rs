@@ -399,21 +399,30 @@ async fn cell_status(cache: &mut Cache<'_>, cell: &Cell, stack: &Stack) -> Resul
         return Ok((false, format!("{} has no index", mirror.url)));
     };
     let wanted = wanted_specs(cell, stack);
+    // The index's specs for this cell's OS and target, in index order, taken once for every
+    // wanted spec.
+    let candidates: Vec<(&str, SpecNode)> = index
+        .records()
+        .filter(|(_, r)| r.in_buildcache)
+        .map(|(h, r)| {
+            (
+                h,
+                SpecNode {
+                    json: r.spec.clone(),
+                },
+            )
+        })
+        .filter(|(_, node)| {
+            cell.spack_os
+                .as_deref()
+                .is_none_or(|os| node.platform_os() == Some(os))
+                && node.target() == Some(cell.spack_target.as_str())
+        })
+        .collect();
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for w in &wanted {
-        let hit = index.records().find(|(_, r)| {
-            let node = SpecNode {
-                json: r.spec.clone(),
-            };
-            r.in_buildcache
-                && cell
-                    .spack_os
-                    .as_deref()
-                    .is_none_or(|os| node.platform_os() == Some(os))
-                && node.target() == Some(cell.spack_target.as_str())
-                && w.matches(&node)
-        });
+        let hit = candidates.iter().find(|(_, node)| w.matches(node));
         match hit {
             Some((h, _)) => found.push(format!("{w}/{h}")),
             None => missing.push(w.to_string()),
