@@ -120,10 +120,10 @@ enum Item {
 }
 
 impl Item {
-    fn keys(&self) -> Vec<String> {
+    fn into_keys(self) -> Vec<String> {
         match self {
-            Item::Exact(k) => vec![k.clone()],
-            Item::Wild(_, ks) => ks.clone(),
+            Item::Exact(k) => vec![k],
+            Item::Wild(_, ks) => ks,
         }
     }
 }
@@ -148,7 +148,7 @@ fn solve(node: &Node, dir: &str, layout: &Layout, opts: &Options, out: &mut Vec<
         && !layout.could_hold_mirror(dir)
         && !dir.split('/').any(|s| s == spack::BLOBS_DIR);
     if safe && cost >= opts.min_group.max(2) {
-        let keys = items.iter().flat_map(Item::keys).collect();
+        let keys = items.into_iter().flat_map(Item::into_keys).collect();
         out.push(Item::Wild(dir.to_string(), keys));
         1
     } else {
