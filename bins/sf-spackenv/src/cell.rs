@@ -191,7 +191,7 @@ impl Storage {
 
 /// The layout a cell must have been laid out with: its own destination (which must equal the
 /// caller's, if named) and CDN base (read off its deps mirror unless the caller names it).
-fn layout_of(m: &SupportMatrix, cell: &Cell, key: &CellKey, storage: &Storage) -> Result<Layout> {
+fn layout_of(cell: &Cell, key: &CellKey, storage: &Storage) -> Result<Layout> {
     let regenerate = "regenerate the cell with sf-matrix (with the same --destination, --cdn-url and key templates)";
     if cell.destination.is_empty() {
         return Err(bad_input(format!(
@@ -211,7 +211,7 @@ fn layout_of(m: &SupportMatrix, cell: &Cell, key: &CellKey, storage: &Storage) -
         Some(u) => u.clone(),
         None => {
             let probe = Layout::new(None, None, storage.templates.clone())?;
-            let deps_key = probe.cell(m, key).deps_mirror.key;
+            let deps_key = probe.deps_mirror(&key.toolchain).key;
             let url = &cell.deps_mirror.cdn_url;
             url.strip_suffix(&format!("/{deps_key}"))
                 .filter(|base| !base.is_empty())
@@ -299,7 +299,7 @@ pub fn check_with(m: &SupportMatrix, cell: Cell, storage: &Storage) -> Result<Ch
     }
     // Where the mirrors and the tarball are must be what the layout gives: a hand-edited key or
     // URL would send the build's binaries somewhere no later step looks.
-    let laid_out = layout_of(m, &cell, &key, storage)?.cell(m, &key);
+    let laid_out = layout_of(&cell, &key, storage)?.cell(m, &key);
     for (name, got, want) in [
         (
             "destination",
