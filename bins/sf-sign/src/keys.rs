@@ -182,12 +182,13 @@ pub fn find_certs(pin: &KeyPin, folders: &[PathBuf], gpg: &str) -> Result<(Certs
             let Ok(certs) = Certs::parse(&bytes) else {
                 continue;
             };
-            if let Ok(kept) = certs.pinned(pin) {
-                seen.extend(kept);
-                sources.push(path.display().to_string());
-            } else if certs.has_key(pin) {
-                seen.extend(certs);
-            }
+            keep(
+                certs,
+                pin,
+                path.display().to_string(),
+                &mut seen,
+                &mut sources,
+            );
         }
     }
     if sources.is_empty() {
@@ -200,12 +201,13 @@ pub fn find_certs(pin: &KeyPin, folders: &[PathBuf], gpg: &str) -> Result<(Certs
         {
             Ok(out) if out.status.success() && !out.stdout.is_empty() => {
                 if let Ok(certs) = Certs::parse(&out.stdout) {
-                    if let Ok(kept) = certs.pinned(pin) {
-                        seen.extend(kept);
-                        sources.push(format!("gpg keyring ({pin})"));
-                    } else if certs.has_key(pin) {
-                        seen.extend(certs);
-                    }
+                    keep(
+                        certs,
+                        pin,
+                        format!("gpg keyring ({pin})"),
+                        &mut seen,
+                        &mut sources,
+                    );
                 }
             }
             Ok(_) => {}
@@ -232,6 +234,18 @@ pub fn find_certs(pin: &KeyPin, folders: &[PathBuf], gpg: &str) -> Result<(Certs
         )));
     }
     Ok((seen.pinned(pin)?, sources))
+}
+
+/// Keep what one source (a file, the keyring's export) holds of the pinned key, noting the
+/// source when it holds the pinned primary; a certificate where the pin names only a subkey is
+/// kept too, so the error can name the primary to pin.
+fn keep(certs: Certs, pin: &KeyPin, source: String, seen: &mut Certs, sources: &mut Vec<String>) {
+    if let Ok(kept) = certs.pinned(pin) {
+        seen.extend(kept);
+        sources.push(source);
+    } else if certs.has_key(pin) {
+        seen.extend(certs);
+    }
 }
 
 #[cfg(test)]
