@@ -468,3 +468,63 @@ fn a_good_tarball_uploads_while_it_is_checked_and_arrives_whole() {
     });
     assert!(got[..] == bytes[..], "the tarball arrived changed");
 }
+
+#[test]
+fn a_lost_answer_to_a_multipart_completion_counts_as_written() {
+    // Every answer to CompleteMultipartUpload is lost: the server assembles the tarball, the
+    // publisher hears nothing however often it retries, and the object itself must say that the
+    // upload did complete (our size and sha256), so the run succeeds with nothing left open.
+    let (signing, fingerprint, cert) = new_key();
+    let src = tempfile::tempdir().unwrap();
+    let (file, bytes) = signed_tarball(&signing, src.path());
+    let bucket = new_bucket();
+    let proxy = proxy::lose_answers(&moto_url(), "POST", "uploadId=");
+    let out = sf_publish(&proxy.url)
+        .arg("tarball")
+        .arg(&file)
+        .arg(format!("s3://{bucket}/root"))
+        .args(["--fingerprint", &fingerprint, "--cert"])
+        .arg(cert.path())
+        .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        .args(["--aws-max-attempts", "3"])
+        .assert()
+        .success();
+    assert_eq!(
+        proxy.faults(),
+        3,
+        "every attempt at completing was carried out and its answer lost"
+    );
+    let report = json_out(&out.get_output().stdout);
+    let changes: Vec<(&str, &str)> = report["change_list"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["key"].as_str().unwrap(), c["action"].as_str().unwrap()))
+        .collect();
+    let key = format!("root/{KEY}");
+    assert!(
+        changes
+            .iter()
+            .any(|&(k, a)| k.ends_with(KEY) && a == "created"),
+        "the tarball is in the change list as created: {changes:?}"
+    );
+    assert_eq!(open_uploads(&bucket), Vec::new(), "no upload is left open");
+    let mut objects = object_keys(&bucket);
+    objects.sort();
+    assert_eq!(
+        objects,
+        [
+            "root/builds/24.11/jammy/SHA256SUMS",
+            "root/builds/24.11/jammy/SHA256SUMS.asc",
+            key.as_str(),
+            &format!("{key}.asc"),
+        ],
+        "the rest of the tarball's files followed it"
+    );
+    let b = bucket.clone();
+    let got = with_s3(|s3| async move {
+        let o = s3.get_object().bucket(b).key(key).send().await.unwrap();
+        o.body.collect().await.unwrap().into_bytes()
+    });
+    assert!(got[..] == bytes[..], "the tarball arrived changed");
+}

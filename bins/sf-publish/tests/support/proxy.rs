@@ -5,8 +5,8 @@
 //! unanswered, reset halfway through its body, carried out by the server with its answer lost,
 //! and (with a stall) held unanswered past the client's attempt timeout. Faults are spread out, so
 //! a retry usually meets a request that goes through. One request per connection, so each one can
-//! be hit. It can also hold a chosen PUT (by
-//! its number among PUTs, counted from 1, and its path): the test's hook runs while that request
+//! be hit. It can also hold a chosen request (a PUT by its number among PUTs, counted from 1,
+//! and its path; any request by its method and target): the test's hook runs while that request
 //! waits (to kill the publisher there, or to let another writer in first) and decides whether it
 //! goes on to the server, and whether its answer comes back.
 
@@ -28,6 +28,9 @@ pub enum Then {
 
 /// Runs on every PUT with its number (from 1) and its path; `None` lets it pass.
 pub type PutHook = Arc<dyn Fn(u64, &str) -> Option<Then> + Send + Sync>;
+
+/// Runs on every request with its method and its target (path and query); `None` lets it pass.
+pub type RequestHook = Arc<dyn Fn(&str, &str) -> Option<Then> + Send + Sync>;
 
 /// The ways `faulty` fails a request, in the order it takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,7 +75,34 @@ pub fn recording(upstream: &str) -> Proxy {
 
 /// Carry every request, running `hook` on each PUT before it is forwarded.
 pub fn on_put(upstream: &str, hook: PutHook) -> Proxy {
+    let puts = AtomicU64::new(0);
+    on_request(
+        upstream,
+        Arc::new(move |method: &str, target: &str| {
+            if method != "PUT" {
+                return None;
+            }
+            let path = target.split('?').next().unwrap_or_default();
+            hook(puts.fetch_add(1, Ordering::SeqCst) + 1, path)
+        }),
+    )
+}
+
+/// Carry every request, running `hook` on each before it is forwarded.
+pub fn on_request(upstream: &str, hook: RequestHook) -> Proxy {
     start(upstream, None, Some(hook))
+}
+
+/// Carry every request, but lose the answer to each `method` request whose target (path and
+/// query) contains `target_part`: the server carries them out, the client hears of none.
+pub fn lose_answers(upstream: &str, method: &str, target_part: &str) -> Proxy {
+    let (method, part) = (method.to_string(), target_part.to_string());
+    on_request(
+        upstream,
+        Arc::new(move |m: &str, target: &str| {
+            (m == method && target.contains(&part)).then_some(Then::Lose)
+        }),
+    )
 }
 
 /// Carry every request, but lose the answer to the `nth` PUT (from 1) whose path contains
@@ -132,7 +162,7 @@ struct Faults {
 const SLOW_DOWN: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
 const INTERNAL_ERROR: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>";
 
-fn start(upstream: &str, faults_cfg: Option<Faults>, hook: Option<PutHook>) -> Proxy {
+fn start(upstream: &str, faults_cfg: Option<Faults>, hook: Option<RequestHook>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let up = upstream
@@ -143,7 +173,6 @@ fn start(upstream: &str, faults_cfg: Option<Faults>, hook: Option<PutHook>) -> P
     let kinds = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     let forms = Arc::new(Mutex::new(Vec::new()));
     let counter = Arc::new(AtomicU64::new(0));
-    let puts = Arc::new(AtomicU64::new(0));
     let (f, k, fm) = (faults.clone(), kinds.clone(), forms.clone());
     std::thread::spawn(move || {
         for conn in listener.incoming() {
@@ -155,22 +184,14 @@ fn start(upstream: &str, faults_cfg: Option<Faults>, hook: Option<PutHook>) -> P
                 fm.clone(),
                 counter.clone(),
             );
-            let (hook, puts, cfg) = (hook.clone(), puts.clone(), faults_cfg.clone());
+            let (hook, cfg) = (hook.clone(), faults_cfg.clone());
             std::thread::spawn(move || {
                 let noted = Noted {
                     faults: &f,
                     kinds: &k,
                     forms: &fm,
                 };
-                carry(
-                    client,
-                    &up,
-                    cfg.as_ref(),
-                    &noted,
-                    &counter,
-                    hook.as_ref(),
-                    &puts,
-                )
+                carry(client, &up, cfg.as_ref(), &noted, &counter, hook.as_ref())
             });
         }
     });
@@ -212,8 +233,7 @@ fn carry(
     cfg: Option<&Faults>,
     noted: &Noted,
     counter: &AtomicU64,
-    hook: Option<&PutHook>,
-    puts: &AtomicU64,
+    hook: Option<&RequestHook>,
 ) {
     // Read the request head and body.
     let mut buf = Vec::new();
@@ -278,10 +298,13 @@ fn carry(
             .push(String::from_utf8_lossy(&buf[head_end..]).into_owned());
     }
     let mut lose = false;
-    if let (Some(hook), Some(target)) = (hook, head.strip_prefix("PUT ")) {
-        let n = puts.fetch_add(1, Ordering::SeqCst) + 1;
-        let target = target.split([' ', '?']).next().unwrap_or_default();
-        match hook(n, target) {
+    let mut request_line = head.lines().next().unwrap_or_default().split(' ');
+    let (method, target) = (
+        request_line.next().unwrap_or_default(),
+        request_line.next().unwrap_or_default(),
+    );
+    if let Some(hook) = hook {
+        match hook(method, target) {
             Some(Then::Drop) => {
                 let _ = client.shutdown(Shutdown::Both);
                 return;
