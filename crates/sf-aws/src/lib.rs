@@ -391,12 +391,12 @@ pub async fn require_credentials(sdk: &SdkConfig) -> Result<()> {
         Ok(_) => Ok(()),
         // The role and token source were given and checked; minting failed: the work failed.
         Err(e) if error_chain_has::<oidc::OidcError>(&e) => {
-            Err(anyhow::anyhow!("{}", sf_error_text(&e)))
+            Err(anyhow::anyhow!("{}", error_text(&e)))
         }
         Err(e) => Err(bad_input(format!(
             "{}: {}",
             no_credentials_text(),
-            sf_error_text(&e)
+            error_text(&e)
         ))),
     }
 }
@@ -420,8 +420,10 @@ fn error_chain_has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 
     false
 }
 
-/// The message of an SDK error with its sources, on one line (SDK errors print only their kind).
-pub fn sf_error_text(e: &(dyn std::error::Error + 'static)) -> String {
+/// The message of an SDK error with its sources, on one line: SDK errors print only their kind
+/// ("service error"), and the SDK's own `DisplayErrorContext` appends a debug dump of the whole
+/// response, headers and body included, which buries the one line that says what went wrong.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut src = e.source();
     while let Some(s) = src {

@@ -593,3 +593,36 @@ async fn dir_a_write_sweeps_the_temporary_files_of_dead_writers() {
     assert!(!stale.exists(), "a dead writer's file stays");
     assert!(live.exists() && elsewhere.exists() && other_key.exists());
 }
+
+#[tokio::test]
+async fn an_s3_error_reads_as_one_line_naming_what_the_server_said() {
+    // The bucket goes away under an open store: the write fails with S3's own code and message,
+    // not a debug dump of the response (its headers and body).
+    let aws = settings();
+    let sdk = aws.load().await.unwrap();
+    let bucket = format!("sf-store-{}", sf_core::fsutil::random_hex(6).unwrap());
+    let s3 = aws.s3_client(&sdk);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let store = Store::open(
+        &Destination::parse(&format!("s3://{bucket}")).unwrap(),
+        &aws,
+    )
+    .await
+    .unwrap();
+    s3.delete_bucket().bucket(&bucket).send().await.unwrap();
+    let err = store
+        .put(
+            "a",
+            Body::Bytes(b"a".to_vec()),
+            &meta(b"a"),
+            Condition::Always,
+        )
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("NoSuchBucket"), "{text}");
+    assert!(!text.contains('\n'), "one line: {text}");
+    for dump in ["SdkBody", "headers", "ErrorMetadata", "StatusCode("] {
+        assert!(!text.contains(dump), "no {dump} in {text}");
+    }
+}
