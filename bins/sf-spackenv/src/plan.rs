@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sf_core::exit::ResultExt;
+use sf_core::fsutil::{AtomicFile, Undoable};
 use sha2::{Digest, Sha256};
 
 use crate::cell::CheckedCell;
@@ -169,77 +170,39 @@ impl CreatedDirs {
     }
 }
 
-/// A file written in full beside its destination, not visible yet.
-struct Staged {
-    tmp: PathBuf,
-    dest: PathBuf,
-    /// Where the file the destination held before was moved while this run is undecided.
-    backup: Option<PathBuf>,
-    /// Whether `tmp` has been renamed to `dest`.
-    placed: bool,
-}
-
-/// Every file of one write. Until [`Batch::finish`], dropping it (or [`Batch::roll_back`]) puts
-/// the output directory back as it was: new files removed, replaced files restored, temporary
-/// files and created directories gone.
+/// Every file of one write. Until [`Batch::finish`], dropping it puts the output directory back
+/// as it was: placed files undone (previous ones restored, new ones removed), temporary files and
+/// created directories gone.
+#[derive(Default)]
 struct Batch {
-    files: Vec<Staged>,
+    /// Complete, not visible yet.
+    staged: Vec<AtomicFile>,
+    /// In place, in plan order, each keeping the file it replaced until the write is decided.
+    placed: Vec<Undoable>,
     dirs: CreatedDirs,
 }
 
-/// A name beside `dest` for a temporary or backup copy.
-fn beside(dest: &Path, what: &str) -> std::io::Result<PathBuf> {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(dest.with_file_name(format!(
-        ".{name}.sf-spackenv-{what}-{}",
-        sf_core::fsutil::random_hex(6)?
-    )))
-}
-
 impl Batch {
-    /// Rename every staged file into place, keeping what each destination held as a backup; on
-    /// the first failure, undo the renames done so far.
+    /// Put every staged file in place; on the first failure, stop (dropping the batch undoes the
+    /// ones placed so far).
     fn place(&mut self) -> std::io::Result<()> {
-        for i in 0..self.files.len() {
-            let f = &mut self.files[i];
-            // A file (or link) already there is moved aside so a failure can bring it back; a
-            // directory is left alone and makes the rename below fail.
-            let existing = std::fs::symlink_metadata(&f.dest).ok();
-            if existing.is_some_and(|m| !m.is_dir()) {
-                let backup = beside(&f.dest, "old")?;
-                std::fs::rename(&f.dest, &backup).map_err(|e| annotate(e, &f.dest))?;
-                f.backup = Some(backup);
-            }
-            std::fs::rename(&f.tmp, &f.dest).map_err(|e| annotate(e, &f.dest))?;
-            f.placed = true;
+        for f in std::mem::take(&mut self.staged) {
+            let dest = f.dest().to_path_buf();
+            let placed = f.commit_undoable().map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot put {} in place: {e}", dest.display()),
+                )
+            })?;
+            self.placed.push(placed);
         }
         Ok(())
     }
 
-    /// Put everything back as it was before this write.
-    fn roll_back(&mut self) {
-        for f in self.files.drain(..).rev() {
-            if f.placed {
-                let _ = std::fs::remove_file(&f.dest);
-            } else {
-                let _ = std::fs::remove_file(&f.tmp);
-            }
-            if let Some(b) = &f.backup {
-                let _ = std::fs::rename(b, &f.dest);
-            }
-        }
-        self.dirs.remove_all();
-    }
-
-    /// Keep the new files: drop the backups and forget the created directories.
+    /// Keep the new files: drop the replaced ones and forget the created directories.
     fn finish(mut self) {
-        for f in self.files.drain(..) {
-            if let Some(b) = &f.backup {
-                let _ = std::fs::remove_file(b);
-            }
+        for f in self.placed.drain(..) {
+            f.keep();
         }
         self.dirs.0.clear();
     }
@@ -247,15 +210,13 @@ impl Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
-        self.roll_back();
+        // Latest first, then the temporary files, then the (by now empty) directories.
+        while let Some(f) = self.placed.pop() {
+            f.undo();
+        }
+        self.staged.clear();
+        self.dirs.remove_all();
     }
-}
-
-fn annotate(e: std::io::Error, dest: &Path) -> std::io::Error {
-    std::io::Error::new(
-        e.kind(),
-        format!("cannot put {} in place: {e}", dest.display()),
-    )
 }
 
 impl Plan {
@@ -276,15 +237,16 @@ impl Plan {
         out: &Path,
         announce: impl FnOnce(&[PathBuf]) -> Result<()>,
     ) -> Result<Vec<PathBuf>> {
-        let mut batch = Batch {
-            files: Vec::new(),
-            dirs: CreatedDirs::default(),
-        };
+        let mut batch = Batch::default();
         self.stage(out, &mut batch)?;
         batch
             .place()
             .bad_input(format!("--out {}", out.display()))?;
-        let written: Vec<PathBuf> = batch.files.iter().map(|f| f.dest.clone()).collect();
+        let written: Vec<PathBuf> = batch
+            .placed
+            .iter()
+            .map(|f| f.path().to_path_buf())
+            .collect();
         announce(&written)?;
         batch.finish();
         Ok(written)
@@ -305,32 +267,19 @@ impl Plan {
                     .create(parent)
                     .bad_input(unwritable(&file.rel_path))?;
             }
-            let tmp = beside(&dest, "new").bad_input(unwritable(&file.rel_path))?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(
-                &mut options,
-                if file.executable { 0o755 } else { 0o644 },
-            );
-            let mut handle = options.open(&tmp).bad_input(unwritable(&file.rel_path))?;
-            batch.files.push(Staged {
-                tmp: tmp.clone(),
-                dest: dest.clone(),
-                backup: None,
-                placed: false,
-            });
-            handle
-                .write_all(&file.bytes)
-                .and_then(|()| handle.sync_all())
-                .with_context(|| format!("writing {}", tmp.display()))?;
+            let mode = if file.executable { 0o755 } else { 0o644 };
+            let mut tmp =
+                AtomicFile::create_with_mode(&dest, mode).bad_input(unwritable(&file.rel_path))?;
+            tmp.write_all(&file.bytes)
+                .and_then(|()| tmp.sync_all())
+                .with_context(|| format!("writing {}", dest.display()))?;
             #[cfg(unix)]
             if file.executable {
                 // The umask may have taken bits off at creation.
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-                    .with_context(|| format!("making {} executable", tmp.display()))?;
+                tmp.set_mode(0o755)
+                    .with_context(|| format!("making {} executable", dest.display()))?;
             }
+            batch.staged.push(tmp);
         }
         Ok(())
     }
@@ -440,5 +389,27 @@ mod tests {
             ]
         );
         assert!(!out.join("modules").exists(), "a created folder is removed");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_staged_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        // A file where the modulefile's folder goes: the first three files are staged, then the
+        // fourth cannot be, before anything was put in place.
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("modules"), "not a folder").unwrap();
+        std::fs::write(out.join("spack.yaml"), "the old environment").unwrap();
+        let p = plan_for("25.11", "noble");
+        assert_eq!(p.files[3].kind, FileKind::Modulefile);
+        let e = p.write(&out).unwrap_err();
+        assert_eq!(sf_core::exit::code_for(&e), 2);
+        assert_eq!(
+            contents(&out),
+            vec![
+                ("modules".to_string(), b"not a folder".to_vec()),
+                ("spack.yaml".to_string(), b"the old environment".to_vec()),
+            ]
+        );
     }
 }
