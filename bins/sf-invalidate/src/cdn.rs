@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use aws_sdk_cloudfront::error::SdkError;
+use aws_sdk_cloudfront::operation::get_invalidation::{
+    GetInvalidationError, GetInvalidationOutput,
+};
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 use serde::Serialize;
@@ -83,22 +87,31 @@ fn denied<E: std::error::Error>(distribution: &str, what: &str, e: &E) -> anyhow
 }
 
 impl Cdn<'_> {
+    /// One GetInvalidation call. Its errors are left to the caller: a denial means something
+    /// different before this run made its invalidation than while it waits for it.
+    async fn get_invalidation(
+        &self,
+        id: &str,
+    ) -> std::result::Result<GetInvalidationOutput, SdkError<GetInvalidationError>> {
+        self.client
+            .get_invalidation()
+            .distribution_id(self.distribution)
+            .id(id)
+            .send()
+            .await
+    }
+
     async fn details(&mut self, id: &str) -> Result<Option<&Details>> {
         if !self.details.contains_key(id) {
-            let got = self
-                .client
-                .get_invalidation()
-                .distribution_id(self.distribution)
-                .id(id)
-                .send()
-                .await
-                .map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
-                        denied(self.distribution, "read invalidations", &e)
-                    } else {
-                        anyhow!("reading invalidation {id}: {}", sdk_text(&e))
-                    }
-                })?;
+            // Read to decide what to create: credentials that may not read invalidations are a
+            // set-up problem, exit 2 like a denied list or create call.
+            let got = self.get_invalidation(id).await.map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
+                    denied(self.distribution, "read invalidations", &e)
+                } else {
+                    anyhow!("reading invalidation {id}: {}", sdk_text(&e))
+                }
+            })?;
             let Some(batch) = got.invalidation().and_then(|i| i.invalidation_batch()) else {
                 return Ok(None);
             };
@@ -177,14 +190,12 @@ impl Cdn<'_> {
 
     /// Poll one invalidation until it completes or the deadline passes.
     async fn wait_done(&self, id: &str, deadline: Instant, poll: Duration) -> Result<String> {
-        let distribution = self.distribution;
         loop {
+            // Every error here, a denial too, is exit 1: the invalidation exists by now (made or
+            // found by this run, and named in its outputs) and goes on in CloudFront, so this is
+            // a failure to watch the work, not bad input that changed nothing (exit 2).
             let got = self
-                .client
-                .get_invalidation()
-                .distribution_id(distribution)
-                .id(id)
-                .send()
+                .get_invalidation(id)
                 .await
                 .map_err(|e| anyhow!("reading invalidation {id}: {}", sdk_text(&e)))?;
             let status = got

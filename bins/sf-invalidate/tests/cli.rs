@@ -712,6 +712,56 @@ fn credentials_without_rights_are_exit_2_whichever_call_finds_out() {
 }
 
 #[test]
+fn a_denied_read_is_exit_2_before_creating_and_exit_1_while_waiting() {
+    // Reading an earlier invalidation's details to find ours again: a set-up problem, nothing
+    // made yet.
+    let dist = distribution("denied-get");
+    create_invalidation(&dist, vec!["/done/0".into()], "done-0");
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+    proxy.deny("get");
+    let mut c = sf_invalidate();
+    with_endpoint(&mut c, &proxy.url)
+        .args(["--distribution-id", &dist, "--paths", "builds/x"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "the AWS credentials may not read invalidations",
+        ));
+    assert_eq!(proxy.creates(), 0);
+
+    // Polling the invalidation this run made: it goes on in CloudFront and the outputs name it,
+    // so a denial here is a failed wait, exit 1.
+    let dist = distribution("denied-wait");
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 1);
+    proxy.deny("get");
+    let tmp = tempfile::tempdir().unwrap();
+    let output = tmp.path().join("output");
+    let results = tmp.path().join("results");
+    let mut c = sf_invalidate();
+    let out = with_endpoint(&mut c, &proxy.url)
+        .args(["--distribution-id", &dist, "--wait", "--timeout", "30s"])
+        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("SF_RESULTS_DIR", &results)
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("reading invalidation") && stderr.contains("AccessDenied"),
+        "{stderr}"
+    );
+    let made = invalidations(&dist);
+    assert_eq!(made.len(), 1);
+    assert_eq!(proxy.gets(&made[0].0), 1);
+    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    assert_eq!(outputs["invalidation-ids"], made[0].0);
+    assert_eq!(outputs["status"], "InProgress");
+    let rec = record_in(&results);
+    assert_eq!(rec["error"]["exit_code"], 1);
+}
+
+#[test]
 fn path_map_serves_keys_under_the_origin_path() {
     let out = sf_invalidate()
         .args(["--dry-run", "--path-map", "prod=/cache"])
