@@ -193,7 +193,16 @@ fn view(stack: &Stack) -> Value {
     )])
 }
 
-fn modules(module: &str) -> Value {
+/// Spack's Lmod hierarchy puts what the core compiler builds in `Core`; left unset, Spack guesses
+/// the core compiler from those it finds (and warns). The toolchain's gcc is the one compiler of a
+/// cell (never built, see `packages`), named by its major version so the minor release the image
+/// really ships still matches.
+fn core_compiler(cell: &CheckedCell) -> String {
+    let major = cell.cell.gcc.split('.').next().unwrap_or_default();
+    format!("gcc@{major}")
+}
+
+fn modules(module: &str, core_compiler: String) -> Value {
     map([(
         "default",
         map([
@@ -203,6 +212,7 @@ fn modules(module: &str) -> Value {
             (
                 "lmod",
                 map([
+                    ("core_compilers", strings([core_compiler])),
                     ("hierarchy", Value::Sequence(vec![])),
                     ("hash_length", 0.into()),
                     // Only Slurm gets a modulefile: nothing else is shipped as a module, so nothing
@@ -247,7 +257,7 @@ pub fn document(cell: &CheckedCell, stack: &Stack, options: &Options) -> Value {
     match module_name(cell) {
         Some(module) => {
             put("view", view(stack));
-            put("modules", modules(&module));
+            put("modules", modules(&module, core_compiler(cell)));
         }
         // The deps pipeline ships a build cache, not a tree.
         None => put("view", false.into()),
@@ -332,6 +342,29 @@ mod tests {
             arm.iter().any(|s| s.starts_with("cuda@"))
                 && !arm.iter().any(|s| s.starts_with("rocm"))
         );
+    }
+
+    #[test]
+    fn the_core_compiler_is_the_toolchains_gcc_by_major_version() {
+        let stack = Stack::embedded();
+        let m = SupportMatrix::embedded();
+        for (toolchain, expected) in [("noble", "gcc@13"), ("jammy", "gcc@11")] {
+            let key = CellKey {
+                pipeline: Pipeline::Tarball,
+                slurm_version: Some(m.slurm_version("25.11").unwrap()),
+                toolchain: m.toolchain_name(toolchain).unwrap(),
+                arch: m.arch_name("amd64").unwrap(),
+                build: m.build_kind("cpu").unwrap(),
+            };
+            let c = crate::cell::check(&m, Layout::default().cell(&m, &key)).unwrap();
+            let doc = document(&c, &stack, &OPTS);
+            let lmod = &doc["spack"]["modules"]["default"]["lmod"];
+            assert_eq!(
+                lmod["core_compilers"],
+                strings([expected]),
+                "{toolchain}: {lmod:?}"
+            );
+        }
     }
 
     #[test]
