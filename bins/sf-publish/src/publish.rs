@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use tokio::sync::Semaphore;
 
-use sf_store::{Body, Condition, Gate, PutOutcome, Store};
+use sf_store::{Body, Condition, Gate, ObjectInfo, PutOutcome, Store};
 
 use crate::changes::{Action, Change, Changes};
 use crate::objects::{ObjectKind, ObjectMeta};
@@ -137,20 +137,8 @@ impl Publisher {
             Some(h) if item.kind.immutable() => {
                 // A known checksum that differs is damage whatever the size says; only a blob
                 // without one (written by someone else, e.g. Spack) is taken on its size.
-                if let Some(theirs) = &h.sha256 {
-                    return Err(anyhow!(
-                        "{} exists with sha256 {theirs}, but its key says {}: the destination holds a damaged blob; remove it and publish again",
-                        self.store.url_of(&item.key),
-                        item.sha256
-                    ));
-                }
-                if h.size != item.size {
-                    return Err(anyhow!(
-                        "{} exists with {} bytes, but this blob has {}: the destination holds a damaged blob; remove it and publish again",
-                        self.store.url_of(&item.key),
-                        h.size,
-                        item.size
-                    ));
+                if h.sha256.is_some() || h.size != item.size {
+                    return Err(damaged_blob(&self.store.url_of(&item.key), &h, &item));
                 }
                 self.skip(&item);
                 return Ok(Done::Skipped);
@@ -206,13 +194,7 @@ impl Publisher {
                 self.skip(item);
                 Ok(Done::Skipped)
             }
-            theirs => Err(anyhow!(
-                "{url} exists with {} bytes and sha256 {}, but this blob has {} bytes and sha256 {}: the destination holds a damaged blob; remove it and publish again",
-                h.size,
-                theirs.as_deref().unwrap_or("unknown"),
-                item.size,
-                item.sha256
-            )),
+            _ => Err(damaged_blob(&url, &h, item)),
         }
     }
 
@@ -240,6 +222,21 @@ impl Publisher {
     }
 }
 
+/// The error for a blob key whose object is not this blob: what it holds against what it should
+/// hold, and the remedy. The key is content-addressed, so the object is damaged, never stale.
+fn damaged_blob(url: &str, held: &ObjectInfo, item: &Item) -> anyhow::Error {
+    let theirs = match &held.sha256 {
+        Some(sha) => format!("sha256 {sha}"),
+        None => "no recorded sha256".to_string(),
+    };
+    anyhow!(
+        "{url} exists with {} bytes and {theirs}, but this blob has {} bytes and sha256 {}: the destination holds a damaged blob; remove it and publish again",
+        held.size,
+        item.size,
+        item.sha256
+    )
+}
+
 /// Sleep before retrying a lost compare-and-swap: exponential, capped, with full jitter so
 /// colliding publishers spread out.
 pub async fn backoff(attempt: u32) {
@@ -248,4 +245,44 @@ pub async fn backoff(attempt: u32) {
     let _ = getrandom::getrandom(&mut b);
     let ms = u64::from_le_bytes(b) % (cap_ms + 1);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(size: u64, sha256: Option<&str>) -> ObjectInfo {
+        ObjectInfo {
+            key: "blobs/sha256/ab/abc".into(),
+            size,
+            etag: sf_store::ETag("\"e\"".into()),
+            sha256: sha256.map(str::to_string),
+            content_type: None,
+            cache_control: None,
+        }
+    }
+
+    #[test]
+    fn a_damaged_blob_is_named_with_what_it_holds_what_was_expected_and_the_remedy() {
+        let item = Item::bytes("blobs/sha256/ab/abc", b"four".to_vec(), ObjectKind::Blob);
+        let url = "s3://bucket/m/blobs/sha256/ab/abc";
+        let e = damaged_blob(url, &held(4, Some("0123")), &item).to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{url} exists with 4 bytes and sha256 0123, but this blob has 4 bytes and sha256 {}: the destination holds a damaged blob; remove it and publish again",
+                item.sha256
+            )
+        );
+        // Written by someone else without our metadata, and of another size.
+        let e = damaged_blob(url, &held(9, None), &item).to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{url} exists with 9 bytes and no recorded sha256, but this blob has 4 bytes and sha256 {}:",
+                item.sha256
+            )),
+            "{e}"
+        );
+        assert!(e.ends_with("remove it and publish again"), "{e}");
+    }
 }
