@@ -13,6 +13,7 @@ use aws_sdk_cloudfront::operation::get_invalidation::{
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 use serde::Serialize;
+use sf_aws::error_text;
 use sf_core::bad_input;
 
 use crate::plan::{Batch, MAX_PATHS_IN_FLIGHT, MAX_WILDCARDS_IN_FLIGHT};
@@ -66,23 +67,12 @@ pub fn is_completed(status: &str) -> bool {
     status.eq_ignore_ascii_case("completed")
 }
 
-fn sdk_text<E: std::error::Error>(e: &E) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
 /// Credentials that may not do what is asked are a set-up problem like missing ones: exit 2,
 /// whichever call finds out.
-fn denied<E: std::error::Error>(distribution: &str, what: &str, e: &E) -> anyhow::Error {
+fn denied<E: std::error::Error + 'static>(distribution: &str, what: &str, e: &E) -> anyhow::Error {
     bad_input(format!(
         "the AWS credentials may not {what} on distribution {distribution} (give the role cloudfront:ListInvalidations, GetInvalidation and CreateInvalidation): {}",
-        sdk_text(e)
+        error_text(e)
     ))
 }
 
@@ -109,7 +99,7 @@ impl Cdn<'_> {
                 if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
                     denied(self.distribution, "read invalidations", &e)
                 } else {
-                    anyhow!("reading invalidation {id}: {}", sdk_text(&e))
+                    anyhow!("reading invalidation {id}: {}", error_text(&e))
                 }
             })?;
             let Some(batch) = got.invalidation().and_then(|i| i.invalidation_batch()) else {
@@ -138,7 +128,7 @@ impl Cdn<'_> {
             } else if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
                 denied(distribution, "list invalidations", &e)
             } else {
-                anyhow!("listing the invalidations of {distribution}: {}", sdk_text(&e))
+                anyhow!("listing the invalidations of {distribution}: {}", error_text(&e))
             }
         })?;
         let mut items: Vec<(String, String, i64)> = list
@@ -197,7 +187,7 @@ impl Cdn<'_> {
             let got = self
                 .get_invalidation(id)
                 .await
-                .map_err(|e| anyhow!("reading invalidation {id}: {}", sdk_text(&e)))?;
+                .map_err(|e| anyhow!("reading invalidation {id}: {}", error_text(&e)))?;
             let status = got
                 .invalidation()
                 .map(|i| i.status().to_string())
@@ -288,10 +278,10 @@ pub async fn execute(
                     {
                         bad_input(format!(
                             "CloudFront refused the paths of {label}: {}",
-                            sdk_text(&e)
+                            error_text(&e)
                         ))
                     } else {
-                        anyhow!("creating the invalidation for {label}: {}", sdk_text(&e))
+                        anyhow!("creating the invalidation for {label}: {}", error_text(&e))
                     }
                 })?;
             let inv = created
