@@ -3,7 +3,10 @@
 # server in the same run. Targets (SPEC section 11):
 #   - a 1 GB tarball (with its .asc and signed SHA256SUMS beside it, as `sf-publish tarball`
 #     requires) against `aws s3 cp`, `rclone copy` and `s3cmd put`: faster than all three, peak
-#     memory under 200 MB;
+#     memory under 200 MB. sf-publish also checks both signatures and the sha256 before the
+#     tarball becomes visible, which the peers do not; for context the row also times what a
+#     shell pipeline needs for the same guarantee (`sqv` of both signatures, `sha256sum -c`, then
+#     `aws s3 cp --recursive` of the four files);
 #   - publishing an unchanged signed mirror of several thousand spec manifests again (made from the
 #     shapes of tests/fixtures/spack-v3-unsigned, signed by `sf-sign mirror`) against a second
 #     `aws s3 sync` of the same directory: no bytes uploaded, faster;
@@ -50,7 +53,7 @@ fi
 
 # The peers: rclone from Debian, the AWS CLI and s3cmd from PyPI, the server from crates (0.14.1:
 # newer releases need a newer rustc). Built once into ~/.cargo/bin; the build itself is scratch.
-apt_need time rclone openssl python3
+apt_need time rclone openssl python3 sqv coreutils
 pub_pip=()
 command -v aws >/dev/null || pub_pip+=(awscli)
 command -v s3cmd >/dev/null || pub_pip+=(s3cmd)
@@ -165,6 +168,16 @@ EOF
         rm -rf "$pub_dir/data/bench/ours-$i"
         pub_timed aws aws --endpoint-url "$pub_url" s3 cp --only-show-errors "$pub_tarball" "s3://bench/aws-$i/$pub_name"
         rm -rf "$pub_dir/data/bench/aws-$i"
+        # shellcheck disable=SC2016 # the inner script expands its own arguments
+        pub_timed aws_checked bash -c 'cd "$1" && sqv --keyring "$2" "$3.asc" "$3" >/dev/null &&
+            sqv --keyring "$2" SHA256SUMS.asc SHA256SUMS >/dev/null && sha256sum --quiet -c SHA256SUMS &&
+            aws --endpoint-url "$4" s3 cp --recursive --only-show-errors . "$5"' _ \
+            "$pub_dir/dist" "$pub_dir/key/public.asc" "$pub_name" "$pub_url" "s3://bench/aws-checked-$i/"
+        cmp -s "$pub_tarball" "$pub_dir/data/bench/aws-checked-$i/$pub_name" || {
+            echo "the checked aws s3 cp pipeline did not upload the tarball whole" >&2
+            exit 1
+        }
+        rm -rf "$pub_dir/data/bench/aws-checked-$i"
         pub_timed rclone rclone copy "$pub_tarball" "pubs3:bench/rclone-$i/"
         rm -rf "$pub_dir/data/bench/rclone-$i"
         pub_timed s3cmd s3cmd -c "$pub_dir/key/s3cmd.cfg" put -q "$pub_tarball" "s3://bench/s3cmd-$i/$pub_name"
@@ -177,6 +190,7 @@ EOF
         "ours=${ours_s}s" "aws_s3_cp=${aws_s}s" "rclone_copy=${rclone_s}s" "s3cmd_put=${s3cmd_s}s" \
         "time_vs_aws=$(ratio "$ours_s" "$aws_s")" "time_vs_rclone=$(ratio "$ours_s" "$rclone_s")" \
         "time_vs_s3cmd=$(ratio "$ours_s" "$s3cmd_s")" \
+        "aws_s3_cp_after_same_checks=${aws_checked_s}s" "time_vs_checked_aws=$(ratio "$ours_s" "$aws_checked_s")" \
         "peak_rss=${ours_kb}KiB" "aws_rss=${aws_kb}KiB" "rclone_rss=${rclone_kb}KiB" "s3cmd_rss=${s3cmd_kb}KiB"
 
     # --- a mirror of several thousand spec manifests ----------------------------------------
