@@ -116,14 +116,14 @@ pub fn plan(cli: &Cli) -> Result<Plan> {
         include: CellSelector::parse_many(&m, &cli.include).context("--include")?,
         exclude: CellSelector::parse_many(&m, &cli.exclude).context("--exclude")?,
     };
-    let keys = selection.expand(&m, cli.pipeline)?;
-    let idle_excludes = selection
-        .unmatched_excludes(&m, cli.pipeline)?
+    let expansion = selection.expansion(&m, cli.pipeline)?;
+    let idle_excludes = expansion
+        .unmatched_excludes
         .iter()
         .map(|e| e.to_string())
         .collect();
     Ok(Plan {
-        cells: keys.iter().map(|k| layout.cell(&m, k)).collect(),
+        cells: expansion.cells.iter().map(|k| layout.cell(&m, k)).collect(),
         idle_excludes,
     })
 }

@@ -788,10 +788,25 @@ pub struct Selection {
     pub exclude: Vec<CellSelector>,
 }
 
+/// What a [`Selection`] expands into.
+#[derive(Debug)]
+pub struct Expansion<'a> {
+    /// The selected cells.
+    pub cells: Vec<CellKey>,
+    /// The excludes that match none of the cells the lists and includes select, in the order
+    /// given (most likely a typo in a workflow input; the caller warns).
+    pub unmatched_excludes: Vec<&'a CellSelector>,
+}
+
 impl Selection {
     /// Expand into cells: the cross product of the lists, plus includes, minus excludes; in a
     /// stable order (data-file order of each axis) with no duplicates.
     pub fn expand(&self, m: &SupportMatrix, pipeline: Pipeline) -> Result<Vec<CellKey>> {
+        Ok(self.expansion(m, pipeline)?.cells)
+    }
+
+    /// [`Selection::expand`], also telling which excludes left nothing out.
+    pub fn expansion(&self, m: &SupportMatrix, pipeline: Pipeline) -> Result<Expansion<'_>> {
         let versions = self.slurm_versions.resolve(
             m.slurm_versions
                 .iter()
@@ -852,32 +867,34 @@ impl Selection {
                 cells.push(key);
             }
         }
-        cells.retain(|c| !self.exclude.iter().any(|e| e.matches(c)));
+        // Every exclude is tried on every cell (no stopping at the first that matches), so the
+        // same pass tells which excludes matched nothing.
+        let mut matched = vec![false; self.exclude.len()];
+        cells.retain(|c| {
+            let mut keep = true;
+            for (hit, e) in matched.iter_mut().zip(&self.exclude) {
+                if e.matches(c) {
+                    *hit = true;
+                    keep = false;
+                }
+            }
+            keep
+        });
         if cells.is_empty() {
             return Err(bad_input(
                 "the selection leaves no cells: every combination was excluded",
             ));
         }
-        Ok(cells)
-    }
-
-    /// The excludes that match none of the cells the lists and includes select (most likely a
-    /// typo in a workflow input; the caller warns).
-    pub fn unmatched_excludes(
-        &self,
-        m: &SupportMatrix,
-        pipeline: Pipeline,
-    ) -> Result<Vec<&CellSelector>> {
-        let all = Selection {
-            exclude: Vec::new(),
-            ..self.clone()
-        }
-        .expand(m, pipeline)?;
-        Ok(self
+        let unmatched_excludes = self
             .exclude
             .iter()
-            .filter(|e| !all.iter().any(|c| e.matches(c)))
-            .collect())
+            .zip(matched)
+            .filter_map(|(e, hit)| (!hit).then_some(e))
+            .collect();
+        Ok(Expansion {
+            cells,
+            unmatched_excludes,
+        })
     }
 
     /// An include must name one cell: toolchain always, a Slurm version unless the pipeline is
@@ -1071,13 +1088,48 @@ mod tests {
             .unwrap(),
             ..Default::default()
         };
-        let idle: Vec<String> = sel
-            .unmatched_excludes(&mm, Pipeline::Version)
-            .unwrap()
+        let expansion = sel.expansion(&mm, Pipeline::Version).unwrap();
+        assert_eq!(expansion.cells, sel.expand(&mm, Pipeline::Version).unwrap());
+        let idle: Vec<String> = expansion
+            .unmatched_excludes
             .iter()
             .map(|e| e.to_string())
             .collect();
         assert_eq!(idle, ["arch=arm64", "slurm=23.11,build=gpu"]);
+
+        // Excludes that leave out the same cells each count as matched, whichever comes first;
+        // an include outside the lists is among the cells an exclude can match.
+        let sel = Selection {
+            toolchains: ListArg::parse("toolchains", "noble,jammy").unwrap(),
+            include: CellSelector::parse_many(&mm, &["slurm=24.11,toolchain=focal".into()])
+                .unwrap(),
+            exclude: CellSelector::parse_many(
+                &mm,
+                &[
+                    "toolchain=noble;slurm=25.11,toolchain=noble;build=gpu;slurm=24.11,arch=arm64"
+                        .into(),
+                ],
+            )
+            .unwrap(),
+            ..Default::default()
+        };
+        let expansion = sel.expansion(&mm, Pipeline::Version).unwrap();
+        let ids: Vec<String> = expansion.cells.iter().map(|c| c.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                "version-25.11-jammy-amd64-cpu",
+                "version-24.11-jammy-amd64-cpu",
+                "version-23.11-jammy-amd64-cpu",
+                "version-24.11-focal-amd64-cpu",
+            ]
+        );
+        let idle: Vec<String> = expansion
+            .unmatched_excludes
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(idle, ["build=gpu", "slurm=24.11,arch=arm64"]);
     }
 
     #[test]
