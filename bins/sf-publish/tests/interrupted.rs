@@ -3,6 +3,7 @@
 //! against a real local S3 server (moto), with the test proxy (`support/proxy.rs`) in front of it
 //! where a fault must land at an exact request.
 
+use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
@@ -153,6 +154,46 @@ fn object_keys(bucket: &str) -> Vec<String> {
         .collect()
 }
 
+/// `tarball FILE DEST`, pinned to the test key, in 5 MiB parts (the 12 MiB tarball is a
+/// three-part multipart upload).
+fn tarball_args(file: &Path, dest: &str, fingerprint: &str, cert: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["tarball".into(), file.into(), dest.into()];
+    a.extend(["--fingerprint", fingerprint, "--cert"].map(OsString::from));
+    a.push(cert.into());
+    a.extend(["--multipart-threshold-mib", "5", "--part-size-mib", "5"].map(OsString::from));
+    a
+}
+
+/// The bytes of an object.
+fn object_bytes(bucket: &str, key: &str) -> Vec<u8> {
+    let (b, k) = (bucket.to_string(), key.to_string());
+    with_s3(|s3| async move {
+        let o = s3.get_object().bucket(b).key(k).send().await.unwrap();
+        o.body.collect().await.unwrap().to_vec()
+    })
+}
+
+/// The tarball published under `root/` with its three files beside it, no upload left open,
+/// and the tarball's bytes as they were.
+fn assert_published_whole(bucket: &str, bytes: &[u8]) {
+    let mut objects = object_keys(bucket);
+    objects.sort();
+    assert_eq!(
+        objects,
+        [
+            "root/builds/24.11/jammy/SHA256SUMS",
+            "root/builds/24.11/jammy/SHA256SUMS.asc",
+            &format!("root/{KEY}"),
+            &format!("root/{KEY}.asc"),
+        ]
+    );
+    assert_eq!(open_uploads(bucket), Vec::new(), "no upload is left open");
+    assert!(
+        object_bytes(bucket, &format!("root/{KEY}")) == bytes,
+        "the tarball arrived changed"
+    );
+}
+
 #[test]
 fn a_run_killed_mid_upload_leaves_parts_the_next_run_aborts() {
     let (signing, fingerprint, cert) = new_key();
@@ -161,12 +202,7 @@ fn a_run_killed_mid_upload_leaves_parts_the_next_run_aborts() {
     let bucket = new_bucket();
     let dest = format!("s3://{bucket}/root");
     let tarball = |c: &mut StdCommand| {
-        c.arg("tarball")
-            .arg(&file)
-            .arg(&dest)
-            .args(["--fingerprint", &fingerprint, "--cert"])
-            .arg(cert.path())
-            .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        c.args(tarball_args(&file, &dest, &fingerprint, cert.path()))
             .args(["--part-concurrency", "1"]);
     };
 
@@ -256,19 +292,8 @@ fn a_run_killed_mid_upload_leaves_parts_the_next_run_aborts() {
             .await
             .unwrap()
     });
-    let b = bucket.clone();
-    let got = with_s3(|s3| async move {
-        let o = s3
-            .get_object()
-            .bucket(b)
-            .key(format!("root/{KEY}"))
-            .send()
-            .await
-            .unwrap();
-        o.body.collect().await.unwrap().into_bytes()
-    });
     assert!(
-        got.as_ref() == bytes.as_slice(),
+        object_bytes(&bucket, &format!("root/{KEY}")) == bytes,
         "the tarball arrived changed"
     );
 }
@@ -410,12 +435,7 @@ fn a_tarball_that_fails_its_checks_while_uploading_leaves_nothing() {
                 None => format!("file://{}/root", dir.path().display()),
             };
             let out = sf_publish(&moto_url())
-                .arg("tarball")
-                .arg(&file)
-                .arg(&dest)
-                .args(["--fingerprint", &fingerprint, "--cert"])
-                .arg(cert.path())
-                .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+                .args(tarball_args(&file, &dest, &fingerprint, cert.path()))
                 .assert()
                 .code(2);
             let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
@@ -440,33 +460,12 @@ fn a_good_tarball_uploads_while_it_is_checked_and_arrives_whole() {
     let src = tempfile::tempdir().unwrap();
     let (file, bytes) = signed_tarball(&signing, src.path());
     let bucket = new_bucket();
+    let dest = format!("s3://{bucket}/root");
     sf_publish(&moto_url())
-        .arg("tarball")
-        .arg(&file)
-        .arg(format!("s3://{bucket}/root"))
-        .args(["--fingerprint", &fingerprint, "--cert"])
-        .arg(cert.path())
-        .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        .args(tarball_args(&file, &dest, &fingerprint, cert.path()))
         .assert()
         .success();
-    let mut objects = object_keys(&bucket);
-    objects.sort();
-    assert_eq!(
-        objects,
-        [
-            "root/builds/24.11/jammy/SHA256SUMS",
-            "root/builds/24.11/jammy/SHA256SUMS.asc",
-            &format!("root/{KEY}"),
-            &format!("root/{KEY}.asc"),
-        ]
-    );
-    assert_eq!(open_uploads(&bucket), Vec::new());
-    let (b, key) = (bucket.clone(), format!("root/{KEY}"));
-    let got = with_s3(|s3| async move {
-        let o = s3.get_object().bucket(b).key(key).send().await.unwrap();
-        o.body.collect().await.unwrap().into_bytes()
-    });
-    assert!(got[..] == bytes[..], "the tarball arrived changed");
+    assert_published_whole(&bucket, &bytes);
 }
 
 #[test]
@@ -478,14 +477,10 @@ fn a_lost_answer_to_a_multipart_completion_counts_as_written() {
     let src = tempfile::tempdir().unwrap();
     let (file, bytes) = signed_tarball(&signing, src.path());
     let bucket = new_bucket();
+    let dest = format!("s3://{bucket}/root");
     let proxy = proxy::lose_answers(&moto_url(), "POST", "uploadId=");
     let out = sf_publish(&proxy.url)
-        .arg("tarball")
-        .arg(&file)
-        .arg(format!("s3://{bucket}/root"))
-        .args(["--fingerprint", &fingerprint, "--cert"])
-        .arg(cert.path())
-        .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
+        .args(tarball_args(&file, &dest, &fingerprint, cert.path()))
         .args(["--aws-max-attempts", "3"])
         .assert()
         .success();
@@ -495,36 +490,13 @@ fn a_lost_answer_to_a_multipart_completion_counts_as_written() {
         "every attempt at completing was carried out and its answer lost"
     );
     let report = json_out(&out.get_output().stdout);
-    let changes: Vec<(&str, &str)> = report["change_list"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["key"].as_str().unwrap(), c["action"].as_str().unwrap()))
-        .collect();
-    let key = format!("root/{KEY}");
     assert!(
-        changes
+        report["change_list"]["changes"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|&(k, a)| k.ends_with(KEY) && a == "created"),
-        "the tarball is in the change list as created: {changes:?}"
+            .any(|c| c["key"] == KEY && c["action"] == "created"),
+        "the tarball is in the change list as created: {report}"
     );
-    assert_eq!(open_uploads(&bucket), Vec::new(), "no upload is left open");
-    let mut objects = object_keys(&bucket);
-    objects.sort();
-    assert_eq!(
-        objects,
-        [
-            "root/builds/24.11/jammy/SHA256SUMS",
-            "root/builds/24.11/jammy/SHA256SUMS.asc",
-            key.as_str(),
-            &format!("{key}.asc"),
-        ],
-        "the rest of the tarball's files followed it"
-    );
-    let b = bucket.clone();
-    let got = with_s3(|s3| async move {
-        let o = s3.get_object().bucket(b).key(key).send().await.unwrap();
-        o.body.collect().await.unwrap().into_bytes()
-    });
-    assert!(got[..] == bytes[..], "the tarball arrived changed");
+    assert_published_whole(&bucket, &bytes);
 }
