@@ -186,6 +186,16 @@ async fn open(dest: &str, aws: &AwsSettings, transfer: Transfer) -> Result<Store
         .with_context(|| format!("opening {dest}"))
 }
 
+/// The path of a directory destination that does not exist. Opening a directory store creates
+/// it, so a command that reads what is there (status, reindex) checks this first: a missing
+/// directory holds nothing, and a mistyped one must not be made.
+pub(crate) fn missing_dir(dest: &Destination) -> Option<&str> {
+    match dest {
+        Destination::Dir { path } if !Path::new(path).is_dir() => Some(path),
+        _ => None,
+    }
+}
+
 /// Run with a given Actions context (tests pass their own).
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let step = match &cli.command {
@@ -269,13 +279,10 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
         Command::Reindex { dest, allow_empty } => {
             rec.input("destination", dest)
                 .input("allow_empty", allow_empty);
-            // Opening a directory creates it; a missing one holds no mirror to rebuild.
-            if let Destination::Dir { path } = Destination::parse(dest)? {
-                if !allow_empty && !Path::new(&path).is_dir() {
-                    return Err(bad_input(format!(
-                        "{dest}: directory {path} does not exist, so there is no mirror to reindex; nothing was written (--allow-empty writes an empty one)"
-                    )));
-                }
+            if let Some(path) = missing_dir(&Destination::parse(dest)?).filter(|_| !allow_empty) {
+                return Err(bad_input(format!(
+                    "{dest}: directory {path} does not exist, so there is no mirror to reindex; nothing was written (--allow-empty writes an empty one)"
+                )));
             }
             let rt = runtime()?;
             let p = Publisher::new(rt.block_on(open(dest, &aws, transfer))?, concurrency);
@@ -433,5 +440,29 @@ pub fn read_file_or_stdin(arg: &str) -> Result<String> {
         Ok(s)
     } else {
         std::fs::read_to_string(Path::new(arg)).map_err(|e| bad_input(format!("{arg}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_directory_that_is_not_there_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().display().to_string();
+        let gone = dir.path().join("typo").display().to_string();
+        let parse = |p: &str| Destination::parse(&format!("file://{p}")).unwrap();
+        assert_eq!(missing_dir(&parse(&there)), None);
+        assert_eq!(missing_dir(&parse(&gone)), Some(gone.as_str()));
+        // A file where the directory should be holds no store either.
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let file = dir.path().join("file").display().to_string();
+        assert_eq!(missing_dir(&parse(&file)), Some(file.as_str()));
+        assert_eq!(
+            missing_dir(&Destination::parse("s3://some-bucket/x").unwrap()),
+            None
+        );
+        assert!(!dir.path().join("typo").exists());
     }
 }

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -169,9 +168,9 @@ impl Cache<'_> {
             return Ok(s.clone());
         }
         let dest = Destination::parse(url)?;
-        let s = match &dest {
-            Destination::Dir { path } if !Path::new(path).is_dir() => None,
-            _ => Some(Store::open(&dest, self.aws).await?),
+        let s = match crate::missing_dir(&dest) {
+            Some(_) => None,
+            None => Some(Store::open(&dest, self.aws).await?),
         };
         self.stores.insert(url.to_string(), s.clone());
         Ok(s)

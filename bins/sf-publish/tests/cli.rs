@@ -2252,6 +2252,61 @@ fn reindex_refuses_a_destination_without_a_mirror() {
 }
 
 #[test]
+fn status_of_a_missing_directory_is_pending_and_makes_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = format!("file://{}/typo", dir.path().display());
+    let m = sf_core::matrix::SupportMatrix::embedded();
+    let layout = sf_core::layout::Layout::new(Some(&root), None, Default::default()).unwrap();
+    let sel = sf_core::matrix::Selection {
+        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
+        slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
+        archs: sf_core::matrix::ListArg::Named(vec!["amd64".into()]),
+        builds: sf_core::matrix::ListArg::Named(vec!["cpu".into()]),
+        ..Default::default()
+    };
+    let mut cells = Vec::new();
+    for p in [
+        sf_core::matrix::Pipeline::Tarball,
+        sf_core::matrix::Pipeline::Deps,
+    ] {
+        cells.extend(
+            sel.expand(&m, p)
+                .unwrap()
+                .iter()
+                .map(|k| layout.cell(&m, k)),
+        );
+    }
+    let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
+    let out = sf_publish()
+        .args(["status", "-"])
+        .write_stdin(matrix)
+        .assert()
+        .success();
+    let st = json_out(&out.get_output().stdout);
+    assert_eq!(st["published"], json!([]), "{st}");
+    let reasons: Vec<&str> = st["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{st}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| *r == format!("{root} does not exist")),
+        "{st}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with(&root) && r.ends_with("has no index")),
+        "{st}"
+    );
+    assert!(!dir.path().join("typo").exists());
+}
+
+#[test]
 fn every_kind_of_object_has_its_content_type_and_cache_control() {
     const IMMUTABLE: &str = "public, max-age=31536000, immutable";
     const REVALIDATE: &str = "public, no-cache";
