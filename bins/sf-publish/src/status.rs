@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -196,10 +197,9 @@ impl Cache<'_> {
     }
 }
 
-/// The last `len` bytes of an object of `size` bytes (a ranged read on S3).
-async fn read_tail(store: &Store, key: &str, size: u64, len: u64) -> Result<Vec<u8>> {
-    let len = len.min(size);
-    let from = size - len;
+/// Bytes `range` of an object (a ranged read on S3).
+async fn read_range(store: &Store, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+    let (from, len) = (range.start, range.end - range.start);
     match store {
         Store::Dir(d) => {
             let path = d.root().join(key);
@@ -218,13 +218,46 @@ async fn read_tail(store: &Store, key: &str, size: u64, len: u64) -> Result<Vec<
                 .get_object()
                 .bucket(s.bucket())
                 .key(store.destination().object_key(key))
-                .range(format!("bytes={from}-{}", size - 1))
+                .range(format!("bytes={from}-{}", range.end - 1))
                 .send()
                 .await?;
             Ok(got.body.collect().await?.into_bytes().to_vec())
         }
     }
     .with_context(|| format!("reading the end of {}", store.url_of(key)))
+}
+
+/// The next piece of the end of a tarball of `size` bytes to read, when its last `have` bytes
+/// are read already: [`TAIL_FIRST`] bytes at first, then four times as much in all each time,
+/// up to [`TAIL_MAX`] or the whole file (`None` once that is read). Each piece ends where the
+/// bytes read already begin, so no byte is fetched twice.
+fn next_tail_range(size: u64, have: u64) -> Option<Range<u64>> {
+    if have >= size || have >= TAIL_MAX {
+        return None;
+    }
+    let want = if have == 0 { TAIL_FIRST } else { have * 4 };
+    Some(size - want.min(TAIL_MAX).min(size)..size - have)
+}
+
+/// `BUILDINFO.json` from the end of a tarball of `size` bytes, read through `read` (a byte range
+/// of the file to its bytes) in widening pieces, each put in front of the tail read so far.
+async fn find_buildinfo<F, Fut>(size: u64, mut read: F) -> Result<Option<Value>>
+where
+    F: FnMut(Range<u64>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>>>,
+{
+    let mut tail = Vec::new();
+    let mut have = 0;
+    while let Some(range) = next_tail_range(size, have) {
+        have = size - range.start;
+        let mut piece = read(range).await?;
+        piece.extend_from_slice(&tail);
+        tail = piece;
+        if let Some(info) = tail_buildinfo(&tail) {
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
 }
 
 /// `BUILDINFO.json` from the tail of a gzipped tar, if it is in it.
@@ -313,20 +346,11 @@ async fn tarball_current(
     size: u64,
 ) -> Result<(bool, String)> {
     let url = store.url_of(&t.key);
-    let mut len = TAIL_FIRST;
-    let info = loop {
-        let tail = read_tail(store, &t.key, size, len).await?;
-        let whole = len >= size;
-        if let Some(info) = tail_buildinfo(&tail) {
-            break info;
-        }
-        if whole || len >= TAIL_MAX {
-            return Ok((
-                false,
-                format!("{url} has no readable {BUILDINFO} at its end; publish it again"),
-            ));
-        }
-        len *= 4;
+    let Some(info) = find_buildinfo(size, |range| read_range(store, &t.key, range)).await? else {
+        return Ok((
+            false,
+            format!("{url} has no readable {BUILDINFO} at its end; publish it again"),
+        ));
     };
     let field = |k: &str| info.get(k).and_then(Value::as_str).map(str::to_string);
     let (have, want) = match &cell.slurm_spack_version {
@@ -482,4 +506,83 @@ pub async fn status(cells: &[Cell], aws: &AwsSettings, stack: &Stack) -> Result<
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn each_wider_tail_read_fetches_only_the_bytes_before_the_last() {
+        let size = 100 * MIB;
+        let plan: Vec<Range<u64>> = std::iter::successors(next_tail_range(size, 0), |r| {
+            next_tail_range(size, size - r.start)
+        })
+        .collect();
+        assert_eq!(
+            plan,
+            [96 * MIB..100 * MIB, 84 * MIB..96 * MIB, 36 * MIB..84 * MIB]
+        );
+        // A smaller file: the second piece is the rest of it, then nothing.
+        let size = 10 * MIB;
+        assert_eq!(next_tail_range(size, 0), Some(6 * MIB..10 * MIB));
+        assert_eq!(next_tail_range(size, 4 * MIB), Some(0..6 * MIB));
+        assert_eq!(next_tail_range(size, size), None);
+        assert_eq!(next_tail_range(1000, 0), Some(0..1000));
+        assert_eq!(next_tail_range(1000, 1000), None);
+        assert_eq!(next_tail_range(0, 0), None);
+    }
+
+    /// A tarball whose `BUILDINFO.json` is in one gzip member starting `filler` (incompressible)
+    /// bytes before it: a member that starts before the last [`TAIL_FIRST`] bytes when `filler`
+    /// is larger.
+    fn one_member_tarball(filler: usize) -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..filler)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        let mut add = |path: &str, bytes: &[u8]| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(bytes.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, path, bytes).unwrap();
+        };
+        add("view/lib/libfiller.so", &noise);
+        add(BUILDINFO, br#"{"slurm_version":"25.11","gpu":false}"#);
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn buildinfo_before_the_last_4_mib_is_found_without_reading_a_byte_twice() {
+        let bytes = one_member_tarball(6 << 20);
+        let size = bytes.len() as u64;
+        assert!(size > TAIL_FIRST, "{size}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.tar.gz"), &bytes).unwrap();
+        let store = Store::Dir(sf_store::DirStore::open(dir.path()).unwrap());
+
+        let mut asked = Vec::new();
+        let info = find_buildinfo(size, |range| {
+            asked.push(range.clone());
+            read_range(&store, "t.tar.gz", range)
+        })
+        .await
+        .unwrap()
+        .expect("BUILDINFO.json found");
+        assert_eq!(info["slurm_version"], "25.11");
+        assert_eq!(info["gpu"], false);
+        // The last 4 MiB, then only the bytes before them: the whole file once, nothing again.
+        assert_eq!(asked, [size - TAIL_FIRST..size, 0..size - TAIL_FIRST]);
+        assert_eq!(asked.iter().map(|r| r.end - r.start).sum::<u64>(), size);
+    }
 }
