@@ -1,6 +1,8 @@
 //! The real `sf-publish` binary authenticating with the GitHub OIDC provider of sf-aws: a token
 //! endpoint written in the tests (the runner's wire format) and the local S3 server's STS and S3.
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/proxy.rs"]
 mod proxy;
 #[path = "../../../crates/sf-aws/tests/support/token_endpoint.rs"]
@@ -8,14 +10,12 @@ mod token_endpoint;
 #[path = "support/wire.rs"]
 mod wire;
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
+use common::{new_bucket, new_key, noise, signed_tarball, stderr_of, Key};
 use sf_aws::aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
-use sf_aws::AwsSettings;
 use sf_testkit::{fixture, moto_url};
 use token_endpoint::{TokenEndpoint, REQUEST_TOKEN};
 
@@ -23,22 +23,9 @@ const ROLE: &str = "arn:aws:iam::123456789012:role/sf-publisher";
 
 /// `sf-publish` with no AWS keys at all: only the role and the runner's OIDC variables.
 fn sf_publish(ep: Option<&TokenEndpoint>) -> Command {
-    let mut c = Command::cargo_bin("sf-publish").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SF_")
-            || k.starts_with("GITHUB_")
-            || k.starts_with("AWS_")
-            || k.starts_with("ACTIONS_")
-            || k == "S3_ENDPOINT_URL"
-        {
-            c.env_remove(k);
-        }
-    }
-    c.env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("S3_ENDPOINT_URL", moto_url())
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    let mut c = common::sf_publish();
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_ROLE_ARN", ROLE)
         .env("GITHUB_REPOSITORY", "vantagecompute/slurm-factory")
         .env("GITHUB_RUN_ID", "77");
@@ -47,28 +34,6 @@ fn sf_publish(ep: Option<&TokenEndpoint>) -> Command {
             .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN);
     }
     c
-}
-
-fn new_bucket() -> String {
-    let bucket = format!(
-        "sf-publish-oidc-{}",
-        sf_core::fsutil::random_hex(6).unwrap()
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let aws = AwsSettings::local(&moto_url(), "test", "test");
-        let sdk = aws.load().await.unwrap();
-        aws.s3_client(&sdk)
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap();
-    });
-    bucket
 }
 
 /// Short-lived role credentials: STS's answers, seen on their way from the local server, get an
@@ -111,50 +76,13 @@ fn short_lived_sts() -> ShortLived {
     ShortLived { wire, secrets }
 }
 
-/// A signing key made for the test, and its public certificate in a file.
-fn new_key() -> (sf_pgp::SigningKey, tempfile::NamedTempFile) {
-    use sequoia_openpgp::cert::CertBuilder;
-    use sequoia_openpgp::serialize::SerializeInto;
-    let (cert, _) = CertBuilder::general_purpose(Some("OIDC Test <oidc@example.invalid>"))
-        .generate()
-        .unwrap();
-    let signing =
-        sf_pgp::SigningKey::load(&cert.as_tsk().armored().to_vec().unwrap(), None, None).unwrap();
-    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
-    cert_file
-        .write_all(&cert.armored().to_vec().unwrap())
-        .unwrap();
-    (signing, cert_file)
-}
-
-/// A signed tarball folder (tarball, SHA256SUMS, their signatures) of 12 MiB of noise.
-fn signed_tarball(key: &sf_pgp::SigningKey, dir: &Path, name: &str) -> PathBuf {
-    let file = dir.join(name);
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let bytes: Vec<u8> = (0..(12 << 20) + 333)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(&file, &bytes).unwrap();
-    let sums = dir.join("SHA256SUMS");
-    std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
-    for p in [&file, &sums] {
-        let sig = sf_pgp::sign::sign_bytes(key, &std::fs::read(p).unwrap()).unwrap();
-        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
-    }
-    file
-}
-
 #[test]
 fn a_publish_refreshes_role_credentials_and_never_prints_a_token() {
-    let bucket = new_bucket();
-    let (key, cert) = new_key();
-    let tarballs = tempfile::tempdir().unwrap();
-    let tarball = signed_tarball(&key, tarballs.path(), "slurm-24.11-jammy-software.tar.gz");
+    let bucket = new_bucket("sf-publish-oidc");
+    let key = new_key();
+    // A signed tarball folder (tarball, SHA256SUMS, their signatures) of 12 MiB of noise.
+    let bytes = noise((12 << 20) + 333, 0x9e3779b97f4a7c15);
+    let (_tarballs, tarball) = signed_tarball(&key, "slurm-24.11-jammy-software.tar.gz", &bytes);
     for in_actions in [false, true] {
         for what in ["mirror", "tarball"] {
             let ep = TokenEndpoint::start(200);
@@ -183,7 +111,7 @@ fn a_publish_refreshes_role_credentials_and_never_prints_a_token() {
                     .arg(format!("s3://{bucket}/oidc-{in_actions}"))
                     .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
                     .args(["--part-concurrency", "2"]);
-                key_fingerprint_args(&mut c, &key, cert.path());
+                key_fingerprint_args(&mut c, &key);
             }
             let out = c.assert().success();
             let o = out.get_output();
@@ -251,9 +179,9 @@ fn a_publish_refreshes_role_credentials_and_never_prints_a_token() {
     }
 }
 
-fn key_fingerprint_args(c: &mut Command, key: &sf_pgp::SigningKey, cert: &Path) {
-    c.args(["--fingerprint", &key.fingerprint().to_string(), "--cert"])
-        .arg(cert);
+fn key_fingerprint_args(c: &mut Command, key: &Key) {
+    c.args(["--fingerprint", &key.fingerprint, "--cert"])
+        .arg(key.cert_file.path());
 }
 
 #[test]
@@ -269,7 +197,7 @@ fn a_refresh_window_of_half_the_session_or_more_is_bad_input() {
         .args(["reindex", "s3://no-such-bucket/x"])
         .assert()
         .code(2);
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = stderr_of(&out);
     assert!(
         err.contains("--credentials-refresh-window 450")
             && err.contains("--role-session-duration 900"),
@@ -284,7 +212,7 @@ fn a_role_without_a_token_source_is_bad_input() {
         .args(["reindex", "s3://no-such-bucket/x"])
         .assert()
         .code(2);
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = stderr_of(&out);
     assert!(err.contains("ACTIONS_ID_TOKEN_REQUEST_URL"), "{err}");
     assert!(err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{err}");
 }
@@ -292,7 +220,7 @@ fn a_role_without_a_token_source_is_bad_input() {
 #[test]
 fn a_refused_token_request_fails_naming_the_endpoint() {
     let ep = TokenEndpoint::start(401);
-    let bucket = new_bucket();
+    let bucket = new_bucket("sf-publish-oidc");
     let out = sf_publish(Some(&ep))
         .arg("mirror")
         .arg(fixture("spack-v3-unsigned"))
@@ -310,7 +238,7 @@ fn a_refused_token_request_fails_naming_the_endpoint() {
 
 #[test]
 fn the_role_session_and_the_record_name_the_cell() {
-    let bucket = new_bucket();
+    let bucket = new_bucket("sf-publish-oidc");
     let ep = TokenEndpoint::start(200);
     // What the binary sends STS, seen on its way to the local server.
     let seen = proxy::recording(&moto_url());
@@ -368,7 +296,7 @@ fn a_cell_id_that_is_not_one_is_bad_input() {
         .args(["--cell-id", "../etc", "reindex", "s3://no-such-bucket/x"])
         .assert()
         .code(2);
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = stderr_of(&out);
     assert!(
         err.contains("--cell-id") && err.contains("SF_CELL_ID"),
         "{err}"

@@ -5,11 +5,13 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use sf_core::gha::Actions;
 use sf_core::layout::Layout;
 use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
 use sf_core::record::{Artifact, Recorder};
+
+#[path = "support/common.rs"]
+mod common;
 
 fn sign(results: &Path, cell: &str, args: &[&str]) {
     use clap::Parser;
@@ -102,13 +104,8 @@ fn the_summary_row_of_a_cell_has_its_fingerprint_and_cdn_url() {
     );
 
     // Publishing for the cell, with the cell id from the job's environment as the workflows set it.
-    let mut c = Command::cargo_bin("sf-publish").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SF_") || k.starts_with("GITHUB_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("SF_CELL_ID", &id)
+    common::sf_publish()
+        .env("SF_CELL_ID", &id)
         .env("SF_RESULTS_DIR", &results)
         .arg("tarball")
         .arg(&tarball)
