@@ -7,12 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 
 use assert_cmd::Command;
-use sequoia_openpgp as openpgp;
 use serde_json::{json, Value};
 
-use openpgp::cert::CertBuilder;
-use openpgp::serialize::SerializeInto;
-use sf_aws::AwsSettings;
 use sf_core::layout::{spack, Destination};
 use sf_spack::index::Index;
 use sf_spack::manifest::{compression, media_type, KeyIndex, Manifest, ManifestFile};
@@ -21,20 +17,22 @@ use sf_spack::spec::dag_hash_of;
 use sf_store::Store;
 use sf_testkit::{fixture, moto_url};
 
+#[path = "support/common.rs"]
+mod common;
 #[path = "support/proxy.rs"]
 mod proxy;
 #[path = "support/wire.rs"]
 mod wire;
 
-const FIXTURE_INDEX: &str = "9a3a151a1d8fd8ee70181218d5c275d6b9ee96d3e028d109fa994d7fad6324ce";
+use common::{
+    aws, json_out, new_bucket, new_key, noise, open_uploads, publisher, publisher_env, rt,
+    sf_publish, signed_tarball, with_s3, Key,
+};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+/// What the small tarballs hold (gzipped).
+const SLURM: &[u8] = b"a relocatable slurm";
+
+const FIXTURE_INDEX: &str = "9a3a151a1d8fd8ee70181218d5c275d6b9ee96d3e028d109fa994d7fad6324ce";
 
 /// Where a test publishes.
 enum Backend {
@@ -44,18 +42,9 @@ enum Backend {
 
 impl Backend {
     fn s3() -> Self {
-        let bucket = format!("sf-publish-{}", sf_core::fsutil::random_hex(6).unwrap());
-        rt().block_on(async {
-            let aws = aws();
-            let sdk = aws.load().await.unwrap();
-            aws.s3_client(&sdk)
-                .create_bucket()
-                .bucket(&bucket)
-                .send()
-                .await
-                .unwrap();
-        });
-        Backend::S3 { bucket }
+        Backend::S3 {
+            bucket: new_bucket("sf-publish"),
+        }
     }
 
     fn dir() -> Self {
@@ -82,60 +71,6 @@ impl Backend {
             &aws(),
         ))
         .unwrap()
-    }
-}
-
-fn aws() -> AwsSettings {
-    AwsSettings::local(&moto_url(), "test", "test")
-}
-
-fn sf_publish() -> Command {
-    let mut c = Command::cargo_bin("sf-publish").unwrap();
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SF_")
-            || k.starts_with("GITHUB_")
-            || k.starts_with("AWS_")
-            || k == "S3_ENDPOINT_URL"
-        {
-            c.env_remove(k);
-        }
-    }
-    c.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("S3_ENDPOINT_URL", moto_url())
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
-    c
-}
-
-fn json_out(out: &[u8]) -> Value {
-    serde_json::from_slice(out)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out)))
-}
-
-/// A signing key made for the test.
-struct Key {
-    signing: sf_pgp::SigningKey,
-    fingerprint: String,
-    cert_file: tempfile::NamedTempFile,
-}
-
-fn new_key() -> Key {
-    let (cert, _) = CertBuilder::general_purpose(Some("Publish Test <publish@example.invalid>"))
-        .generate()
-        .unwrap();
-    let tsk = cert.as_tsk().armored().to_vec().unwrap();
-    let signing = sf_pgp::SigningKey::load(&tsk, None, None).unwrap();
-    let mut cert_file = tempfile::NamedTempFile::new().unwrap();
-    cert_file
-        .write_all(&cert.armored().to_vec().unwrap())
-        .unwrap();
-    Key {
-        fingerprint: signing.fingerprint().to_string(),
-        signing,
-        cert_file,
     }
 }
 
@@ -461,7 +396,6 @@ fn concurrent_publishers_lose_no_spec() {
         })
         .collect();
     let all: Vec<&String> = mirrors.iter().flat_map(|(_, h)| h.iter()).collect();
-    let bin = assert_cmd::cargo::cargo_bin("sf-publish");
     // moto checks a conditional write's precondition and then writes (s3/responses.py), not
     // atomically, so two racing If-Match writes can both succeed there. What keeps every spec
     // here is the publisher's confirming re-read after --confirm-delay-ms (see merge.rs): a run
@@ -474,18 +408,11 @@ fn concurrent_publishers_lose_no_spec() {
                 .iter()
                 .zip(&keys)
                 .map(|((dir, _), key)| {
-                    let mut c = StdCommand::new(&bin);
+                    let mut c = publisher(&moto_url());
                     c.arg("mirror")
                         .arg(dir.path())
                         .arg(&dest)
-                        .args(["--fingerprint", &key.fingerprint]);
-                    c.env("AWS_ACCESS_KEY_ID", "test")
-                        .env("AWS_SECRET_ACCESS_KEY", "test")
-                        .env("AWS_REGION", "us-east-1")
-                        .env("AWS_EC2_METADATA_DISABLED", "true")
-                        .env("S3_ENDPOINT_URL", moto_url())
-                        .env_remove("GITHUB_OUTPUT")
-                        .env_remove("SF_RESULTS_DIR")
+                        .args(["--fingerprint", &key.fingerprint])
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped());
                     c.spawn().unwrap()
@@ -546,22 +473,14 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
 }
 
 fn publisher_child(src: &Path, dest: &str, key: &Key, endpoint: &str) -> std::process::Child {
-    let mut c = StdCommand::new(assert_cmd::cargo::cargo_bin("sf-publish"));
+    let mut c = publisher(endpoint);
     c.arg("mirror").arg(src).arg(dest).args([
         "--fingerprint",
         &key.fingerprint,
         "--concurrency",
         "1",
     ]);
-    c.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("S3_ENDPOINT_URL", endpoint)
-        .env_remove("GITHUB_OUTPUT")
-        .env_remove("SF_RESULTS_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.stdout(Stdio::null()).stderr(Stdio::null());
     c.spawn().unwrap()
 }
 
@@ -651,17 +570,8 @@ fn a_killed_publisher_run_again_completes() {
         let Backend::S3 { bucket } = &b else {
             unreachable!()
         };
-        let open = rt().block_on(async {
-            let aws = aws();
-            let sdk = aws.load().await.unwrap();
-            aws.s3_client(&sdk)
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .send()
-                .await
-                .unwrap()
-        });
-        assert!(open.uploads().is_empty(), "{why}: {:?}", open.uploads());
+        let open = open_uploads(bucket);
+        assert!(open.is_empty(), "{why}: {open:?}");
     }
 
     // A directory: the store renames a staged file into place under an exclusive lock of its
@@ -990,19 +900,6 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Noise nothing compresses (xorshift64).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A tarball as sf-build packs one: a tar of `filler` bytes of view, then `BUILDINFO.json`
 /// last, gzipped as concatenated 1 MiB members by the same writer.
 fn tarball_bytes(buildinfo: &Value, filler: usize) -> Vec<u8> {
@@ -1030,30 +927,6 @@ fn buildinfo_of(cell: &sf_core::layout::Cell, spack_version: Option<&str>) -> Va
         "toolchain": cell.toolchain.as_str(),
         "gpu": cell.gpu,
     })
-}
-
-/// A tarball folder as sf-sign leaves it: the tarball, its .asc, SHA256SUMS and its .asc.
-fn signed_tarball(key: &Key, name: &str) -> (tempfile::TempDir, PathBuf) {
-    signed_tarball_of(key, name, &gzip(b"a relocatable slurm"))
-}
-
-fn signed_tarball_of(key: &Key, name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(name);
-    std::fs::write(&file, bytes).unwrap();
-    let sign = |p: &Path| {
-        let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
-        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
-    };
-    sign(&file);
-    let sums = dir.path().join("SHA256SUMS");
-    std::fs::write(
-        &sums,
-        format!("{}  {name}\n", sf_store::sha256_file(&file).unwrap()),
-    )
-    .unwrap();
-    sign(&sums);
-    (dir, file)
 }
 
 #[test]
@@ -1102,7 +975,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
             .unwrap();
         // Six 1 MiB gzip members: status reads BUILDINFO.json from a ranged read of the end.
         let bytes = tarball_bytes(&buildinfo_of(noble, None), 6 << 20);
-        let (dir, file) = signed_tarball_of(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
+        let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
         let tarball = |f: &Path| {
             let mut c = sf_publish();
             c.arg("tarball")
@@ -1150,8 +1023,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         // A jammy tarball of an older Slurm release at the cell's key (keys carry no patch
         // release): there, but not current.
         let old = tarball_bytes(&buildinfo_of(jammy, Some("25-11-0-1")), 1000);
-        let (old_dir, old_file) =
-            signed_tarball_of(&key, "slurm-25.11-jammy-software.tar.gz", &old);
+        let (old_dir, old_file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &old);
         tarball(&old_file).assert().success();
 
         let st = status();
@@ -1181,8 +1053,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
 
         // The current build replaces it, and the cell is published.
         let new = tarball_bytes(&buildinfo_of(jammy, None), 1000);
-        let (new_dir, new_file) =
-            signed_tarball_of(&key, "slurm-25.11-jammy-software.tar.gz", &new);
+        let (new_dir, new_file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &new);
         tarball(&new_file).assert().success();
         let st = status();
         assert_eq!(ids(&st, "published").len(), 2, "{st}");
@@ -1190,37 +1061,19 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
     }
 }
 
-/// A 12 MiB tarball (noise), signed, in a folder with its signed SHA256SUMS.
-fn large_signed_tarball(key: &Key, dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
-    let file = dir.join(name);
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    let bytes: Vec<u8> = (0..(12 << 20) + 777)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(&file, &bytes).unwrap();
-    let sign = |p: &Path| {
-        let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
-        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
-    };
-    sign(&file);
-    let sums = dir.join("SHA256SUMS");
-    std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
-    sign(&sums);
-    (file, bytes)
+/// A 12 MiB tarball (noise), signed, in a folder with its signed SHA256SUMS: the folder, the
+/// tarball and its bytes.
+fn large_signed_tarball(key: &Key) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let bytes = noise((12 << 20) + 777, 0x9e3779b97f4a7c15);
+    let (dir, file) = signed_tarball(key, "slurm-24.11-jammy-software.tar.gz", &bytes);
+    (dir, file, bytes)
 }
 
 #[test]
 fn a_large_tarball_goes_multipart_and_arrives_whole() {
     let key = new_key();
     let b = Backend::s3();
-    let dir = tempfile::tempdir().unwrap();
-    let name = "slurm-24.11-jammy-software.tar.gz";
-    let (file, bytes) = large_signed_tarball(&key, dir.path(), name);
+    let (_dir, file, bytes) = large_signed_tarball(&key);
     let out = sf_publish()
         .arg("tarball")
         .arg(&file)
@@ -1264,17 +1117,7 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
     let Backend::S3 { bucket } = &b else {
         unreachable!()
     };
-    let open = rt().block_on(async {
-        let aws = aws();
-        let sdk = aws.load().await.unwrap();
-        aws.s3_client(&sdk)
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .send()
-            .await
-            .unwrap()
-    });
-    assert!(open.uploads().is_empty());
+    assert!(open_uploads(bucket).is_empty());
 }
 
 /// CRC64-NVME (reflected, polynomial 0x9a6c9329ac4bc9b5, init and final xor all ones), written
@@ -1322,9 +1165,7 @@ fn full_object_checksums_go_with_every_write() {
     assert_eq!(base64(b"ab"), "YWI=");
     let key = new_key();
     let b = Backend::s3();
-    let dir = tempfile::tempdir().unwrap();
-    let name = "slurm-24.11-jammy-software.tar.gz";
-    let (file, bytes) = large_signed_tarball(&key, dir.path(), name);
+    let (dir, file, bytes) = large_signed_tarball(&key);
     let wire = wire::recording(&moto_url());
     sf_publish()
         .env("S3_ENDPOINT_URL", &wire.url)
@@ -1389,27 +1230,8 @@ fn a_terminal_gets_a_bar() {
     let script = sf_testkit::require_tool("script");
     let key = new_key();
     let b = Backend::s3();
-    let dir = tempfile::tempdir().unwrap();
-    let name = "slurm-25.11-jammy-software.tar.gz";
-    let file = dir.path().join(name);
-    let mut x: u64 = 0x51afd7ed558ccd;
-    let bytes: Vec<u8> = (0..(11 << 20) + 5)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(&file, &bytes).unwrap();
-    let sign = |p: &Path| {
-        let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(p).unwrap()).unwrap();
-        std::fs::write(format!("{}.asc", p.display()), sig).unwrap();
-    };
-    sign(&file);
-    let sums = dir.path().join("SHA256SUMS");
-    std::fs::write(&sums, format!("{}  {name}\n", sf_store::sha256_hex(&bytes))).unwrap();
-    sign(&sums);
+    let bytes = noise((11 << 20) + 5, 0x51afd7ed558ccd);
+    let (_dir, file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &bytes);
     let bin = assert_cmd::cargo::cargo_bin("sf-publish");
     let args: Vec<std::ffi::OsString> = vec![
         bin.into(),
@@ -1430,25 +1252,9 @@ fn a_terminal_gets_a_bar() {
     let line: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
     // The same environment as sf_publish(), on a terminal outside GitHub Actions.
     let mut c = std::process::Command::new(script);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SF_")
-            || k.starts_with("GITHUB_")
-            || k.starts_with("AWS_")
-            || k == "S3_ENDPOINT_URL"
-            || k == "CI"
-        {
-            c.env_remove(k);
-        }
-    }
+    publisher_env(&mut c, &moto_url());
     let out = c
         .env("TERM", "xterm-256color")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("S3_ENDPOINT_URL", moto_url())
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .args(["-qec", &line.join(" "), "/dev/null"])
         .stdin(std::process::Stdio::null())
         .output()
@@ -1566,18 +1372,9 @@ fn write_noise(path: &Path, len: u64, seed: u64) -> String {
 /// The sha256 of an object, streamed from the server (never whole in memory).
 fn object_sha256(bucket: &str, key: &str) -> (u64, String) {
     use sha2::Digest;
-    rt().block_on(async {
-        let aws = aws();
-        let sdk = aws.load().await.unwrap();
-        let mut body = aws
-            .s3_client(&sdk)
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap()
-            .body;
+    let (b, k) = (bucket.to_string(), key.to_string());
+    with_s3(|s3| async move {
+        let mut body = s3.get_object().bucket(b).key(k).send().await.unwrap().body;
         let mut h = sha2::Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = body.try_next().await.unwrap() {
@@ -1700,27 +1497,21 @@ fn publishing_survives_throttling_and_dropped_connections() {
     assert_eq!(got_len, size);
     assert_eq!(got_sha, sha, "the tarball arrived changed");
     let checked = started.elapsed();
-    let s3 = rt().block_on(async {
-        let aws = aws();
-        let sdk = aws.load().await.unwrap();
-        aws.s3_client(&sdk)
-    });
-    let open = rt()
-        .block_on(s3.list_multipart_uploads().bucket(bucket).send())
-        .unwrap();
+    let open = open_uploads(bucket);
     assert!(
-        open.uploads().is_empty(),
-        "no multipart upload is left open: {:?}",
-        open.uploads()
+        open.is_empty(),
+        "no multipart upload is left open: {open:?}"
     );
     // The local server keeps objects in memory; give the GiB back for the rest of the suite.
-    rt().block_on(
+    let b = bucket.clone();
+    with_s3(|s3| async move {
         s3.delete_object()
-            .bucket(bucket)
+            .bucket(b)
             .key("root/builds/23.11/noble/slurm-23.11-noble-software.tar.gz")
-            .send(),
-    )
-    .unwrap();
+            .send()
+            .await
+            .unwrap()
+    });
     assert!(
         mirror_faults >= 6 && proxy.faults() >= 3,
         "the proxies injected faults: {mirror_faults} in the mirror, {} in the tarball",
@@ -1976,18 +1767,7 @@ fn status_tells_cpu_from_gpu_builds_and_skip_published_leaves_the_rest() {
             ];
             let all = piped(sf_matrix().args(args), b"");
             assert_eq!(matrix_ids(&json_out(&all)).len(), 2);
-            let bin = assert_cmd::cargo::cargo_bin("sf-publish");
-            let mut status = StdCommand::new(bin);
-            status
-                .args(["status", "-"])
-                .env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("S3_ENDPOINT_URL", moto_url())
-                .env_remove("GITHUB_OUTPUT")
-                .env_remove("SF_RESULTS_DIR");
-            let st = piped(&mut status, &all);
+            let st = piped(publisher(&moto_url()).args(["status", "-"]), &all);
             let rest = piped(sf_matrix().args(args).args(["--skip-published", "-"]), &st);
             assert_eq!(matrix_ids(&json_out(&rest)), [left], "{pipeline}");
         }
@@ -2314,7 +2094,7 @@ fn every_kind_of_object_has_its_content_type_and_cache_control() {
     let b = Backend::s3();
     let src = signed_fixture(&key);
     publish_mirror(src.path(), &b.url("meta"), &key).success();
-    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz");
+    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &gzip(SLURM));
     sf_publish()
         .arg("tarball")
         .arg(&file)
@@ -2444,14 +2224,14 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
         String::from_utf8_lossy(&out.get_output().stderr).into_owned()
     };
     // The tarball signed by another key (its SHA256SUMS by the right one).
-    let (dir, file) = signed_tarball(&key, name);
+    let (dir, file) = signed_tarball(&key, name, &gzip(SLURM));
     let sig = sf_pgp::sign::sign_bytes(&other.signing, &std::fs::read(&file).unwrap()).unwrap();
     std::fs::write(format!("{}.asc", file.display()), sig).unwrap();
     let err = refuse(&file);
     assert!(err.contains(&file.display().to_string()), "{err}");
     drop(dir);
     // SHA256SUMS lists another sha256 (and is signed as such).
-    let (dir, file) = signed_tarball(&key, name);
+    let (dir, file) = signed_tarball(&key, name, &gzip(SLURM));
     let sums = dir.path().join("SHA256SUMS");
     std::fs::write(&sums, format!("{}  {name}\n", "0".repeat(64))).unwrap();
     let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(&sums).unwrap()).unwrap();
@@ -2474,7 +2254,7 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
     assert!(err.contains(&sums.display().to_string()), "{err}");
     drop(dir);
     // A file name that is no cell's.
-    let (dir, file) = signed_tarball(&key, "slurm-99.99-noble-software.tar.gz");
+    let (dir, file) = signed_tarball(&key, "slurm-99.99-noble-software.tar.gz", &gzip(SLURM));
     let err = refuse(&file);
     assert!(
         err.contains("\"slurm-99.99-noble-software.tar.gz\" is not the name of a tarball"),
@@ -2490,7 +2270,7 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
 #[test]
 fn bad_destinations_are_named_by_every_subcommand() {
     let key = new_key();
-    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz");
+    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &gzip(SLURM));
     let m = sf_core::matrix::SupportMatrix::embedded();
     let layout =
         sf_core::layout::Layout::new(Some("s3://placeholder-bucket"), None, Default::default())
