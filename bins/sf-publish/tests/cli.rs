@@ -9,7 +9,8 @@ use std::process::{Command as StdCommand, Stdio};
 use assert_cmd::Command;
 use serde_json::{json, Value};
 
-use sf_core::layout::{spack, Destination};
+use sf_core::layout::{spack, Cell, Destination, Layout};
+use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
 use sf_spack::index::Index;
 use sf_spack::manifest::{compression, media_type, KeyIndex, Manifest, ManifestFile};
 use sf_spack::mirror::Mirror;
@@ -25,8 +26,8 @@ mod proxy;
 mod wire;
 
 use common::{
-    aws, json_out, new_bucket, new_key, noise, open_uploads, publisher, publisher_env, rt,
-    sf_publish, signed_tarball, with_s3, Key,
+    aws, column, dry_run_plan, fails, json_out, new_bucket, new_key, noise, open_uploads,
+    publisher, publisher_env, rt, sf_publish, signed_tarball, stderr_of, with_s3, Key,
 };
 
 /// What the small tarballs hold (gzipped).
@@ -62,6 +63,14 @@ impl Backend {
         match self {
             Backend::S3 { bucket } => format!("s3://{bucket}/{prefix}"),
             Backend::Dir { dir } => format!("file://{}/{prefix}", dir.path().display()),
+        }
+    }
+
+    /// The bucket of an S3 backend.
+    fn bucket(&self) -> &str {
+        match self {
+            Backend::S3 { bucket } => bucket,
+            Backend::Dir { .. } => panic!("not on S3"),
         }
     }
 
@@ -171,21 +180,18 @@ fn node_with(
 }
 
 /// The dependency every synthetic spec shares; it is never pushed itself.
-fn common() -> Value {
+fn libcommon() -> Value {
     node("libcommon", &[])
 }
 
-/// A signed mirror holding one spec per name, each depending on `libcommon`.
-fn synthetic_mirror(names: &[String], key: &Key) -> (tempfile::TempDir, Vec<String>) {
+/// A signed mirror holding one spec per entry: its nodes (the root first) and what its tarball
+/// holds (gzipped here).
+fn signed_spec_mirror(specs: &[(Vec<Value>, Vec<u8>)], key: &Key) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let m = Mirror::open(dir.path()).unwrap();
     std::fs::create_dir_all(m.path("v3")).unwrap();
-    let c = common();
-    let mut hashes = Vec::new();
-    for name in names {
-        let root = node(name, &[("libcommon", c["hash"].as_str().unwrap())]);
-        let hash = root["hash"].as_str().unwrap().to_string();
-        let spec = json!({"spec": {"_meta": {"version": 5}, "nodes": [root, c.clone()]}, "buildcache_layout_version": 2});
+    for (nodes, tarball) in specs {
+        let spec = json!({"spec": {"_meta": {"version": 5}, "nodes": nodes}, "buildcache_layout_version": 2});
         let spec_rec = m
             .write_blob(
                 &gzip(spec.to_string().as_bytes()),
@@ -194,66 +200,72 @@ fn synthetic_mirror(names: &[String], key: &Key) -> (tempfile::TempDir, Vec<Stri
             )
             .unwrap();
         let tar_rec = m
-            .write_blob(
-                &gzip(format!("tarball of {name}").as_bytes()),
-                media_type::TARBALL,
-                compression::GZIP,
-            )
+            .write_blob(&gzip(tarball), media_type::TARBALL, compression::GZIP)
             .unwrap();
         let manifest = Manifest {
             version: 3,
             data: vec![tar_rec, spec_rec],
             extra: Default::default(),
         };
-        m.write_manifest(&spack::spec_manifest(name, "1.0", &hash), &manifest)
-            .unwrap();
-        hashes.push(hash);
+        let root = |field: &str| nodes[0][field].as_str().unwrap();
+        let key = spack::spec_manifest(root("name"), root("version"), root("hash"));
+        m.write_manifest(&key, &manifest).unwrap();
     }
     sign_mirror(dir.path(), key);
-    (dir, hashes)
+    dir
+}
+
+/// A signed mirror holding one spec per name, each depending on `libcommon`.
+fn synthetic_mirror(names: &[String], key: &Key) -> (tempfile::TempDir, Vec<String>) {
+    let c = libcommon();
+    let specs: Vec<(Vec<Value>, Vec<u8>)> = names
+        .iter()
+        .map(|name| {
+            let root = node(name, &[("libcommon", c["hash"].as_str().unwrap())]);
+            (
+                vec![root, c.clone()],
+                format!("tarball of {name}").into_bytes(),
+            )
+        })
+        .collect();
+    let hashes = specs
+        .iter()
+        .map(|(nodes, _)| nodes[0]["hash"].as_str().unwrap().to_string())
+        .collect();
+    (signed_spec_mirror(&specs, key), hashes)
+}
+
+/// The key of the blob a manifest's record of `media` points at.
+fn blob_key(store: &Store, manifest: &str, media: &str) -> String {
+    let m = rt()
+        .block_on(store.get(manifest))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no {manifest}"));
+    ManifestFile::parse(&m.bytes)
+        .unwrap()
+        .manifest
+        .record(media)
+        .unwrap()
+        .blob_key()
+        .unwrap()
+}
+
+/// The bytes of that blob.
+fn blob_of(store: &Store, manifest: &str, media: &str) -> Vec<u8> {
+    let key = blob_key(store, manifest, media);
+    rt().block_on(store.get(&key))
+        .unwrap()
+        .unwrap_or_else(|| panic!("no {key}"))
+        .bytes
 }
 
 fn read_index(store: &Store) -> (Index, Vec<u8>) {
-    rt().block_on(async {
-        let m = store
-            .get(spack::INDEX_MANIFEST)
-            .await
-            .unwrap()
-            .expect("an index manifest");
-        let file = ManifestFile::parse(&m.bytes).unwrap();
-        let rec = file.manifest.record(media_type::INDEX).unwrap();
-        let blob = store
-            .get(&rec.blob_key().unwrap())
-            .await
-            .unwrap()
-            .expect("the index blob");
-        (Index::parse(&blob.bytes).unwrap(), blob.bytes)
-    })
+    let bytes = blob_of(store, spack::INDEX_MANIFEST, media_type::INDEX);
+    (Index::parse(&bytes).unwrap(), bytes)
 }
 
 fn read_key_index(store: &Store) -> KeyIndex {
-    rt().block_on(async {
-        let m = store
-            .get(spack::KEYS_MANIFEST)
-            .await
-            .unwrap()
-            .expect("a keys manifest");
-        let rec = ManifestFile::parse(&m.bytes)
-            .unwrap()
-            .manifest
-            .record(media_type::KEY_INDEX)
-            .unwrap()
-            .clone();
-        KeyIndex::parse(
-            &store
-                .get(&rec.blob_key().unwrap())
-                .await
-                .unwrap()
-                .unwrap()
-                .bytes,
-        )
-        .unwrap()
-    })
+    KeyIndex::parse(&blob_of(store, spack::KEYS_MANIFEST, media_type::KEY_INDEX)).unwrap()
 }
 
 fn listing(store: &Store) -> Vec<String> {
@@ -264,13 +276,103 @@ fn listing(store: &Store) -> Vec<String> {
         .collect()
 }
 
-fn publish_mirror(src: &Path, dest: &str, key: &Key) -> assert_cmd::assert::Assert {
-    sf_publish()
-        .args(["mirror"])
+/// `mirror SRC DEST`, pinned to a key.
+fn mirror(src: &Path, dest: &str, fingerprint: &str) -> Command {
+    let mut c = sf_publish();
+    c.args(["mirror"])
         .arg(src)
         .arg(dest)
-        .args(["--fingerprint", &key.fingerprint])
+        .args(["--fingerprint", fingerprint]);
+    c
+}
+
+fn publish_mirror(src: &Path, dest: &str, key: &Key) -> assert_cmd::assert::Assert {
+    mirror(src, dest, &key.fingerprint).assert()
+}
+
+/// `tarball FILE DEST`, pinned to `key` and checked with its certificate.
+fn tarball(file: &Path, dest: &str, key: &Key) -> Command {
+    let mut c = sf_publish();
+    c.arg("tarball")
+        .arg(file)
+        .arg(dest)
+        .args(["--fingerprint", &key.fingerprint, "--cert"])
+        .arg(key.cert_file.path());
+    c
+}
+
+/// The result record of a `mirror` run in a results folder.
+fn mirror_record(results: &Path) -> Value {
+    let record = std::fs::read_dir(results)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sf-publish-mirror")
+        })
+        .unwrap();
+    serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap()
+}
+
+/// What `status -` says of these cells.
+fn status(cells: &[Cell]) -> Value {
+    let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
+    let out = sf_publish()
+        .args(["status", "-"])
+        .write_stdin(matrix)
         .assert()
+        .success();
+    json_out(&out.get_output().stdout)
+}
+
+/// The cells under the destination `root` in each of `pipelines`, for the toolchains, Slurm
+/// versions, archs and builds named (none named: the matrix's defaults).
+fn cells_at(root: &str, axes: [&[&str]; 4], pipelines: &[Pipeline]) -> Vec<Cell> {
+    let named = |v: &[&str]| {
+        if v.is_empty() {
+            ListArg::Default
+        } else {
+            ListArg::Named(v.iter().map(|s| s.to_string()).collect())
+        }
+    };
+    let [toolchains, slurm_versions, archs, builds] = axes.map(named);
+    let sel = Selection {
+        toolchains,
+        slurm_versions,
+        archs,
+        builds,
+        ..Default::default()
+    };
+    let m = SupportMatrix::embedded();
+    let layout = Layout::new(Some(root), None, Default::default()).unwrap();
+    pipelines
+        .iter()
+        .flat_map(|p| sel.expand(&m, *p).unwrap())
+        .map(|k| layout.cell(&m, &k))
+        .collect()
+}
+
+/// The fixture's own index blob.
+fn fixture_index() -> Vec<u8> {
+    std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX))).unwrap()
+}
+
+/// Put `bytes` at `key` as they are, stored with their own sha256.
+fn put(store: &Store, key: &str, bytes: Vec<u8>, content_type: &str) {
+    let meta = sf_store::PutMeta {
+        content_type: content_type.into(),
+        cache_control: "no-cache".into(),
+        sha256: sf_store::sha256_hex(&bytes),
+    };
+    rt().block_on(store.put(
+        key,
+        sf_store::Body::Bytes(bytes),
+        &meta,
+        sf_store::Condition::Always,
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -288,12 +390,8 @@ fn the_signed_fixture_publishes_and_its_index_is_spacks() {
         // 6 tarball/spec blobs + key blob + index blob + key index blob, 3 spec manifests, the key
         // manifest, layout.json, the index and the key index manifests.
         assert_eq!(report["objects_uploaded"], 16, "{report}");
-        let changes = report["change_list"]["changes"].as_array().unwrap();
-        assert_eq!(changes.len(), 16);
-        let kinds: Vec<&str> = changes
-            .iter()
-            .map(|c| c["kind"].as_str().unwrap())
-            .collect();
+        let kinds = column(&report["change_list"]["changes"], "kind");
+        assert_eq!(kinds.len(), 16);
         // Blobs before manifests, the index last.
         let first_manifest = kinds.iter().position(|k| *k == "spec-manifest").unwrap();
         assert!(
@@ -304,11 +402,7 @@ fn the_signed_fixture_publishes_and_its_index_is_spacks() {
 
         let store = b.store("noble/slurm/deps");
         let (index, bytes) = read_index(&store);
-        let theirs = Index::parse(
-            &std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
-                .unwrap(),
-        )
-        .unwrap();
+        let theirs = Index::parse(&fixture_index()).unwrap();
         assert_eq!(index.len(), theirs.len());
         for (h, r) in theirs.records() {
             let ours = index.get(h).unwrap_or_else(|| panic!("{h} missing"));
@@ -318,11 +412,7 @@ fn the_signed_fixture_publishes_and_its_index_is_spacks() {
                 "{h}"
             );
         }
-        assert_eq!(
-            bytes,
-            std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
-                .unwrap()
-        );
+        assert_eq!(bytes, fixture_index());
         assert!(read_key_index(&store).contains(&key.fingerprint));
         if let Backend::S3 { .. } = b {
             let h = rt()
@@ -344,11 +434,8 @@ fn the_signed_fixture_publishes_and_its_index_is_spacks() {
         // Again: nothing to upload, nothing changed; the change list file and record say so.
         let change_file = results.path().join("changes.json");
         let out = publish_mirror(src.path(), &dest, &key);
-        let again = sf_publish()
-            .args(["mirror"])
-            .arg(src.path())
-            .arg(&dest)
-            .args(["--fingerprint", &key.fingerprint, "--change-list"])
+        let again = mirror(src.path(), &dest, &key.fingerprint)
+            .arg("--change-list")
             .arg(&change_file)
             .arg("--results-dir")
             .arg(results.path())
@@ -360,17 +447,7 @@ fn the_signed_fixture_publishes_and_its_index_is_spacks() {
         assert_eq!(report["bytes_uploaded"], 0);
         let list: Value = serde_json::from_slice(&std::fs::read(&change_file).unwrap()).unwrap();
         assert_eq!(list["changes"], json!([]));
-        let record = std::fs::read_dir(results.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("sf-publish-mirror")
-            })
-            .unwrap();
-        let record: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        let record = mirror_record(results.path());
         assert_eq!(record["status"], "success");
         assert_eq!(record["metrics"]["objects_uploaded"], 0);
         // 7 blobs, 3 spec manifests, 1 key manifest found unchanged; the indexes already list everything.
@@ -434,7 +511,7 @@ fn concurrent_publishers_lose_no_spec() {
                     "round {round} on {dest}: {h} is missing from the index"
                 );
             }
-            let c = index.get(common()["hash"].as_str().unwrap()).unwrap();
+            let c = index.get(libcommon()["hash"].as_str().unwrap()).unwrap();
             assert_eq!(
                 c.ref_count as usize,
                 PUBLISHERS * SPECS_EACH,
@@ -567,9 +644,7 @@ fn a_killed_publisher_run_again_completes() {
             assert_eq!(spec_manifests(&keys), SPECS, "{why}");
         }
         finish(&store, &dest);
-        let Backend::S3 { bucket } = &b else {
-            unreachable!()
-        };
+        let bucket = b.bucket();
         let open = open_uploads(bucket);
         assert!(open.is_empty(), "{why}: {open:?}");
     }
@@ -578,17 +653,7 @@ fn a_killed_publisher_run_again_completes() {
     // folder, so a lock the test holds stops the publisher right there, its `.tmp` staged; it is
     // killed once that file shows.
     let first_blob = {
-        let plan = json_out(
-            &sf_publish()
-                .args(["mirror"])
-                .arg(src.path())
-                .arg("file:///nonexistent-dry-run")
-                .args(["--fingerprint", &key.fingerprint, "--dry-run"])
-                .assert()
-                .success()
-                .get_output()
-                .stdout,
-        );
+        let plan = dry_run_plan(src.path(), &["--fingerprint", &key.fingerprint]);
         plan[3]["key"].as_str().unwrap().to_string()
     };
     let blob_dir = Path::new(&first_blob).parent().unwrap().to_path_buf();
@@ -658,8 +723,7 @@ fn a_failed_check_uploads_nothing() {
         let mut bytes = std::fs::read(&blob).unwrap();
         bytes[100] ^= 1;
         std::fs::write(&blob, bytes).unwrap();
-        let out = publish_mirror(src.path(), &b.url("bad"), &key).code(2);
-        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let err = stderr_of(&publish_mirror(src.path(), &b.url("bad"), &key).code(2));
         assert!(
             err.contains("greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan")
                 && err.contains("nothing was uploaded"),
@@ -668,36 +732,32 @@ fn a_failed_check_uploads_nothing() {
 
         // Signed by another key than the expected one.
         let src = signed_fixture(&other);
-        let out = sf_publish()
-            .args(["mirror"])
-            .arg(src.path())
-            .arg(b.url("bad"))
-            .args(["--fingerprint", &key.fingerprint, "--cert"])
-            .arg(key.cert_file.path())
-            .assert()
-            .code(2);
-        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let err = fails(
+            mirror(src.path(), &b.url("bad"), &key.fingerprint)
+                .arg("--cert")
+                .arg(key.cert_file.path()),
+            2,
+        );
         for e in Mirror::open(src.path()).unwrap().spec_manifests().unwrap() {
             assert!(err.contains(&e.key), "{} is not named: {err}", e.key);
         }
 
         // Unsigned manifests without --allow-unsigned.
         let unsigned = fixture("spack-v3-unsigned");
-        let out = publish_mirror(&unsigned, &b.url("bad"), &key).code(2);
-        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("key"));
-        let out = sf_publish()
-            .args(["mirror"])
-            .arg(&unsigned)
-            .arg(b.url("bad"))
-            .args(["--fingerprint", &key.fingerprint, "--cert"])
-            .arg(key.cert_file.path())
-            .assert()
-            .code(2);
-        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("is not signed"));
+        let err = stderr_of(&publish_mirror(&unsigned, &b.url("bad"), &key).code(2));
+        assert!(err.contains("key"));
+        let err = fails(
+            mirror(&unsigned, &b.url("bad"), &key.fingerprint)
+                .arg("--cert")
+                .arg(key.cert_file.path()),
+            2,
+        );
+        assert!(err.contains("is not signed"));
 
         // A layout-2 source.
-        let out = publish_mirror(&fixture("spack-v2-signed"), &b.url("bad"), &key).code(2);
-        assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("layout-2"));
+        let v2 = fixture("spack-v2-signed");
+        let err = stderr_of(&publish_mirror(&v2, &b.url("bad"), &key).code(2));
+        assert!(err.contains("layout-2"));
 
         let store = b.store("bad");
         assert_eq!(listing(&store), Vec::<String>::new());
@@ -718,21 +778,17 @@ fn a_failed_check_uploads_nothing() {
 fn bad_destinations_are_named() {
     let key = new_key();
     let src = signed_fixture(&key);
-    let out = publish_mirror(src.path(), "gs://bucket/x", &key).code(2);
-    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("unknown scheme"));
-    let out = publish_mirror(src.path(), "s3://sf-publish-no-such-bucket/x", &key).code(2);
-    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("does not exist"));
+    let refused = |dest: &str| stderr_of(&publish_mirror(src.path(), dest, &key).code(2));
+    assert!(refused("gs://bucket/x").contains("unknown scheme"));
+    assert!(refused("s3://sf-publish-no-such-bucket/x").contains("does not exist"));
     let b = Backend::s3();
-    let out = sf_publish()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .args(["mirror"])
-        .arg(src.path())
-        .arg(b.url("x"))
-        .args(["--fingerprint", &key.fingerprint])
-        .assert()
-        .code(2);
-    assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("no AWS credentials"));
+    let err = fails(
+        mirror(src.path(), &b.url("x"), &key.fingerprint)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY"),
+        2,
+    );
+    assert!(err.contains("no AWS credentials"));
 }
 
 /// The signed fixture's objects, without its indexes, put straight into `store`.
@@ -740,29 +796,17 @@ fn put_fixture_without_indexes(store: &Store) {
     let src = fixture("spack-v3-signed");
     let mut files = Vec::new();
     walk(&src, "", &mut files);
-    rt().block_on(async {
-        for rel in &files {
-            if rel == spack::INDEX_MANIFEST || rel == spack::KEYS_MANIFEST {
-                continue;
-            }
+    for rel in &files {
+        if rel != spack::INDEX_MANIFEST && rel != spack::KEYS_MANIFEST {
             let bytes = std::fs::read(src.join(rel)).unwrap();
-            let meta = sf_store::PutMeta {
-                content_type: "application/octet-stream".into(),
-                cache_control: "no-cache".into(),
-                sha256: sf_store::sha256_hex(&bytes),
-            };
-            store
-                .put(
-                    rel,
-                    sf_store::Body::Bytes(bytes),
-                    &meta,
-                    sf_store::Condition::Always,
-                )
-                .await
-                .unwrap();
+            put(store, rel, bytes, "application/octet-stream");
         }
-    });
+    }
 }
+
+/// A spec manifest that lists no spec.
+const BROKEN_SPEC: &str =
+    "v3/manifests/spec/zzz/zzz-1.0-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spec.manifest.json";
 
 #[test]
 fn reindex_reproduces_the_fixture_index_and_skips_broken_specs() {
@@ -771,33 +815,21 @@ fn reindex_reproduces_the_fixture_index_and_skips_broken_specs() {
         let store = b.store("re");
         let src = fixture("spack-v3-signed");
         put_fixture_without_indexes(&store);
-        rt().block_on(async {
-            let broken = b"{\n\"version\":3,\n\"data\":[]\n}".to_vec();
-            let meta = sf_store::PutMeta { content_type: "x".into(), cache_control: "x".into(), sha256: sf_store::sha256_hex(&broken) };
-            store
-                .put("v3/manifests/spec/zzz/zzz-1.0-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spec.manifest.json", sf_store::Body::Bytes(broken), &meta, sf_store::Condition::Always)
-                .await
-                .unwrap();
-        });
+        let broken = b"{\n\"version\":3,\n\"data\":[]\n}".to_vec();
+        put(&store, BROKEN_SPEC, broken, "x");
         let out = sf_publish()
             .args(["reindex", &b.url("re")])
             .assert()
             .success();
         let report = json_out(&out.get_output().stdout);
         assert_eq!(report["reindex"]["specs"], 3, "{report}");
-        assert_eq!(
-            report["reindex"]["skipped"][0]["key"],
-            "v3/manifests/spec/zzz/zzz-1.0-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.spec.manifest.json"
-        );
+        assert_eq!(report["reindex"]["skipped"][0]["key"], BROKEN_SPEC);
         assert!(report["reindex"]["skipped"][0]["reason"]
             .as_str()
             .unwrap()
             .contains("no application/vnd.spack.spec.v5+json record"));
         let (_, bytes) = read_index(&store);
-        assert_eq!(
-            bytes,
-            std::fs::read(src.join(spack::blob("sha256", FIXTURE_INDEX))).unwrap()
-        );
+        assert_eq!(bytes, fixture_index());
         let keys = rt()
             .block_on(store.get(spack::KEYS_MANIFEST))
             .unwrap()
@@ -827,8 +859,7 @@ fn reindex_through_faults_keeps_every_spec() {
     assert_eq!(report["reindex"]["skipped"], json!([]), "{report}");
     assert!(proxy.faults() >= 2, "faults injected: {}", proxy.faults());
     let (index, bytes) = read_index(&store);
-    let want = std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
-        .unwrap();
+    let want = fixture_index();
     assert_eq!(index, Index::parse(&want).unwrap());
     assert_eq!(bytes, want);
 }
@@ -857,12 +888,12 @@ fn reindex_fails_naming_a_spec_it_could_not_read() {
         }),
         None,
     );
-    let out = sf_publish()
-        .env("S3_ENDPOINT_URL", &wire.url)
-        .args(["reindex", &b.url("re")])
-        .assert()
-        .code(1);
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = fails(
+        sf_publish()
+            .env("S3_ENDPOINT_URL", &wire.url)
+            .args(["reindex", &b.url("re")]),
+        1,
+    );
     assert!(
         err.contains("v3/manifests/spec/") && err.contains(".spec.manifest.json"),
         "the key is named: {err}"
@@ -932,39 +963,14 @@ fn buildinfo_of(cell: &sf_core::layout::Cell, spack_version: Option<&str>) -> Va
 #[test]
 fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
     let key = new_key();
-    let m = sf_core::matrix::SupportMatrix::embedded();
     for b in Backend::both() {
         let dest = b.url("root");
         // The cells: 25.11 on noble and jammy, and the status of both.
-        let layout = sf_core::layout::Layout::new(Some(&dest), None, Default::default()).unwrap();
-        let sel = sf_core::matrix::Selection {
-            toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into(), "jammy".into()]),
-            slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
-            ..Default::default()
-        };
-        let cells: Vec<_> = sel
-            .expand(&m, sf_core::matrix::Pipeline::Tarball)
-            .unwrap()
-            .iter()
-            .map(|k| layout.cell(&m, k))
-            .collect();
-        let status = || {
-            let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
-            let out = sf_publish()
-                .args(["status", "-"])
-                .write_stdin(matrix)
-                .assert()
-                .success();
-            json_out(&out.get_output().stdout)
-        };
-        let ids = |st: &Value, k: &str| {
-            st[k]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["id"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        };
+        let cells = cells_at(
+            &dest,
+            [&["noble", "jammy"], &["25.11"], &[], &[]],
+            &[Pipeline::Tarball],
+        );
         let noble = cells
             .iter()
             .find(|c| c.toolchain.as_str() == "noble")
@@ -976,21 +982,12 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         // Six 1 MiB gzip members: status reads BUILDINFO.json from a ranged read of the end.
         let bytes = tarball_bytes(&buildinfo_of(noble, None), 6 << 20);
         let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
-        let tarball = |f: &Path| {
-            let mut c = sf_publish();
-            c.arg("tarball")
-                .arg(f)
-                .arg(&dest)
-                .args(["--fingerprint", &key.fingerprint, "--cert"])
-                .arg(key.cert_file.path());
-            c
-        };
+        let tarball = |f: &Path| tarball(f, &dest, &key);
         // Without its signature: refused, nothing uploaded.
         let sig = PathBuf::from(format!("{}.asc", file.display()));
         let saved = std::fs::read(&sig).unwrap();
         std::fs::remove_file(&sig).unwrap();
-        let out = tarball(&file).assert().code(2);
-        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let err = fails(&mut tarball(&file), 2);
         assert!(
             err.contains(&format!("its signature {} is missing", sig.display())),
             "{err}"
@@ -1000,14 +997,8 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
 
         let out = tarball(&file).assert().success();
         let report = json_out(&out.get_output().stdout);
-        let keys: Vec<&str> = report["change_list"]["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["key"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            keys,
+            column(&report["change_list"]["changes"], "key"),
             [
                 "builds/25.11/noble/slurm-25.11-noble-software.tar.gz",
                 "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc",
@@ -1026,14 +1017,14 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         let (old_dir, old_file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &old);
         tarball(&old_file).assert().success();
 
-        let st = status();
+        let st = status(&cells);
         assert_eq!(
-            ids(&st, "published"),
+            status_ids(&st, "published"),
             ["tarball-25.11-noble-amd64-cpu"],
             "{st}"
         );
         assert_eq!(
-            ids(&st, "pending"),
+            status_ids(&st, "pending"),
             ["tarball-25.11-jammy-amd64-cpu"],
             "{st}"
         );
@@ -1055,8 +1046,8 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         let new = tarball_bytes(&buildinfo_of(jammy, None), 1000);
         let (new_dir, new_file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &new);
         tarball(&new_file).assert().success();
-        let st = status();
-        assert_eq!(ids(&st, "published").len(), 2, "{st}");
+        let st = status(&cells);
+        assert_eq!(status_ids(&st, "published").len(), 2, "{st}");
         drop((dir, old_dir, new_dir));
     }
 }
@@ -1074,12 +1065,7 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
     let key = new_key();
     let b = Backend::s3();
     let (_dir, file, bytes) = large_signed_tarball(&key);
-    let out = sf_publish()
-        .arg("tarball")
-        .arg(&file)
-        .arg(b.url("root"))
-        .args(["--fingerprint", &key.fingerprint, "--cert"])
-        .arg(key.cert_file.path())
+    let out = tarball(&file, &b.url("root"), &key)
         .args([
             "--multipart-threshold-mib",
             "5",
@@ -1092,7 +1078,7 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
         .assert()
         .success();
     // stderr is a pipe here, as in a CI log: one-line reports, ending with the whole total.
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = stderr_of(&out);
     let lines: Vec<&str> = err
         .lines()
         .filter(|l| l.starts_with("sf-publish: progress: "))
@@ -1114,9 +1100,7 @@ fn a_large_tarball_goes_multipart_and_arrives_whole() {
         .unwrap()
         .unwrap();
     assert!(got.bytes == bytes, "the tarball arrived changed");
-    let Backend::S3 { bucket } = &b else {
-        unreachable!()
-    };
+    let bucket = b.bucket();
     assert!(open_uploads(bucket).is_empty());
 }
 
@@ -1167,13 +1151,8 @@ fn full_object_checksums_go_with_every_write() {
     let b = Backend::s3();
     let (dir, file, bytes) = large_signed_tarball(&key);
     let wire = wire::recording(&moto_url());
-    sf_publish()
+    tarball(&file, &b.url("root"), &key)
         .env("S3_ENDPOINT_URL", &wire.url)
-        .arg("tarball")
-        .arg(&file)
-        .arg(b.url("root"))
-        .args(["--fingerprint", &key.fingerprint, "--cert"])
-        .arg(key.cert_file.path())
         .args(["--multipart-threshold-mib", "5", "--part-size-mib", "5"])
         .assert()
         .success();
@@ -1295,13 +1274,8 @@ fn dry_run_plans_and_actions_outputs_point_at_the_change_list() {
         .assert()
         .success();
     let plan = json_out(&out.get_output().stdout);
-    let kinds: Vec<&str> = plan
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds.first(), Some(&"blob"));
+    let kinds = column(&plan, "kind");
+    assert_eq!(kinds.first().map(String::as_str), Some("blob"));
     assert_eq!(
         kinds[kinds.len() - 2..],
         ["index-manifest", "key-index-manifest"]
@@ -1394,28 +1368,19 @@ fn publishing_survives_throttling_and_dropped_connections() {
     // a spurious give-up out of the test (a chance of 3^-10 per request).
     let proxy = proxy::faulty_with_stall(&moto_url(), 3, Some(std::time::Duration::from_secs(8)));
     let b = Backend::s3();
-    let mut c = sf_publish();
-    c.env("S3_ENDPOINT_URL", &proxy.url).args([
-        "--aws-max-attempts",
-        "10",
-        "--aws-attempt-timeout-secs",
-        "4",
-    ]);
-    c.args(["mirror"])
-        .arg(src.path())
-        .arg(b.url("deps"))
-        .args(["--fingerprint", &key.fingerprint])
+    mirror(src.path(), &b.url("deps"), &key.fingerprint)
+        .env("S3_ENDPOINT_URL", &proxy.url)
+        .args([
+            "--aws-max-attempts",
+            "10",
+            "--aws-attempt-timeout-secs",
+            "4",
+        ])
         .assert()
         .success();
     let (_, index) = read_index(&b.store("deps"));
-    assert_eq!(
-        index,
-        std::fs::read(fixture("spack-v3-signed").join(spack::blob("sha256", FIXTURE_INDEX)))
-            .unwrap()
-    );
-    let Backend::S3 { bucket } = &b else {
-        unreachable!()
-    };
+    assert_eq!(index, fixture_index());
+    let bucket = b.bucket();
     // Every blob and spec manifest of the source arrived as it is.
     let mut files = Vec::new();
     walk(src.path(), "", &mut files);
@@ -1464,15 +1429,9 @@ fn publishing_survives_throttling_and_dropped_connections() {
     // would also cut off a 64 MiB part), with the local server's Python, which bounds the speed
     // here, doing about a fifth again the work.
     let proxy = proxy::faulty(&moto_url(), 6);
-    let mut c = sf_publish();
-    c.env("S3_ENDPOINT_URL", &proxy.url)
-        .args(["--aws-max-attempts", "10"]);
-    let out = c
-        .arg("tarball")
-        .arg(&file)
-        .arg(b.url("root"))
-        .args(["--fingerprint", &key.fingerprint, "--cert"])
-        .arg(key.cert_file.path())
+    let out = tarball(&file, &b.url("root"), &key)
+        .env("S3_ENDPOINT_URL", &proxy.url)
+        .args(["--aws-max-attempts", "10"])
         .args(["--part-size-mib", "64", "--part-concurrency", "4"])
         .args(["--progress-secs", "2"])
         .assert()
@@ -1481,7 +1440,7 @@ fn publishing_survives_throttling_and_dropped_connections() {
     let report = json_out(&out.get_output().stdout);
     assert_eq!(report["objects_uploaded"], 4, "{report}");
     // The CI-log progress shows the GiB moving, not just starting and ending.
-    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let err = stderr_of(&out);
     let moving: std::collections::BTreeSet<&str> = err
         .lines()
         .filter_map(|l| l.strip_prefix("sf-publish: progress: "))
@@ -1503,10 +1462,9 @@ fn publishing_survives_throttling_and_dropped_connections() {
         "no multipart upload is left open: {open:?}"
     );
     // The local server keeps objects in memory; give the GiB back for the rest of the suite.
-    let b = bucket.clone();
     with_s3(|s3| async move {
         s3.delete_object()
-            .bucket(b)
+            .bucket(bucket)
             .key("root/builds/23.11/noble/slurm-23.11-noble-software.tar.gz")
             .send()
             .await
@@ -1530,39 +1488,11 @@ fn publishing_survives_throttling_and_dropped_connections() {
 
 /// A signed mirror holding one single-node spec per node.
 fn spec_mirror(nodes: &[Value], key: &Key) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let m = Mirror::open(dir.path()).unwrap();
-    std::fs::create_dir_all(m.path("v3")).unwrap();
-    for n in nodes {
-        let spec = json!({"spec": {"_meta": {"version": 5}, "nodes": [n]}, "buildcache_layout_version": 2});
-        let spec_rec = m
-            .write_blob(
-                &gzip(spec.to_string().as_bytes()),
-                media_type::SPEC,
-                compression::GZIP,
-            )
-            .unwrap();
-        let tar_rec = m
-            .write_blob(
-                &gzip(n["hash"].to_string().as_bytes()),
-                media_type::TARBALL,
-                compression::GZIP,
-            )
-            .unwrap();
-        let manifest = Manifest {
-            version: 3,
-            data: vec![tar_rec, spec_rec],
-            extra: Default::default(),
-        };
-        let key = spack::spec_manifest(
-            n["name"].as_str().unwrap(),
-            n["version"].as_str().unwrap(),
-            n["hash"].as_str().unwrap(),
-        );
-        m.write_manifest(&key, &manifest).unwrap();
-    }
-    sign_mirror(dir.path(), key);
-    dir
+    let specs: Vec<(Vec<Value>, Vec<u8>)> = nodes
+        .iter()
+        .map(|n| (vec![n.clone()], n["hash"].to_string().into_bytes()))
+        .collect();
+    signed_spec_mirror(&specs, key)
 }
 
 /// The pinned specs of the stack file as built spec nodes, boolean variants set as pinned.
@@ -1629,21 +1559,11 @@ fn piped(c: &mut StdCommand, input: &[u8]) -> Vec<u8> {
 }
 
 fn matrix_ids(v: &Value) -> Vec<String> {
-    v["include"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect()
+    column(&v["include"], "id")
 }
 
 fn status_ids(st: &Value, k: &str) -> Vec<String> {
-    let mut ids: Vec<String> = st[k]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut ids = column(&st[k], "id");
     ids.sort();
     ids
 }
@@ -1652,38 +1572,13 @@ fn status_ids(st: &Value, k: &str) -> Vec<String> {
 fn status_tells_cpu_from_gpu_builds_and_skip_published_leaves_the_rest() {
     let key = new_key();
     let stack = sf_spackenv::stack::Stack::embedded();
-    let m = sf_core::matrix::SupportMatrix::embedded();
     for b in Backend::both() {
         let root = b.url("st").trim_end_matches('/').to_string();
-        let layout = sf_core::layout::Layout::new(Some(&root), None, Default::default()).unwrap();
-        let cells_of = |p| -> Vec<sf_core::layout::Cell> {
-            sf_core::matrix::Selection {
-                toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
-                slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
-                archs: sf_core::matrix::ListArg::Named(vec!["amd64".into()]),
-                builds: sf_core::matrix::ListArg::Named(vec!["cpu".into(), "gpu".into()]),
-                ..Default::default()
-            }
-            .expand(&m, p)
-            .unwrap()
-            .iter()
-            .map(|k| layout.cell(&m, k))
-            .collect()
-        };
-        let mut cells = cells_of(sf_core::matrix::Pipeline::Deps);
-        cells.extend(cells_of(sf_core::matrix::Pipeline::Version));
-        let status = || {
-            let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
-            json_out(
-                &sf_publish()
-                    .args(["status", "-"])
-                    .write_stdin(matrix)
-                    .assert()
-                    .success()
-                    .get_output()
-                    .stdout,
-            )
-        };
+        let cells = cells_at(
+            &root,
+            [&["noble"], &["25.11"], &["amd64"], &["cpu", "gpu"]],
+            &[Pipeline::Deps, Pipeline::Version],
+        );
         let cpu = cells
             .iter()
             .find(|c| c.pipeline == "version" && !c.gpu)
@@ -1713,7 +1608,7 @@ fn status_tells_cpu_from_gpu_builds_and_skip_published_leaves_the_rest() {
         publish_mirror(src.path(), version_url, &key).success();
         let src = spec_mirror(&pinned_nodes(&stack.dependencies, &os, &target), &key);
         publish_mirror(src.path(), deps_url, &key).success();
-        let st = status();
+        let st = status(&cells);
         assert_eq!(
             status_ids(&st, "published"),
             ["deps-noble-amd64-cpu", "version-25.11-noble-amd64-cpu"],
@@ -1784,7 +1679,7 @@ fn status_tells_cpu_from_gpu_builds_and_skip_published_leaves_the_rest() {
         assert!(gpu_only.iter().any(|p| p.name == "cuda"));
         let src = spec_mirror(&pinned_nodes(&gpu_only, &os, &target), &key);
         publish_mirror(src.path(), deps_url, &key).success();
-        let st = status();
+        let st = status(&cells);
         assert_eq!(status_ids(&st, "published").len(), 4, "{st}");
         assert_eq!(st["pending"], json!([]), "{st}");
     }
@@ -1797,18 +1692,7 @@ const FIXTURE_TARBALL_BLOB: &str =
 fn damage(store: &Store, key: &str) {
     let mut bytes = rt().block_on(store.get(key)).unwrap().unwrap().bytes;
     bytes[100] ^= 1;
-    let meta = sf_store::PutMeta {
-        content_type: "application/gzip".into(),
-        cache_control: "no-cache".into(),
-        sha256: sf_store::sha256_hex(&bytes),
-    };
-    rt().block_on(store.put(
-        key,
-        sf_store::Body::Bytes(bytes),
-        &meta,
-        sf_store::Condition::Always,
-    ))
-    .unwrap();
+    put(store, key, bytes, "application/gzip");
 }
 
 #[test]
@@ -1821,8 +1705,7 @@ fn a_damaged_blob_at_the_destination_fails_the_run_and_is_named() {
         publish_mirror(src.path(), &dest, &key).success();
         let store = b.store("dmg");
         damage(&store, &blob);
-        let out = publish_mirror(src.path(), &dest, &key).code(1);
-        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let err = stderr_of(&publish_mirror(src.path(), &dest, &key).code(1));
         assert!(
             err.contains(&store.url_of(&blob)) && err.contains("damaged blob"),
             "{err}"
@@ -1835,17 +1718,7 @@ fn the_change_list_and_record_of_a_failed_run_say_what_was_written() {
     let key = new_key();
     let src = signed_fixture(&key);
     // The plan's order; the last blob is found damaged, after the others went up.
-    let plan = json_out(
-        &sf_publish()
-            .args(["mirror"])
-            .arg(src.path())
-            .arg("file:///nonexistent-dry-run")
-            .args(["--fingerprint", &key.fingerprint, "--dry-run"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let plan = dry_run_plan(src.path(), &["--fingerprint", &key.fingerprint]);
     let blobs: Vec<String> = plan
         .as_array()
         .unwrap()
@@ -1860,40 +1733,21 @@ fn the_change_list_and_record_of_a_failed_run_say_what_was_written() {
         let bytes = std::fs::read(src.path().join(last)).unwrap();
         let mut bad = bytes.clone();
         bad[0] ^= 1;
-        let meta = sf_store::PutMeta {
-            content_type: "application/octet-stream".into(),
-            cache_control: "no-cache".into(),
-            sha256: sf_store::sha256_hex(&bad),
-        };
-        rt().block_on(store.put(
-            last,
-            sf_store::Body::Bytes(bad),
-            &meta,
-            sf_store::Condition::Always,
-        ))
-        .unwrap();
+        put(&store, last, bad, "application/octet-stream");
         let results = tempfile::tempdir().unwrap();
         let list = results.path().join("changes.json");
-        let out = sf_publish()
-            .args(["mirror"])
-            .arg(src.path())
-            .arg(&dest)
-            .args(["--fingerprint", &key.fingerprint, "--concurrency", "1"])
-            .arg("--change-list")
-            .arg(&list)
-            .arg("--results-dir")
-            .arg(results.path())
-            .assert()
-            .code(1);
-        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let err = fails(
+            mirror(src.path(), &dest, &key.fingerprint)
+                .args(["--concurrency", "1"])
+                .arg("--change-list")
+                .arg(&list)
+                .arg("--results-dir")
+                .arg(results.path()),
+            1,
+        );
         assert!(err.contains(&store.url_of(last)), "{err}");
         let list: Value = serde_json::from_slice(&std::fs::read(&list).unwrap()).unwrap();
-        let written: Vec<&str> = list["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["key"].as_str().unwrap())
-            .collect();
+        let written = column(&list["changes"], "key");
         assert_eq!(
             written,
             before.iter().map(String::as_str).collect::<Vec<_>>()
@@ -1903,17 +1757,7 @@ fn the_change_list_and_record_of_a_failed_run_say_what_was_written() {
             .unwrap()
             .iter()
             .all(|c| c["action"] == "created" && c["kind"] == "blob"));
-        let record = std::fs::read_dir(results.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("sf-publish-mirror")
-            })
-            .unwrap();
-        let record: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+        let record = mirror_record(results.path());
         assert_eq!(record["status"], "failed", "{record}");
         assert_eq!(record["metrics"]["objects_uploaded"], before.len() as u64);
         let bytes_before: u64 = before
@@ -1949,41 +1793,22 @@ fn a_lost_index_race_is_retried_and_counted() {
             }
             static ONCE: std::sync::Once = std::sync::Once::new();
             ONCE.call_once(|| {
-                sf_publish()
-                    .args(["mirror"])
-                    .arg(&s)
-                    .arg(&d)
-                    .args(["--fingerprint", &k])
-                    .assert()
-                    .success();
+                mirror(&s, &d, &k).assert().success();
             });
             Some(proxy::Then::Forward)
         }),
     );
     let results = tempfile::tempdir().unwrap();
-    let out = sf_publish()
+    let out = mirror(first.path(), &dest, &key.fingerprint)
         .env("S3_ENDPOINT_URL", &proxy.url)
-        .args(["mirror"])
-        .arg(first.path())
-        .arg(&dest)
-        .args(["--fingerprint", &key.fingerprint, "--concurrency", "1"])
+        .args(["--concurrency", "1"])
         .arg("--results-dir")
         .arg(results.path())
         .assert()
         .success();
     let report = json_out(&out.get_output().stdout);
     assert_eq!(report["retries"], 1, "{report}");
-    let record = std::fs::read_dir(results.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("sf-publish-mirror")
-        })
-        .unwrap();
-    let record: Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let record = mirror_record(results.path());
     assert_eq!(record["metrics"]["retries"], 1, "{record}");
     assert_eq!(
         record["metrics"]["bytes_uploaded"],
@@ -2001,11 +1826,7 @@ fn reindex_refuses_a_destination_without_a_mirror() {
     for b in Backend::both() {
         if let Backend::Dir { dir } = &b {
             // A mistyped directory is not created.
-            let out = sf_publish()
-                .args(["reindex", &b.url("typo/deps")])
-                .assert()
-                .code(2);
-            let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+            let err = fails(sf_publish().args(["reindex", &b.url("typo/deps")]), 2);
             assert!(
                 err.contains("typo/deps") && err.contains("does not exist"),
                 "{err}"
@@ -2014,8 +1835,7 @@ fn reindex_refuses_a_destination_without_a_mirror() {
             std::fs::create_dir_all(dir.path().join("empty/deps")).unwrap();
         }
         let url = b.url("empty/deps");
-        let out = sf_publish().args(["reindex", &url]).assert().code(2);
-        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let err = fails(sf_publish().args(["reindex", &url]), 2);
         assert!(
             err.contains("holds no build-cache mirror") && err.contains("--allow-empty"),
             "{err}"
@@ -2035,41 +1855,14 @@ fn reindex_refuses_a_destination_without_a_mirror() {
 fn status_of_a_missing_directory_is_pending_and_makes_no_directory() {
     let dir = tempfile::tempdir().unwrap();
     let root = format!("file://{}/typo", dir.path().display());
-    let m = sf_core::matrix::SupportMatrix::embedded();
-    let layout = sf_core::layout::Layout::new(Some(&root), None, Default::default()).unwrap();
-    let sel = sf_core::matrix::Selection {
-        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
-        slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
-        archs: sf_core::matrix::ListArg::Named(vec!["amd64".into()]),
-        builds: sf_core::matrix::ListArg::Named(vec!["cpu".into()]),
-        ..Default::default()
-    };
-    let mut cells = Vec::new();
-    for p in [
-        sf_core::matrix::Pipeline::Tarball,
-        sf_core::matrix::Pipeline::Deps,
-    ] {
-        cells.extend(
-            sel.expand(&m, p)
-                .unwrap()
-                .iter()
-                .map(|k| layout.cell(&m, k)),
-        );
-    }
-    let matrix = serde_json::to_string(&json!({ "include": cells })).unwrap();
-    let out = sf_publish()
-        .args(["status", "-"])
-        .write_stdin(matrix)
-        .assert()
-        .success();
-    let st = json_out(&out.get_output().stdout);
+    let cells = cells_at(
+        &root,
+        [&["noble"], &["25.11"], &["amd64"], &["cpu"]],
+        &[Pipeline::Tarball, Pipeline::Deps],
+    );
+    let st = status(&cells);
     assert_eq!(st["published"], json!([]), "{st}");
-    let reasons: Vec<&str> = st["pending"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["reason"].as_str().unwrap())
-        .collect();
+    let reasons = column(&st["pending"], "reason");
     assert_eq!(reasons.len(), 2, "{st}");
     assert!(
         reasons
@@ -2095,14 +1888,7 @@ fn every_kind_of_object_has_its_content_type_and_cache_control() {
     let src = signed_fixture(&key);
     publish_mirror(src.path(), &b.url("meta"), &key).success();
     let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &gzip(SLURM));
-    sf_publish()
-        .arg("tarball")
-        .arg(&file)
-        .arg(b.url("root"))
-        .args(["--fingerprint", &key.fingerprint, "--cert"])
-        .arg(key.cert_file.path())
-        .assert()
-        .success();
+    tarball(&file, &b.url("root"), &key).assert().success();
     let mirror = b.store("meta");
     let root = b.store("root");
     let keys = listing(&mirror);
@@ -2111,16 +1897,7 @@ fn every_kind_of_object_has_its_content_type_and_cache_control() {
         .find(|k| k.ends_with(".spec.manifest.json"))
         .unwrap()
         .clone();
-    let record_of = |manifest: &str, media: &str| {
-        let m = rt().block_on(mirror.get(manifest)).unwrap().unwrap();
-        ManifestFile::parse(&m.bytes)
-            .unwrap()
-            .manifest
-            .record(media)
-            .unwrap()
-            .blob_key()
-            .unwrap()
-    };
+    let record_of = |manifest: &str, media: &str| blob_key(&mirror, manifest, media);
     let index_blob = record_of(spack::INDEX_MANIFEST, media_type::INDEX);
     let key_blob = record_of(&spack::key_manifest(&key.fingerprint), media_type::PGP_KEYS);
     let key_index_blob = record_of(spack::KEYS_MANIFEST, media_type::KEY_INDEX);
@@ -2212,17 +1989,7 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
     let name = "slurm-25.11-noble-software.tar.gz";
     let b = Backend::dir();
     let dest = b.url("root");
-    let refuse = |file: &Path| {
-        let out = sf_publish()
-            .arg("tarball")
-            .arg(file)
-            .arg(&dest)
-            .args(["--fingerprint", &key.fingerprint, "--cert"])
-            .arg(key.cert_file.path())
-            .assert()
-            .code(2);
-        String::from_utf8_lossy(&out.get_output().stderr).into_owned()
-    };
+    let refuse = |file: &Path| fails(&mut tarball(file, &dest, &key), 2);
     // The tarball signed by another key (its SHA256SUMS by the right one).
     let (dir, file) = signed_tarball(&key, name, &gzip(SLURM));
     let sig = sf_pgp::sign::sign_bytes(&other.signing, &std::fs::read(&file).unwrap()).unwrap();
@@ -2271,19 +2038,14 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
 fn bad_destinations_are_named_by_every_subcommand() {
     let key = new_key();
     let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &gzip(SLURM));
-    let m = sf_core::matrix::SupportMatrix::embedded();
-    let layout =
-        sf_core::layout::Layout::new(Some("s3://placeholder-bucket"), None, Default::default())
-            .unwrap();
-    let cell_key = &sf_core::matrix::Selection {
-        toolchains: sf_core::matrix::ListArg::Named(vec!["noble".into()]),
-        slurm_versions: sf_core::matrix::ListArg::Named(vec!["25.11".into()]),
-        ..Default::default()
-    }
-    .expand(&m, sf_core::matrix::Pipeline::Tarball)
-    .unwrap()[0];
+    let cell = cells_at(
+        "s3://placeholder-bucket",
+        [&["noble"], &["25.11"], &[], &[]],
+        &[Pipeline::Tarball],
+    )
+    .remove(0);
     let status_at = |dest: &str| {
-        let mut cell = serde_json::to_value(layout.cell(&m, cell_key)).unwrap();
+        let mut cell = serde_json::to_value(&cell).unwrap();
         cell["destination"] = Value::from(dest);
         serde_json::to_string(&json!({ "include": [cell] })).unwrap()
     };
@@ -2302,17 +2064,11 @@ fn bad_destinations_are_named_by_every_subcommand() {
                 c.env_remove("AWS_ACCESS_KEY_ID")
                     .env_remove("AWS_SECRET_ACCESS_KEY");
             }
-            let out = c.assert().code(2);
-            let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+            let err = fails(c, 2);
             assert!(err.contains(says), "{dest}: {err}");
         };
         run(sf_publish().args(["reindex", &dest]));
-        run(sf_publish()
-            .arg("tarball")
-            .arg(&file)
-            .arg(&dest)
-            .args(["--fingerprint", &key.fingerprint, "--cert"])
-            .arg(key.cert_file.path()));
+        run(&mut tarball(&file, &dest, &key));
         run(sf_publish()
             .args(["status", "-"])
             .write_stdin(status_at(&dest)));

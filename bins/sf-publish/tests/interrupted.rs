@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use assert_cmd::Command;
+use serde_json::Value;
 use sf_testkit::{fixture, moto_url};
 
 #[path = "support/common.rs"]
@@ -18,8 +19,8 @@ mod common;
 mod proxy;
 
 use common::{
-    dry_run_plan, json_out, new_bucket, new_key, noise, object_keys, open_uploads, publisher,
-    sf_publish, signed_tarball, stderr_of, with_s3, Key,
+    column, dry_run_plan, fails, json_out, new_bucket, new_key, noise, object_keys, open_uploads,
+    publisher, sf_publish, signed_tarball, stderr_of, with_s3, Key,
 };
 
 const NAME: &str = "slurm-24.11-jammy-software.tar.gz";
@@ -73,6 +74,19 @@ impl Case {
     fn args(&self) -> Vec<OsString> {
         tarball_args(&self.file, &self.dest, &self.key)
     }
+}
+
+/// The change list of a run's report: (key, action).
+fn changes(report: &Value) -> Vec<(String, String)> {
+    report["change_list"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let text = |f: &str| c[f].as_str().unwrap().to_string();
+            (text("key"), text("action"))
+        })
+        .collect()
 }
 
 /// The bytes of an object.
@@ -175,14 +189,7 @@ fn a_run_killed_mid_upload_leaves_parts_the_next_run_aborts() {
     tarball(&mut c);
     let out = Command::from_std(c).assert().success();
     let report = json_out(&out.get_output().stdout);
-    assert!(
-        report["change_list"]["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["key"] == KEY),
-        "{report}"
-    );
+    assert!(changes(&report).iter().any(|(k, _)| k == KEY), "{report}");
     assert_eq!(
         open_uploads(bucket),
         [(format!("root/{KEY}.part"), other.clone())]
@@ -207,12 +214,7 @@ fn a_run_killed_mid_upload_leaves_parts_the_next_run_aborts() {
 fn a_lost_answer_to_a_blob_write_counts_as_created() {
     let src = fixture("spack-v3-unsigned");
     let plan = dry_run_plan(&src, &["--allow-unsigned"]);
-    let planned: Vec<String> = plan
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["key"].as_str().unwrap().to_string())
-        .collect();
+    let planned = column(&plan, "key");
     let first_blob = plan
         .as_array()
         .unwrap()
@@ -237,14 +239,9 @@ fn a_lost_answer_to_a_blob_write_counts_as_created() {
         .success();
     assert_eq!(proxy.faults(), 1, "one answer was lost");
     let report = json_out(&out.get_output().stdout);
-    let changes: Vec<(&str, &str)> = report["change_list"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["key"].as_str().unwrap(), c["action"].as_str().unwrap()))
-        .collect();
+    let changes = changes(&report);
     assert!(
-        changes.contains(&(first_blob.as_str(), "created")),
+        changes.contains(&(first_blob.clone(), "created".to_string())),
         "{first_blob} is in the change list: {changes:?}"
     );
     assert_eq!(report["objects_skipped"], 0, "{report}");
@@ -273,8 +270,7 @@ fn bad_progress_intervals_are_refused_before_anything_is_opened() {
     };
     for bad in ["nan", "-1", "0", "inf", "3600.5", "soon"] {
         let dest = root.path().join("dest");
-        let out = publish(&dest, bad).code(2);
-        let err = stderr_of(&out);
+        let err = stderr_of(&publish(&dest, bad).code(2));
         assert!(
             err.contains("--progress-secs") && err.contains("from 0.05 to 3600"),
             "{bad}: {err}"
@@ -324,11 +320,7 @@ fn a_tarball_that_fails_its_checks_while_uploading_leaves_nothing() {
                 Some(b) => format!("s3://{b}/root"),
                 None => format!("file://{}/root", dir.path().display()),
             };
-            let out = sf_publish()
-                .args(tarball_args(&file, &dest, &key))
-                .assert()
-                .code(2);
-            let err = stderr_of(&out);
+            let err = fails(sf_publish().args(tarball_args(&file, &dest, &key)), 2);
             assert!(err.contains(NAME), "{damage}: the tarball is named: {err}");
             match &bucket {
                 Some(b) => {
@@ -371,11 +363,7 @@ fn a_lost_answer_to_a_multipart_completion_counts_as_written() {
     );
     let report = json_out(&out.get_output().stdout);
     assert!(
-        report["change_list"]["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["key"] == KEY && c["action"] == "created"),
+        changes(&report).contains(&(KEY.to_string(), "created".to_string())),
         "the tarball is in the change list as created: {report}"
     );
     assert_published_whole(&case.bucket, &case.bytes);

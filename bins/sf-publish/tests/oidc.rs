@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
-use common::{new_bucket, new_key, noise, signed_tarball, stderr_of, Key};
+use common::{fails, new_bucket, new_key, noise, signed_tarball, Key};
 use sf_aws::aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
 use sf_testkit::{fixture, moto_url};
 use token_endpoint::{TokenEndpoint, REQUEST_TOKEN};
@@ -187,17 +187,17 @@ fn key_fingerprint_args(c: &mut Command, key: &Key) {
 #[test]
 fn a_refresh_window_of_half_the_session_or_more_is_bad_input() {
     let ep = TokenEndpoint::start(200);
-    let out = sf_publish(Some(&ep))
-        .args([
-            "--role-session-duration",
-            "900",
-            "--credentials-refresh-window",
-            "450",
-        ])
-        .args(["reindex", "s3://no-such-bucket/x"])
-        .assert()
-        .code(2);
-    let err = stderr_of(&out);
+    let err = fails(
+        sf_publish(Some(&ep))
+            .args([
+                "--role-session-duration",
+                "900",
+                "--credentials-refresh-window",
+                "450",
+            ])
+            .args(["reindex", "s3://no-such-bucket/x"]),
+        2,
+    );
     assert!(
         err.contains("--credentials-refresh-window 450")
             && err.contains("--role-session-duration 900"),
@@ -208,11 +208,10 @@ fn a_refresh_window_of_half_the_session_or_more_is_bad_input() {
 
 #[test]
 fn a_role_without_a_token_source_is_bad_input() {
-    let out = sf_publish(None)
-        .args(["reindex", "s3://no-such-bucket/x"])
-        .assert()
-        .code(2);
-    let err = stderr_of(&out);
+    let err = fails(
+        sf_publish(None).args(["reindex", "s3://no-such-bucket/x"]),
+        2,
+    );
     assert!(err.contains("ACTIONS_ID_TOKEN_REQUEST_URL"), "{err}");
     assert!(err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"), "{err}");
 }
@@ -291,12 +290,15 @@ fn the_role_session_and_the_record_name_the_cell() {
 
 #[test]
 fn a_cell_id_that_is_not_one_is_bad_input() {
-    let out = sf_publish(None)
-        .env("AWS_ROLE_ARN", "")
-        .args(["--cell-id", "../etc", "reindex", "s3://no-such-bucket/x"])
-        .assert()
-        .code(2);
-    let err = stderr_of(&out);
+    let err = fails(
+        sf_publish(None).env("AWS_ROLE_ARN", "").args([
+            "--cell-id",
+            "../etc",
+            "reindex",
+            "s3://no-such-bucket/x",
+        ]),
+        2,
+    );
     assert!(
         err.contains("--cell-id") && err.contains("SF_CELL_ID"),
         "{err}"

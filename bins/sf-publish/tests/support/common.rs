@@ -123,6 +123,20 @@ pub fn stderr_of(out: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&out.get_output().stderr).into_owned()
 }
 
+/// The text `field` of each entry of a JSON array (a plan, a change list, a status list).
+pub fn column(list: &Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Run `c`, which must end with exit code `code`; its stderr.
+pub fn fails(c: &mut Command, code: i32) -> String {
+    stderr_of(&c.assert().code(code))
+}
+
 /// The objects `mirror SRC` would upload, in order (a dry run; `args` say how it is trusted).
 pub fn dry_run_plan(src: &Path, args: &[&str]) -> Value {
     json_out(
