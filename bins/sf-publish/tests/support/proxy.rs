@@ -163,37 +163,25 @@ const SLOW_DOWN: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><C
 const INTERNAL_ERROR: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>";
 
 fn start(upstream: &str, faults_cfg: Option<Faults>, hook: Option<RequestHook>) -> Proxy {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let up = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
     let faults = Arc::new(AtomicU64::new(0));
     let kinds = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     let forms = Arc::new(Mutex::new(Vec::new()));
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = AtomicU64::new(0);
     let (f, k, fm) = (faults.clone(), kinds.clone(), forms.clone());
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { continue };
-            let (up, f, k, fm, counter) = (
-                up.clone(),
-                f.clone(),
-                k.clone(),
-                fm.clone(),
-                counter.clone(),
-            );
-            let (hook, cfg) = (hook.clone(), faults_cfg.clone());
-            std::thread::spawn(move || {
-                let noted = Noted {
-                    faults: &f,
-                    kinds: &k,
-                    forms: &fm,
-                };
-                carry(client, &up, cfg.as_ref(), &noted, &counter, hook.as_ref())
-            });
-        }
+    let url = listen(upstream, move |client, up| {
+        let noted = Noted {
+            faults: &f,
+            kinds: &k,
+            forms: &fm,
+        };
+        carry(
+            client,
+            up,
+            faults_cfg.as_ref(),
+            &noted,
+            &counter,
+            hook.as_ref(),
+        )
     });
     Proxy {
         url,
@@ -237,28 +225,10 @@ fn carry(
 ) {
     // Read the request head and body.
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let head_end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-        match client.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(head) = read_head(&mut client, &mut buf) else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
-    let len: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let (head_end, len) = (head.end, head.body_len);
     let mut fault = cfg.and_then(|c| {
         let n = counter.fetch_add(1, Ordering::SeqCst);
         (n % c.every == c.every - 1).then(|| c.ways[(n / c.every) as usize % c.ways.len()])
@@ -273,24 +243,16 @@ fn carry(
     }
     if fault == Some(Fault::ResetMidBody) {
         // Take half the body, then reset: the client is cut off while it sends.
-        while buf.len() < head_end + len / 2 {
-            match client.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
+        read_until(&mut client, &mut buf, |b| b.len() >= head_end + len / 2);
         noted.fault(Fault::ResetMidBody);
         let _ = client.shutdown(Shutdown::Both);
         return;
     }
     buf.reserve((head_end + len).saturating_sub(buf.len()));
-    while buf.len() < head_end + len {
-        match client.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    if !read_until(&mut client, &mut buf, |b| b.len() >= head_end + len) {
+        return;
     }
-    if header("content-type").is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")) {
+    if head.is_form() {
         noted
             .forms
             .lock()
@@ -298,13 +260,8 @@ fn carry(
             .push(String::from_utf8_lossy(&buf[head_end..]).into_owned());
     }
     let mut lose = false;
-    let mut request_line = head.lines().next().unwrap_or_default().split(' ');
-    let (method, target) = (
-        request_line.next().unwrap_or_default(),
-        request_line.next().unwrap_or_default(),
-    );
     if let Some(hook) = hook {
-        match hook(method, target) {
+        match hook(&head.method, &head.target) {
             Some(Then::Drop) => {
                 let _ = client.shutdown(Shutdown::Both);
                 return;
@@ -337,25 +294,11 @@ fn carry(
         }
         _ => {}
     }
-    // Forward with `connection: close`, relay the whole answer, close.
-    let mut lines: Vec<&str> = head[..head.len() - 4]
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .collect();
-    lines.push("connection: close");
-    let Ok(mut server) = TcpStream::connect(up) else {
+    // Forward, relay the whole answer, close.
+    let Some(resp) = forward(up, &head.text, &buf[head_end..]) else {
         return;
     };
-    if server
-        .write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes())
-        .and_then(|_| server.write_all(&buf[head_end..]))
-        .is_err()
-    {
-        return;
-    }
     drop(buf);
-    let mut resp = Vec::new();
-    let _ = server.read_to_end(&mut resp);
     if lose || fault == Some(Fault::AnswerLost) {
         // Done upstream, but the client never hears of it.
         noted.fault(Fault::AnswerLost);
@@ -363,4 +306,130 @@ fn carry(
         return;
     }
     let _ = client.write_all(&resp);
+}
+
+/// Listen on a loopback port and carry each connection on a thread of its own with `each`, given
+/// the client and the upstream's `host:port`; the URL to send requests to.
+pub fn listen(upstream: &str, each: impl Fn(TcpStream, &str) + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let up: Arc<str> = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .into();
+    let each = Arc::new(each);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            let (up, each) = (up.clone(), each.clone());
+            std::thread::spawn(move || each(client, &up));
+        }
+    });
+    url
+}
+
+/// A request's head, as read.
+pub struct Head {
+    /// Where it ends in what was read (past its blank line).
+    pub end: usize,
+    /// Its text, without the blank line.
+    pub text: String,
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Header names lower-cased, in the order sent.
+    pub headers: Vec<(String, String)>,
+    /// What `content-length` says (0 without one).
+    pub body_len: usize,
+}
+
+impl Head {
+    /// A form-encoded request (STS calls).
+    pub fn is_form(&self) -> bool {
+        header_in(&self.headers, "content-type")
+            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+    }
+}
+
+/// The value of a header (its name lower-cased) among lower-cased ones.
+pub fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Read a request's head from `client` onto `buf` (what came of the body after it stays there);
+/// `None` if the client went away first.
+pub fn read_head(client: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head> {
+    if !read_until(client, buf, |b| end_of_head(b).is_some()) {
+        return None;
+    }
+    let end = end_of_head(buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..end - 4]).into_owned();
+    let headers: Vec<(String, String)> = text
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    let mut words = text.lines().next().unwrap_or_default().split(' ');
+    let (method, target) = (
+        words.next().unwrap_or_default().to_string(),
+        words.next().unwrap_or_default().to_string(),
+    );
+    let body_len = header_in(&headers, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(Head {
+        end,
+        text,
+        method,
+        target,
+        headers,
+        body_len,
+    })
+}
+
+/// Where the head of a request or an answer ends (past its blank line), once `buf` holds it.
+pub fn end_of_head(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Read from `client` onto `buf` until `enough` says it holds enough; false if the client went
+/// away first.
+pub fn read_until(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    enough: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let mut chunk = vec![0u8; 1 << 20];
+    while !enough(buf) {
+        match client.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// Send a request (its head without the blank line that ends it, then its body) to `up` with
+/// `connection: close` in place of the client's, and read the whole answer; `None` if the server
+/// could not be reached or written to.
+pub fn forward(up: &str, head: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let mut lines: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    lines.push("connection: close");
+    let mut server = TcpStream::connect(up).ok()?;
+    server
+        .write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes())
+        .and_then(|_| server.write_all(body))
+        .ok()?;
+    let mut resp = Vec::new();
+    let _ = server.read_to_end(&mut resp);
+    Some(resp)
 }

@@ -2,12 +2,16 @@
 //! see and shape single requests on the wire: it records every request's head (and form bodies),
 //! lets a rule answer a request itself instead of forwarding it, and lets a hook see and change the
 //! server's answer body. One request per connection: it forwards with `connection: close`.
+//! It reads and forwards requests as `support/proxy.rs` does, so a test binary that has this
+//! module has that one too, as `mod proxy`.
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
+
+use super::proxy::{end_of_head, forward, header_in, listen, read_head, read_until};
 
 /// One request as it went by.
 #[derive(Clone, Debug)]
@@ -23,10 +27,7 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header_in(&self.headers, name)
     }
 
     /// The path without the query.
@@ -57,20 +58,10 @@ impl Wire {
 }
 
 pub fn start(upstream: &str, rule: Rule, rewrite: Option<Rewrite>) -> Wire {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let up = upstream
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { continue };
-            let (up, s, rule, rewrite) = (up.clone(), s.clone(), rule.clone(), rewrite.clone());
-            std::thread::spawn(move || carry(client, &up, &s, &rule, rewrite.as_ref()));
-        }
+    let url = listen(upstream, move |client, up| {
+        carry(client, up, &s, &rule, rewrite.as_ref())
     });
     Wire { url, seen }
 }
@@ -78,20 +69,6 @@ pub fn start(upstream: &str, rule: Rule, rewrite: Option<Rewrite>) -> Wire {
 /// Carry everything as it is, recording it.
 pub fn recording(upstream: &str) -> Wire {
     start(upstream, Arc::new(|_| Answer::Forward), None)
-}
-
-fn split_head(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
-}
-
-fn headers_of(head: &str) -> Vec<(String, String)> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect()
 }
 
 fn carry(
@@ -102,47 +79,24 @@ fn carry(
     rewrite: Option<&Rewrite>,
 ) {
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    let head_end = loop {
-        if let Some(p) = split_head(&buf) {
-            break p;
-        }
-        match client.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(head) = read_head(&mut client, &mut buf) else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end - 4]).into_owned();
-    let headers = headers_of(&head);
-    let first = head.lines().next().unwrap_or_default().to_string();
-    let mut words = first.split(' ');
-    let (method, target) = (
-        words.next().unwrap_or_default().to_string(),
-        words.next().unwrap_or_default().to_string(),
-    );
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        match client.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    if !read_until(&mut client, &mut buf, |b| {
+        b.len() >= head.end + head.body_len
+    }) {
+        return;
     }
-    let form = if headers
-        .iter()
-        .any(|(k, v)| k == "content-type" && v.starts_with("application/x-www-form-urlencoded"))
-    {
-        String::from_utf8_lossy(&buf[head_end..]).into_owned()
+    let body = &buf[head.end..];
+    let form = if head.is_form() {
+        String::from_utf8_lossy(body).into_owned()
     } else {
         String::new()
     };
     let req = Seen {
-        method,
-        target,
-        headers,
+        method: head.method,
+        target: head.target,
+        headers: head.headers,
         form,
     };
     seen.lock().unwrap().push(req.clone());
@@ -154,30 +108,16 @@ fn carry(
         );
         return;
     }
-    let mut lines: Vec<&str> = head
-        .split("\r\n")
-        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-        .collect();
-    lines.push("connection: close");
-    let Ok(mut server) = TcpStream::connect(up) else {
+    let Some(resp) = forward(up, &head.text, body) else {
         return;
     };
-    if server
-        .write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes())
-        .and_then(|_| server.write_all(&buf[head_end..]))
-        .is_err()
-    {
-        return;
-    }
-    let mut resp = Vec::new();
-    let _ = server.read_to_end(&mut resp);
     let Some(rewrite) = rewrite else {
         let _ = client.write_all(&resp);
         return;
     };
     // The answer's body handed to the hook; a changed body gets its length set again. (The local
     // server answers STS calls, the ones changed here, with a content-length, not chunked.)
-    let Some(end) = split_head(&resp) else {
+    let Some(end) = end_of_head(&resp) else {
         let _ = client.write_all(&resp);
         return;
     };
