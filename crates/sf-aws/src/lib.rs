@@ -28,6 +28,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::ProvideCredentials;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 use clap::Args;
 
 pub use aws_sdk_s3;
@@ -420,6 +422,27 @@ fn error_chain_has<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 
     false
 }
 
+/// [`error_text`] of a failed AWS call, with the HTTP status when the server answered with an
+/// error: a HEAD (and many a proxy or 5xx answer) has no body, so the status is all that says
+/// what went wrong. A redirect to the bucket's own region names the region, since that is the fix.
+pub fn sdk_error_text<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + 'static,
+{
+    let mut text = error_text(e);
+    if let Some(raw) = e.raw_response() {
+        let status = raw.status();
+        if !status.is_success() {
+            text.push_str(&format!(" (HTTP {}", status.as_u16()));
+            if let Some(region) = raw.headers().get("x-amz-bucket-region") {
+                text.push_str(&format!(", the bucket is in region {region}"));
+            }
+            text.push(')');
+        }
+    }
+    text
+}
+
 /// The message of an SDK error with its sources, on one line: SDK errors print only their kind
 /// ("service error"), and the SDK's own `DisplayErrorContext` appends a debug dump of the whole
 /// response, headers and body included, which buries the one line that says what went wrong.
@@ -439,6 +462,41 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_answer_without_a_body_still_says_its_status_and_region() {
+        use aws_sdk_s3::operation::head_object::HeadObjectError;
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let answer = |status: u16, region: Option<&str>| {
+            let mut raw =
+                HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::empty());
+            if let Some(r) = region {
+                raw.headers_mut()
+                    .insert("x-amz-bucket-region", r.to_string());
+            }
+            let e = HeadObjectError::generic(ErrorMetadata::builder().build());
+            sdk_error_text(&SdkError::service_error(e, raw))
+        };
+        let moved = answer(301, Some("eu-west-1"));
+        assert!(
+            moved.ends_with("(HTTP 301, the bucket is in region eu-west-1)"),
+            "{moved}"
+        );
+        let busy = answer(503, None);
+        assert!(busy.ends_with("(HTTP 503)"), "{busy}");
+        assert!(!busy.contains('\n'), "{busy}");
+        // No answer at all: nothing to add.
+        let e: SdkError<HeadObjectError, HttpResponse> =
+            SdkError::timeout_error("no answer in time");
+        assert!(
+            !sdk_error_text(&e).contains("HTTP"),
+            "{}",
+            sdk_error_text(&e)
+        );
+    }
 
     #[test]
     fn an_endpoint_means_path_style() {

@@ -248,7 +248,7 @@ impl OidcCredentials {
             .await
             .map_err(|e| OidcError::AssumeRole {
                 role_arn: s.role_arn.clone(),
-                detail: crate::error_text(&e),
+                detail: crate::sdk_error_text(&e),
             })?;
         let no_creds = || OidcError::AssumeRole {
             role_arn: s.role_arn.clone(),
@@ -358,7 +358,7 @@ async fn fetch_id_token(s: &OidcSettings, base: &SdkConfig) -> Result<IdToken, O
         aws_smithy_runtime_api::client::result::SdkError::ServiceError(se) => se.into_err(),
         other => OidcError::TokenRequest {
             endpoint,
-            detail: crate::error_text(&other),
+            detail: crate::sdk_error_text(&other),
         },
     })
 }

@@ -19,7 +19,7 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::Client;
 
-use sf_aws::{error_text, AwsSettings};
+use sf_aws::{sdk_error_text, AwsSettings};
 use sf_core::exit::bad_input;
 use sf_core::layout::Destination;
 
@@ -139,12 +139,12 @@ impl S3Store {
             Err(e) if status(&e) == Some(403) => Err(bad_input(format!(
                 "access to bucket {:?} is denied with these credentials: {}",
                 self.bucket,
-                error_text(&e)
+                sdk_error_text(&e)
             ))),
             Err(e) => Err(anyhow!(
                 "checking bucket {:?}: {}",
                 self.bucket,
-                error_text(&e)
+                sdk_error_text(&e)
             )),
         }
     }
@@ -182,7 +182,7 @@ impl S3Store {
                 cache_control: o.cache_control().map(str::to_string),
             })),
             Err(e) if status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(anyhow!("HEAD: {}", error_text(&e))),
+            Err(e) => Err(anyhow!("HEAD: {}", sdk_error_text(&e))),
         }
     }
 
@@ -197,7 +197,7 @@ impl S3Store {
         {
             Ok(o) => o,
             Err(e) if status(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(anyhow!("GET: {}", error_text(&e))),
+            Err(e) => return Err(anyhow!("GET: {}", sdk_error_text(&e))),
         };
         let info = ObjectInfo {
             key: key.to_string(),
@@ -289,7 +289,7 @@ impl S3Store {
             Err(e) if matches!(status(&e), Some(412) | Some(409)) && *cond != Condition::Always => {
                 Ok(PutOutcome::PreconditionFailed)
             }
-            Err(e) => Err(anyhow!("PUT: {}", error_text(&e))),
+            Err(e) => Err(anyhow!("PUT: {}", sdk_error_text(&e))),
         }
     }
 
@@ -322,7 +322,7 @@ impl S3Store {
             .checksum_type(ChecksumType::FullObject)
             .send()
             .await
-            .map_err(|e| anyhow!("starting a multipart upload: {}", error_text(&e)))?;
+            .map_err(|e| anyhow!("starting a multipart upload: {}", sdk_error_text(&e)))?;
         let upload_id = created
             .upload_id()
             .ok_or_else(|| anyhow!("the server gave no upload id"))?
@@ -345,7 +345,7 @@ impl S3Store {
                 if let Err(e) = aborted {
                     let msg = format!(
                         "aborting multipart upload {upload_id} of {full}: {}",
-                        error_text(&e)
+                        sdk_error_text(&e)
                     );
                     return Err(match other {
                         Err(orig) => orig.context(msg),
@@ -418,7 +418,7 @@ impl S3Store {
                             "uploading part {} of {}: {}",
                             n + 1,
                             path.display(),
-                            error_text(&e)
+                            sdk_error_text(&e)
                         )
                     })?;
                 sent.fetch_add(size, Ordering::Relaxed);
@@ -510,7 +510,7 @@ impl S3Store {
                 }
                 Err(anyhow!(
                     "completing the multipart upload: {}",
-                    error_text(&e)
+                    sdk_error_text(&e)
                 ))
             }
         }
@@ -554,7 +554,7 @@ impl S3Store {
                 .map_err(|e| {
                     anyhow!(
                         "listing the open multipart uploads of {full}: {}",
-                        error_text(&e)
+                        sdk_error_text(&e)
                     )
                 })?;
             for u in page.uploads() {
@@ -610,7 +610,7 @@ impl S3Store {
                 Err(e) if status(&e) == Some(404) => {}
                 Err(e) => eprintln!(
                     "warning: aborting the multipart upload {id} of {full}: {}; the bucket's lifecycle rule will abort it",
-                    error_text(&e)
+                    sdk_error_text(&e)
                 ),
                 Ok(_) => {}
             }
@@ -633,7 +633,7 @@ impl S3Store {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| anyhow!("LIST: {}", error_text(&e)))?;
+            let page = page.map_err(|e| anyhow!("LIST: {}", sdk_error_text(&e)))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
                     if k.len() > strip {
