@@ -539,15 +539,7 @@ mod tests {
     /// bytes before it: a member that starts before the last [`TAIL_FIRST`] bytes when `filler`
     /// is larger.
     fn one_member_tarball(filler: usize) -> Vec<u8> {
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let noise: Vec<u8> = (0..filler)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = sf_testkit::noise(filler, 0x2545_f491_4f6c_dd1d);
         let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let mut tar = tar::Builder::new(gz);
         let mut add = |path: &str, bytes: &[u8]| {

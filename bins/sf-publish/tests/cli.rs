@@ -16,7 +16,7 @@ use sf_spack::manifest::{compression, media_type, KeyIndex, Manifest, ManifestFi
 use sf_spack::mirror::Mirror;
 use sf_spack::spec::dag_hash_of;
 use sf_store::Store;
-use sf_testkit::{fixture, moto_url};
+use sf_testkit::{fixture, moto_url, noise};
 
 #[path = "support/common.rs"]
 mod common;
@@ -26,8 +26,8 @@ mod proxy;
 mod wire;
 
 use common::{
-    aws, column, dry_run_plan, fails, json_out, new_bucket, new_key, noise, open_uploads,
-    publisher, publisher_env, rt, sf_publish, signed_tarball, stderr_of, with_s3, Key,
+    aws, column, dry_run_plan, fails, json_out, new_bucket, new_key, open_uploads, publisher,
+    publisher_env, rt, sf_publish, signed_tarball, stderr_of, with_s3, Key,
 };
 
 /// What the small tarballs hold (gzipped).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use sf_testkit::{fixture, moto_url};
+use sf_testkit::{fixture, moto_url, noise};
 
 #[path = "support/common.rs"]
 mod common;
@@ -19,7 +19,7 @@ mod common;
 mod proxy;
 
 use common::{
-    column, dry_run_plan, fails, json_out, new_bucket, new_key, noise, object_keys, open_uploads,
+    column, dry_run_plan, fails, json_out, new_bucket, new_key, object_keys, open_uploads,
     publisher, sf_publish, signed_tarball, stderr_of, with_s3, Key,
 };
 

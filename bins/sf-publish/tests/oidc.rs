@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use assert_cmd::Command;
-use common::{fails, new_bucket, new_key, noise, signed_tarball, Key};
+use common::{fails, new_bucket, new_key, signed_tarball, Key};
 use sf_aws::aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
-use sf_testkit::{fixture, moto_url};
+use sf_testkit::{fixture, moto_url, noise};
 use token_endpoint::{TokenEndpoint, REQUEST_TOKEN};
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/sf-publisher";

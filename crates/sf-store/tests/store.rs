@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sf_aws::AwsSettings;
 use sf_core::layout::Destination;
 use sf_store::{sha256_hex, Body, Condition, PutMeta, PutOutcome, Store};
+use sf_testkit::noise;
 
 fn meta(bytes: &[u8]) -> PutMeta {
     PutMeta {
@@ -256,19 +257,6 @@ async fn a_missing_bucket_is_bad_input() {
     .unwrap_err();
     assert_eq!(sf_core::exit::code_for(&err), 2, "{err:#}");
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
-}
-
-/// Pseudo-random bytes (xorshift), so parts differ and a misplaced part shows.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

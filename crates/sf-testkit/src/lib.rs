@@ -66,6 +66,21 @@ pub fn run_with_closed_stdout(
     )
 }
 
+/// `len` pseudo-random bytes (xorshift64; the same `seed` gives the same bytes): nothing gzip can
+/// shrink, and no two stretches alike, so a misplaced part or a splice shows.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    // An all-zero state would stay zero.
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Parse `GITHUB_OUTPUT`/`GITHUB_ENV` content the way GitHub's runner does on Linux
 /// (actions/runner, `FileCommandManager`): lines end at `\n` only (a `\r` stays part of the
 /// line); `name=value` where `=` comes before any `<<`; otherwise `name<<DELIM`, whose value is the
@@ -142,6 +157,17 @@ mod tests {
         let m = parse_file_commands("b<<EOF\nx\r\n\nEOF\nc<<E\nEOF\r\nE\n");
         assert_eq!(m["b"], "x\r\n");
         assert_eq!(m["c"], "EOF\r");
+    }
+
+    #[test]
+    fn noise_is_repeatable_and_differs_by_seed() {
+        let a = noise(4096, 7);
+        assert_eq!(a, noise(4096, 7));
+        assert_ne!(a, noise(4096, 9));
+        assert_eq!(noise(10, 0), noise(10, 1), "seed 0 is taken as 1");
+        // Every byte value turns up: not a short cycle.
+        let seen: std::collections::BTreeSet<u8> = a.iter().copied().collect();
+        assert_eq!(seen.len(), 256);
     }
 
     #[test]

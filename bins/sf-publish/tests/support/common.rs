@@ -177,19 +177,6 @@ pub fn new_key() -> Key {
     }
 }
 
-/// Noise nothing compresses (xorshift64).
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// A tarball folder as sf-sign leaves it: the tarball `name` holding `bytes`, its .asc,
 /// SHA256SUMS and its .asc, all signed with `key`.
 pub fn signed_tarball(key: &Key, name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
