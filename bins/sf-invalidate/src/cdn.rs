@@ -67,13 +67,19 @@ pub fn is_completed(status: &str) -> bool {
     status.eq_ignore_ascii_case("completed")
 }
 
-/// Credentials that may not do what is asked are a set-up problem like missing ones: exit 2,
-/// whichever call finds out.
-fn denied<E: std::error::Error + 'static>(distribution: &str, what: &str, e: &E) -> anyhow::Error {
-    bad_input(format!(
+/// What to say when CloudFront refuses a call for want of rights, with the rights to give.
+fn denied_text<E: std::error::Error + 'static>(distribution: &str, what: &str, e: &E) -> String {
+    format!(
         "the AWS credentials may not {what} on distribution {distribution} (give the role cloudfront:ListInvalidations, GetInvalidation and CreateInvalidation): {}",
         error_text(e)
-    ))
+    )
+}
+
+/// A denial while deciding what to create: a set-up problem like missing credentials, exit 2.
+/// (A denial while waiting for an invalidation that exists is a failure instead, see
+/// [`Cdn::wait_done`]; so is any exit-2 error after this run made one, see `lib.rs`.)
+fn denied<E: std::error::Error + 'static>(distribution: &str, what: &str, e: &E) -> anyhow::Error {
+    bad_input(denied_text(distribution, what, e))
 }
 
 impl Cdn<'_> {
@@ -94,7 +100,7 @@ impl Cdn<'_> {
     async fn details(&mut self, id: &str) -> Result<Option<&Details>> {
         if !self.details.contains_key(id) {
             // Read to decide what to create: credentials that may not read invalidations are a
-            // set-up problem, exit 2 like a denied list or create call.
+            // set-up problem, bad input like a denied list or create call.
             let got = self.get_invalidation(id).await.map_err(|e| {
                 if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
                     denied(self.distribution, "read invalidations", &e)
@@ -184,10 +190,16 @@ impl Cdn<'_> {
             // Every error here, a denial too, is exit 1: the invalidation exists by now (made or
             // found by this run, and named in its outputs) and goes on in CloudFront, so this is
             // a failure to watch the work, not bad input that changed nothing (exit 2).
-            let got = self
-                .get_invalidation(id)
-                .await
-                .map_err(|e| anyhow!("reading invalidation {id}: {}", error_text(&e)))?;
+            let got = self.get_invalidation(id).await.map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
+                    anyhow!(
+                        "reading invalidation {id}: {}",
+                        denied_text(self.distribution, "read invalidations", &e)
+                    )
+                } else {
+                    anyhow!("reading invalidation {id}: {}", error_text(&e))
+                }
+            })?;
             let status = got
                 .invalidation()
                 .map(|i| i.status().to_string())

@@ -217,6 +217,32 @@ async fn client(aws: &sf_aws::AwsArgs, cell: Option<&str>) -> Result<aws_sdk_clo
     Ok(aws_sdk_cloudfront::Client::new(&sdk))
 }
 
+/// An error met after this run created the invalidations `made`. Exit 2 promises that nothing
+/// was changed, which is no longer true: bad input found now (a later batch's call denied, its
+/// paths refused) is a failure of the work, exit 1, that names the invalidations made. Other
+/// errors are left as they are (a timeout already names what it waited for).
+fn after_changes(e: anyhow::Error, made: &[&str]) -> anyhow::Error {
+    if sf_core::exit::code_for(&e) != 2 {
+        return e;
+    }
+    // `code_for` finds a `BadInput` anywhere in the chain, so context alone would not do: the
+    // chain is rebuilt from its text, line for line as it was printed.
+    let mut texts: Vec<String> = e.chain().map(ToString::to_string).collect();
+    let mut failure = anyhow::Error::msg(texts.pop().unwrap_or_default());
+    while let Some(t) = texts.pop() {
+        failure = failure.context(t);
+    }
+    let (noun, which) = if made.len() == 1 {
+        ("invalidation", "it is")
+    } else {
+        ("invalidations", "they are")
+    };
+    failure.context(format!(
+        "stopped after this run made {noun} {} (named in the outputs; {which} not undone)",
+        made.join(", ")
+    ))
+}
+
 /// Run with a given Actions context.
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let mut rec = Recorder::start("sf-invalidate");
@@ -353,7 +379,16 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
             "reused",
             outcomes.iter().filter(|o| o.reused).count() as u64,
         );
-    if let Some(e) = failed {
+    if let Some(mut e) = failed {
+        // Found again (made by an earlier run) is not a change this run made.
+        let made: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| !o.reused)
+            .map(|o| o.id.as_str())
+            .collect();
+        if !made.is_empty() {
+            e = after_changes(e, &made);
+        }
         rec.fail(&e, None);
         let _ = rec.finish_step(cli.results.results_dir.as_deref(), gha);
         return Err(e);

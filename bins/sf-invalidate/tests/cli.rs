@@ -545,34 +545,81 @@ fn record_in(dir: &std::path::Path) -> Value {
     serde_json::from_slice(&std::fs::read(files[0].path()).unwrap()).unwrap()
 }
 
+/// A workflow step's own files: its GITHUB_OUTPUT and the folder of its result record.
+struct Step {
+    _tmp: tempfile::TempDir,
+    output: std::path::PathBuf,
+    results: std::path::PathBuf,
+}
+
+impl Step {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        Step {
+            output: tmp.path().join("output"),
+            results: tmp.path().join("results"),
+            _tmp: tmp,
+        }
+    }
+
+    /// sf-invalidate through `url` as this step: in Actions, writing outputs and a record.
+    fn command(&self, url: &str) -> Command {
+        let mut c = sf_invalidate();
+        with_endpoint(&mut c, url)
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_OUTPUT", &self.output)
+            .env("SF_RESULTS_DIR", &self.results);
+        c
+    }
+
+    fn outputs(&self) -> std::collections::BTreeMap<String, String> {
+        parse_file_commands(&std::fs::read_to_string(&self.output).unwrap())
+    }
+
+    fn record(&self) -> Value {
+        record_in(&self.results)
+    }
+}
+
+/// One path invalidated through `proxy` as a workflow step that waits up to `timeout` for it,
+/// and must end with exit `code`.
+fn wait_for_one_path(
+    proxy: &status_proxy::StatusProxy,
+    dist: &str,
+    timeout: &str,
+    code: i32,
+) -> (assert_cmd::assert::Assert, Step) {
+    let step = Step::new();
+    let out = step
+        .command(&proxy.url)
+        .args(["--distribution-id", dist, "--wait", "--timeout", timeout])
+        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
+        .assert()
+        .code(code);
+    (out, step)
+}
+
+fn stderr_of(out: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&out.get_output().stderr).to_string()
+}
+
 #[test]
 fn wait_polls_until_completed_and_records_it() {
     let dist = distribution("wait");
     // Every new invalidation reads InProgress in its first 3 answers.
     let proxy = status_proxy::StatusProxy::start(&moto_url(), 3);
-    let tmp = tempfile::tempdir().unwrap();
-    let output = tmp.path().join("output");
-    let results = tmp.path().join("results");
-    let mut c = sf_invalidate();
-    let out = with_endpoint(&mut c, &proxy.url)
-        .args(["--distribution-id", &dist, "--wait", "--timeout", "30s"])
-        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_OUTPUT", &output)
-        .env("SF_RESULTS_DIR", &results)
-        .assert()
-        .success();
+    let (out, step) = wait_for_one_path(&proxy, &dist, "30s", 0);
     let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let id = v["invalidations"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(v["invalidations"][0]["status"], "COMPLETED");
     // Three InProgress answers, then the Completed one: four polls of this id.
     assert_eq!(proxy.gets(&id), 4);
-    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    let outputs = step.outputs();
     assert_eq!(outputs["invalidation-ids"], id);
     assert_eq!(outputs["status"], "Completed");
     assert_eq!(outputs["paths"], "/builds/25.11/noble/SHA256SUMS");
     assert_eq!(outputs["path-count"], "1");
-    let rec = record_in(&results);
+    let rec = step.record();
     assert_eq!(rec["status"], "success");
     assert_eq!(rec["outputs"]["invalidation_ids"], serde_json::json!([id]));
     assert_eq!(rec["outputs"]["status"], "Completed");
@@ -586,28 +633,17 @@ fn wait_polls_until_completed_and_records_it() {
 fn a_timeout_fails_but_names_the_invalidation_made() {
     let dist = distribution("timeout");
     let proxy = status_proxy::StatusProxy::start(&moto_url(), 1_000_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let output = tmp.path().join("output");
-    let results = tmp.path().join("results");
-    let mut c = sf_invalidate();
-    let out = with_endpoint(&mut c, &proxy.url)
-        .args(["--distribution-id", &dist, "--wait", "--timeout", "1s"])
-        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_OUTPUT", &output)
-        .env("SF_RESULTS_DIR", &results)
-        .assert()
-        .code(1);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let (out, step) = wait_for_one_path(&proxy, &dist, "1s", 1);
+    let stderr = stderr_of(&out);
     assert!(stderr.contains("at the timeout"), "{stderr}");
     let made = invalidations(&dist);
     assert_eq!(made.len(), 1);
     let id = &made[0].0;
-    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    let outputs = step.outputs();
     assert_eq!(&outputs["invalidation-ids"], id);
     assert_eq!(outputs["status"], "InProgress");
     assert_eq!(outputs["paths"], "/builds/25.11/noble/SHA256SUMS");
-    let rec = record_in(&results);
+    let rec = step.record();
     assert_eq!(rec["status"], "failed");
     assert_eq!(rec["error"]["exit_code"], 1);
     assert_eq!(rec["outputs"]["invalidation_ids"], serde_json::json!([id]));
@@ -697,7 +733,7 @@ fn a_batch_waits_for_room_under_the_wildcard_limit() {
 }
 
 #[test]
-fn credentials_without_rights_are_exit_2_whichever_call_finds_out() {
+fn credentials_without_rights_are_exit_2_before_anything_is_made() {
     let dist = distribution("denied");
     for kind in ["list", "create"] {
         let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
@@ -730,35 +766,72 @@ fn a_denied_read_is_exit_2_before_creating_and_exit_1_while_waiting() {
     assert_eq!(proxy.creates(), 0);
 
     // Polling the invalidation this run made: it goes on in CloudFront and the outputs name it,
-    // so a denial here is a failed wait, exit 1.
+    // so a denial here is a failed wait, exit 1, which still says what rights to give.
     let dist = distribution("denied-wait");
     let proxy = status_proxy::StatusProxy::start(&moto_url(), 1);
     proxy.deny("get");
-    let tmp = tempfile::tempdir().unwrap();
-    let output = tmp.path().join("output");
-    let results = tmp.path().join("results");
-    let mut c = sf_invalidate();
-    let out = with_endpoint(&mut c, &proxy.url)
-        .args(["--distribution-id", &dist, "--wait", "--timeout", "30s"])
-        .args(["--paths", "builds/25.11/noble/SHA256SUMS"])
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_OUTPUT", &output)
-        .env("SF_RESULTS_DIR", &results)
-        .assert()
-        .code(1);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let (out, step) = wait_for_one_path(&proxy, &dist, "30s", 1);
+    let stderr = stderr_of(&out);
     assert!(
-        stderr.contains("reading invalidation") && stderr.contains("AccessDenied"),
+        stderr.contains("reading invalidation")
+            && stderr.contains("AccessDenied")
+            && stderr.contains("the AWS credentials may not read invalidations")
+            && stderr.contains("give the role cloudfront:ListInvalidations"),
         "{stderr}"
     );
     let made = invalidations(&dist);
     assert_eq!(made.len(), 1);
     assert_eq!(proxy.gets(&made[0].0), 1);
-    let outputs = parse_file_commands(&std::fs::read_to_string(&output).unwrap());
+    let outputs = step.outputs();
     assert_eq!(outputs["invalidation-ids"], made[0].0);
     assert_eq!(outputs["status"], "InProgress");
-    let rec = record_in(&results);
+    let rec = step.record();
     assert_eq!(rec["error"]["exit_code"], 1);
+}
+
+#[test]
+fn a_later_batch_denied_is_exit_1_and_names_the_invalidation_made() {
+    // 3,001 exact paths: two batches, the first of 3,000.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("keys.txt");
+    let keys: Vec<String> = (0..3001)
+        .map(|i| format!("rockylinux9/slurm/deps/file-{i}.json"))
+        .collect();
+    std::fs::write(&file, keys.join("\n")).unwrap();
+    // Batch 1's list and create calls go through, batch 2's are refused.
+    for kind in ["list", "create"] {
+        let dist = distribution(&format!("denied-later-{kind}"));
+        let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+        proxy.deny_after(kind, 1);
+        let step = Step::new();
+        let out = step
+            .command(&proxy.url)
+            .args(["--distribution-id", &dist, "--paths-file"])
+            .arg(&file)
+            .assert()
+            .code(1);
+        let made = invalidations(&dist);
+        assert_eq!(made.len(), 1, "{kind}: only batch 1 was made");
+        assert_eq!(made[0].2.len(), 3000);
+        let id = &made[0].0;
+        let stderr = stderr_of(&out);
+        assert!(
+            stderr.contains(&format!("stopped after this run made invalidation {id}"))
+                && stderr.contains("the AWS credentials may not"),
+            "{kind}: {stderr}"
+        );
+        let outputs = step.outputs();
+        assert_eq!(&outputs["invalidation-ids"], id, "{kind}");
+        assert_eq!(outputs["path-count"], "3001");
+        let rec = step.record();
+        assert_eq!(rec["status"], "failed");
+        assert_eq!(rec["error"]["exit_code"], 1, "{kind}");
+        assert!(rec["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(id.as_str()));
+        assert_eq!(rec["outputs"]["invalidation_ids"], serde_json::json!([id]));
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! invalidation to `InProgress` in its first N GetInvalidation / ListInvalidations answers (and in
 //! the CreateInvalidation answer while N > 0), so waiting for completion and for room under the
 //! in-flight limits can be tested. It counts the calls it carries, and can answer a call kind
-//! with CloudFront's AccessDenied error instead of forwarding it. One request per connection.
+//! with CloudFront's AccessDenied error instead of forwarding it, from its first call or after
+//! some went through. One request per connection.
 
 #![allow(dead_code)]
 
@@ -22,8 +23,9 @@ struct State {
     gets: HashMap<String, u64>,
     lists: u64,
     creates: u64,
-    /// Call kinds ("list", "get", "create") answered with AccessDenied.
-    denied: Vec<&'static str>,
+    /// Call kinds ("list", "get", "create") answered with AccessDenied, each after how many
+    /// calls of that kind went through.
+    denied: Vec<(&'static str, u64)>,
 }
 
 pub struct StatusProxy {
@@ -62,7 +64,12 @@ impl StatusProxy {
 
     /// Answer a call kind ("list", "get", "create") with AccessDenied.
     pub fn deny(&self, kind: &'static str) {
-        self.state.lock().unwrap().denied.push(kind);
+        self.deny_after(kind, 0);
+    }
+
+    /// Let the first `n` calls of a kind through, then answer it with AccessDenied.
+    pub fn deny_after(&self, kind: &'static str, n: u64) {
+        self.state.lock().unwrap().denied.push((kind, n));
     }
 
     /// GetInvalidation calls for `id`.
@@ -184,13 +191,22 @@ fn carry(mut client: TcpStream, up: &str, st: &Mutex<State>) {
     };
     {
         let mut s = st.lock().unwrap();
-        match kind {
-            "list" => s.lists += 1,
-            "get" => *s.gets.entry(segs[4].to_string()).or_default() += 1,
-            "create" => s.creates += 1,
-            _ => {}
-        }
-        if s.denied.contains(&kind) {
+        let seen = match kind {
+            "list" => {
+                s.lists += 1;
+                s.lists
+            }
+            "get" => {
+                *s.gets.entry(segs[4].to_string()).or_default() += 1;
+                s.gets.values().sum()
+            }
+            "create" => {
+                s.creates += 1;
+                s.creates
+            }
+            _ => 0,
+        };
+        if s.denied.iter().any(|&(k, n)| k == kind && seen > n) {
             let body = "<?xml version=\"1.0\"?><ErrorResponse xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform this action</Message></Error><RequestId>proxy</RequestId></ErrorResponse>";
             let _ = client.write_all(
                 format!(
