@@ -184,17 +184,26 @@ struct Batch {
 
 impl Batch {
     /// Put every staged file in place; on the first failure, stop (dropping the batch undoes the
-    /// ones placed so far).
-    fn place(&mut self) -> std::io::Result<()> {
+    /// ones placed so far). A destination the user can fix (a directory in the way, no
+    /// permission) is bad input; anything else (a failing disk) is a failure of the work.
+    fn place(&mut self, out: &Path) -> Result<()> {
         for f in std::mem::take(&mut self.staged) {
             let dest = f.dest().to_path_buf();
-            let placed = f.commit_undoable().map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot put {} in place: {e}", dest.display()),
-                )
-            })?;
-            self.placed.push(placed);
+            match f.commit_undoable() {
+                Ok(placed) => self.placed.push(placed),
+                Err(e) => {
+                    let what = format!(
+                        "--out {}: cannot put {} in place",
+                        out.display(),
+                        dest.display()
+                    );
+                    return if user_can_fix(&e) {
+                        Err(e).bad_input(what)
+                    } else {
+                        Err(anyhow::Error::new(e).context(what))
+                    };
+                }
+            }
         }
         Ok(())
     }
@@ -208,11 +217,27 @@ impl Batch {
     }
 }
 
+/// Errors that come from what is at `--out` rather than from the machine.
+fn user_can_fix(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::IsADirectory
+            | K::NotADirectory
+            | K::DirectoryNotEmpty
+            | K::PermissionDenied
+            | K::ReadOnlyFilesystem
+    )
+}
+
 impl Drop for Batch {
     fn drop(&mut self) {
         // Latest first, then the temporary files, then the (by now empty) directories.
         while let Some(f) = self.placed.pop() {
-            f.undo();
+            if let Err(e) = f.undo() {
+                // The run's error goes out as usual; this says where a replaced file was left.
+                sf_core::gha::Actions::from_env().warning(&format!("sf-spackenv: {e}"), None);
+            }
         }
         self.staged.clear();
         self.dirs.remove_all();
@@ -239,9 +264,7 @@ impl Plan {
     ) -> Result<Vec<PathBuf>> {
         let mut batch = Batch::default();
         self.stage(out, &mut batch)?;
-        batch
-            .place()
-            .bad_input(format!("--out {}", out.display()))?;
+        batch.place(out)?;
         let written: Vec<PathBuf> = batch
             .placed
             .iter()
@@ -271,7 +294,6 @@ impl Plan {
             let mut tmp =
                 AtomicFile::create_with_mode(&dest, mode).bad_input(unwritable(&file.rel_path))?;
             tmp.write_all(&file.bytes)
-                .and_then(|()| tmp.sync_all())
                 .with_context(|| format!("writing {}", dest.display()))?;
             #[cfg(unix)]
             if file.executable {
@@ -279,6 +301,10 @@ impl Plan {
                 tmp.set_mode(0o755)
                     .with_context(|| format!("making {} executable", dest.display()))?;
             }
+            // Flushed here, once: every file is on disk before any is put in place, and placing
+            // does not flush again.
+            tmp.sync_all()
+                .with_context(|| format!("writing {}", dest.display()))?;
             batch.staged.push(tmp);
         }
         Ok(())
@@ -385,6 +411,42 @@ mod tests {
             contents(&out),
             vec![
                 ("build.sh/keep".to_string(), b"mine".to_vec()),
+                ("spack.yaml".to_string(), b"the old environment".to_vec()),
+            ]
+        );
+        assert!(!out.join("modules").exists(), "a created folder is removed");
+    }
+
+    #[test]
+    fn a_placing_failure_that_is_not_the_users_is_exit_1_and_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("spack.yaml"), "the old environment").unwrap();
+        std::fs::write(out.join("build.sh"), "the old script").unwrap();
+        let p = plan_for("25.11", "noble");
+        let mut batch = Batch::default();
+        p.stage(&out, &mut batch).unwrap();
+        // build.sh's temporary file vanishes after staging, as on a failing disk: its rename
+        // fails after spack.yaml and the Dockerfile are in place and build.sh is backed up.
+        let tmp = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with(".build.sh.") && n.ends_with(".tmp")
+            })
+            .expect("build.sh is staged");
+        std::fs::remove_file(tmp).unwrap();
+        let e = batch.place(&out).unwrap_err();
+        assert_eq!(batch.placed.len(), 2);
+        drop(batch);
+        assert_eq!(sf_core::exit::code_for(&e), 1, "{e:#}");
+        assert!(format!("{e:#}").contains("build.sh"), "{e:#}");
+        assert_eq!(
+            contents(&out),
+            vec![
+                ("build.sh".to_string(), b"the old script".to_vec()),
                 ("spack.yaml".to_string(), b"the old environment".to_vec()),
             ]
         );

@@ -22,6 +22,8 @@ pub struct AtomicFile {
     file: Option<fs::File>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// Nothing written or changed since [`AtomicFile::sync_all`]: committing need not flush again.
+    synced: bool,
 }
 
 impl AtomicFile {
@@ -50,6 +52,7 @@ impl AtomicFile {
             file: Some(file),
             tmp,
             dest: dest.to_path_buf(),
+            synced: false,
         })
     }
 
@@ -60,25 +63,36 @@ impl AtomicFile {
 
     /// Set the mode of the file being written, past the umask (e.g. 0755 for a script).
     #[cfg(unix)]
-    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+    pub fn set_mode(&mut self, mode: u32) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
+        self.synced = false;
         self.file
             .as_ref()
             .expect("open until commit")
             .set_permissions(fs::Permissions::from_mode(mode))
     }
 
-    /// Flush what was written so far to disk ([`AtomicFile::commit`] does it too), so a caller
-    /// can tell a failed write from a failed rename.
-    pub fn sync_all(&self) -> io::Result<()> {
-        self.file.as_ref().expect("open until commit").sync_all()
+    /// Flush what was written so far to disk, so a caller can tell a failed write from a failed
+    /// rename. Committing flushes only what was written or changed after this.
+    pub fn sync_all(&mut self) -> io::Result<()> {
+        self.file.as_ref().expect("open until commit").sync_all()?;
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Flush to disk, unless [`AtomicFile::sync_all`] already did, so each file is flushed once.
+    fn sync_once(&mut self) -> io::Result<()> {
+        if self.synced {
+            Ok(())
+        } else {
+            self.sync_all()
+        }
     }
 
     /// Flush to disk and move into place.
     pub fn commit(mut self) -> io::Result<()> {
-        let file = self.file.take().expect("committed once");
-        file.sync_all()?;
-        drop(file);
+        self.sync_once()?;
+        drop(self.file.take());
         fs::rename(&self.tmp, &self.dest)
     }
 
@@ -86,37 +100,122 @@ impl AtomicFile {
     /// held beside it until [`Undoable::keep`], so a caller placing several files can put every
     /// one back if a later step fails. A directory at the destination is left alone and makes
     /// the rename fail. On failure the destination is as it was and the temporary file gone.
+    ///
+    /// The destination always holds a file: the old one is kept under a second name (a hard
+    /// link) and the new one renamed over it in one step. Only where the file system cannot link
+    /// is the old file renamed aside first, leaving a moment with nothing at the destination.
+    #[must_use = "dropping the Undoable undoes the commit; call keep() to keep the new file"]
     pub fn commit_undoable(self) -> io::Result<Undoable> {
-        let file = self.file.as_ref().expect("committed once");
-        file.sync_all()?;
+        self.commit_undoable_with(|old, backup| fs::hard_link(old, backup), |_| {})
+    }
+
+    /// [`AtomicFile::commit_undoable`] with the way the backup link is made and a look at the
+    /// directory just before the new file replaces the old, for tests.
+    fn commit_undoable_with(
+        mut self,
+        link: impl FnOnce(&Path, &Path) -> io::Result<()>,
+        before_swap: impl FnOnce(Option<&Path>),
+    ) -> io::Result<Undoable> {
+        self.sync_once()?;
+        // Only "nothing there" means there is nothing to keep: any other error (a permission, a
+        // failing disk) would make an undo delete the new file and lose the old one.
         let backup = match fs::symlink_metadata(&self.dest) {
-            Ok(m) if !m.is_dir() => {
-                let backup = beside(&self.dest, "old")?;
-                fs::rename(&self.dest, &backup)?;
-                Some(backup)
-            }
-            _ => None,
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(keep_aside(&self.dest, link)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
         };
-        // Dropping `self` from here on removes the temporary file unless it was renamed.
+        before_swap(backup.as_ref().map(|b| b.path.as_path()));
+        // Closed before the rename; from here a failed rename removes the temporary file itself.
+        drop(self.file.take());
         if let Err(e) = fs::rename(&self.tmp, &self.dest) {
-            if let Some(b) = &backup {
-                let _ = fs::rename(b, &self.dest);
-            }
-            return Err(e);
+            let _ = fs::remove_file(&self.tmp);
+            return match backup {
+                Some(b) => Err(b.put_back(&self.dest, e)),
+                None => Err(e),
+            };
         }
-        let mut placed = self;
-        placed.file = None;
         Ok(Undoable {
-            dest: placed.dest.clone(),
-            backup,
+            dest: self.dest.clone(),
+            backup: backup.map(|b| b.path),
             settled: false,
         })
     }
 }
 
+/// The file the destination held, under a hidden name beside it.
+struct Backup {
+    path: PathBuf,
+    /// A second link to the file still at the destination, rather than the file moved away.
+    linked: bool,
+}
+
+/// Give `dest`'s file a second, hidden name; where links are not supported, rename it there.
+fn keep_aside(
+    dest: &Path,
+    link: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<Backup> {
+    let path = beside(dest, "old")?;
+    match link(dest, &path) {
+        Ok(()) => Ok(Backup { path, linked: true }),
+        // File systems without hard links (FAT, some network mounts) or a file that takes no
+        // more links; a permission error here means the rename below fails the same way.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::Unsupported
+                    | io::ErrorKind::PermissionDenied
+                    | io::ErrorKind::CrossesDevices
+                    | io::ErrorKind::TooManyLinks
+            ) =>
+        {
+            fs::rename(dest, &path)?;
+            Ok(Backup {
+                path,
+                linked: false,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Backup {
+    /// After the new file could not be put in place: leave the old one at `dest` as it was and
+    /// return `failed`, or, if that cannot be done, an error saying where the old file is.
+    fn put_back(self, dest: &Path, failed: io::Error) -> io::Error {
+        if self.linked {
+            // The old file never left `dest`: only the second name goes, and if it stays, it is
+            // a stray link, not a lost file.
+            match fs::remove_file(&self.path) {
+                Ok(()) => failed,
+                Err(e) => io::Error::new(
+                    failed.kind(),
+                    format!(
+                        "{failed}; a second link to {} is left at {}: {e}",
+                        dest.display(),
+                        self.path.display()
+                    ),
+                ),
+            }
+        } else {
+            match fs::rename(&self.path, dest) {
+                Ok(()) => failed,
+                // Not the caller's input any more: the old file is under another name.
+                Err(e) => io::Error::other(format!(
+                    "{failed}; the file {} held could not be put back and is at {}: {e}",
+                    dest.display(),
+                    self.path.display()
+                )),
+            }
+        }
+    }
+}
+
 /// A file [`AtomicFile::commit_undoable`] put in place. Until [`Undoable::keep`], dropping it (or
-/// [`Undoable::undo`]) puts back what the destination held: the previous file, or nothing.
+/// [`Undoable::undo`]) puts back what the destination held: the previous file, or nothing. A
+/// drop that cannot put it back warns on stderr where the previous file is.
 #[derive(Debug)]
+#[must_use = "dropping an Undoable undoes the commit; call keep() to keep the new file"]
 pub struct Undoable {
     dest: PathBuf,
     /// Where the previous file waits while the caller is undecided.
@@ -138,31 +237,46 @@ impl Undoable {
         }
     }
 
-    /// Put back what the destination held before.
-    pub fn undo(mut self) {
-        self.restore();
+    /// Put back what the destination held before. The error, if it cannot, says where the
+    /// previous file is.
+    pub fn undo(mut self) -> io::Result<()> {
+        self.restore()
     }
 
-    fn restore(&mut self) {
+    fn restore(&mut self) -> io::Result<()> {
         if self.settled {
-            return;
+            return Ok(());
         }
         self.settled = true;
         match self.backup.take() {
             // The rename replaces the new file in one step: the path never lacks a file.
-            Some(b) => {
-                let _ = fs::rename(b, &self.dest);
-            }
-            None => {
-                let _ = fs::remove_file(&self.dest);
-            }
+            Some(b) => fs::rename(&b, &self.dest).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot put back the file {} held; it is at {}: {e}",
+                        self.dest.display(),
+                        b.display()
+                    ),
+                )
+            }),
+            None => match fs::remove_file(&self.dest) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot remove the new file {}: {e}", self.dest.display()),
+                )),
+                _ => Ok(()),
+            },
         }
     }
 }
 
 impl Drop for Undoable {
     fn drop(&mut self) {
-        self.restore();
+        if let Err(e) = self.restore() {
+            // Nobody is left to return this to, and the user must learn where their file is.
+            crate::gha::Actions::from_env().warning(&e.to_string(), None);
+        }
     }
 }
 
@@ -184,6 +298,7 @@ fn beside(dest: &Path, what: &str) -> io::Result<PathBuf> {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.synced = false;
         self.file.as_mut().expect("open until commit").write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -269,7 +384,7 @@ mod tests {
         assert_eq!(placed.path(), dest);
         assert_eq!(fs::read(&dest).unwrap(), b"new");
         assert_eq!(listing(dir.path()).len(), 2, "the old file waits beside it");
-        placed.undo();
+        placed.undo().unwrap();
         assert_eq!(listing(dir.path()), [("out.txt".into(), b"old".to_vec())]);
 
         // Dropped undecided: the same.
@@ -278,7 +393,7 @@ mod tests {
 
         // Where there was no file, undoing leaves none.
         let fresh = dir.path().join("fresh.txt");
-        undoable(&fresh, b"new").unwrap().undo();
+        undoable(&fresh, b"new").unwrap().undo().unwrap();
         assert_eq!(listing(dir.path()), [("out.txt".into(), b"old".to_vec())]);
     }
 
@@ -289,6 +404,163 @@ mod tests {
         fs::write(&dest, b"old").unwrap();
         undoable(&dest, b"new").unwrap().keep();
         assert_eq!(listing(dir.path()), [("out.txt".into(), b"new".to_vec())]);
+    }
+
+    #[cfg(unix)]
+    fn inode(p: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(p).unwrap();
+        (m.ino(), m.nlink())
+    }
+
+    /// Stands in for a file system without hard links (FAT, some network mounts), which cannot
+    /// be mounted here.
+    fn no_links(_: &Path, _: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    fn staged(dest: &Path, bytes: &[u8]) -> AtomicFile {
+        let mut f = AtomicFile::create(dest).unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_destination_holds_the_old_file_until_the_new_one_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.txt");
+        fs::write(&dest, b"old").unwrap();
+        let (old_ino, _) = inode(&dest);
+        let mut seen = None;
+        let placed = staged(&dest, b"new")
+            .commit_undoable_with(
+                |a, b| fs::hard_link(a, b),
+                |backup| {
+                    // Just before the swap: the old file is still at the destination, and the
+                    // backup is a second name for it, not a copy and not a moved file.
+                    let backup = backup.expect("a backup of the old file").to_path_buf();
+                    assert_eq!(fs::read(&dest).unwrap(), b"old");
+                    assert_eq!(inode(&dest), (old_ino, 2));
+                    assert_eq!(inode(&backup), (old_ino, 2));
+                    seen = Some(backup);
+                },
+            )
+            .unwrap();
+        let backup = seen.expect("looked before the swap");
+        // Right after: the new file at the destination, the old one only under the backup name.
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        assert_ne!(inode(&dest).0, old_ino);
+        assert_eq!(inode(&backup), (old_ino, 1));
+        assert_eq!(fs::read(&backup).unwrap(), b"old");
+        placed.keep();
+        assert_eq!(listing(dir.path()), [("out.txt".into(), b"new".to_vec())]);
+
+        // The public commit works the same way.
+        let placed = undoable(&dest, b"newer").unwrap();
+        assert_eq!(listing(dir.path()).len(), 2);
+        placed.keep();
+        assert_eq!(listing(dir.path()), [("out.txt".into(), b"newer".to_vec())]);
+    }
+
+    #[test]
+    fn without_hard_links_the_old_file_is_renamed_aside_and_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.txt");
+        fs::write(&dest, b"old").unwrap();
+        let placed = staged(&dest, b"new")
+            .commit_undoable_with(no_links, |backup| {
+                assert_eq!(fs::read(backup.unwrap()).unwrap(), b"old");
+                assert!(!dest.exists(), "renamed aside, not linked");
+            })
+            .unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        placed.undo().unwrap();
+        assert_eq!(listing(dir.path()), [("out.txt".into(), b"old".to_vec())]);
+    }
+
+    #[test]
+    fn a_swap_that_fails_after_the_backup_leaves_the_old_file_in_place() {
+        for (how, link) in [
+            (
+                "linked",
+                (|a: &Path, b: &Path| fs::hard_link(a, b)) as fn(&Path, &Path) -> _,
+            ),
+            ("renamed aside", no_links),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("out.txt");
+            fs::write(&dest, b"old").unwrap();
+            let f = staged(&dest, b"new");
+            // The temporary file vanishes: the backup is made, then the final rename fails.
+            fs::remove_file(&f.tmp).unwrap();
+            let mut backed_up = false;
+            let e = f
+                .commit_undoable_with(link, |b| backed_up = b.is_some())
+                .unwrap_err();
+            assert!(backed_up, "{how}");
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{how}: {e}");
+            assert_eq!(
+                listing(dir.path()),
+                [("out.txt".into(), b"old".to_vec())],
+                "{how}: no .old or .tmp file left"
+            );
+        }
+    }
+
+    #[test]
+    fn a_destination_that_cannot_be_examined_stops_the_commit_before_anything_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("out.txt"), b"old").unwrap();
+        // A trailing slash on a file's path: looking it up fails with "not a directory", which
+        // is not "nothing there". Treated as nothing there, an undo would delete the new file.
+        let dest = PathBuf::from(format!("{}/out.txt/", dir.path().display()));
+        let mut swapped = false;
+        let e = staged(&dest, b"new")
+            .commit_undoable_with(|a, b| fs::hard_link(a, b), |_| swapped = true)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotADirectory, "{e}");
+        assert!(!swapped, "nothing was moved");
+        assert_eq!(listing(dir.path()), [("out.txt".into(), b"old".to_vec())]);
+    }
+
+    #[test]
+    fn an_undo_that_cannot_restore_says_where_the_old_file_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.txt");
+        fs::write(&dest, b"old").unwrap();
+        let placed = undoable(&dest, b"new").unwrap();
+        // Something puts a full directory where the file was: the old file cannot go back.
+        fs::remove_file(&dest).unwrap();
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("theirs"), b"x").unwrap();
+        let e = placed.undo().unwrap_err();
+        let backup = listing(dir.path())
+            .into_iter()
+            .find(|(n, _)| n.ends_with(".old"))
+            .expect("the old file is kept");
+        assert_eq!(backup.1, b"old");
+        assert!(e.to_string().contains(&backup.0), "{e}");
+    }
+
+    #[test]
+    fn a_synced_file_is_not_flushed_again_unless_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = AtomicFile::create(&dir.path().join("out.txt")).unwrap();
+        assert!(!f.synced);
+        f.write_all(b"a").unwrap();
+        f.sync_all().unwrap();
+        assert!(f.synced, "commit skips the flush");
+        f.write_all(b"b").unwrap();
+        assert!(!f.synced, "written after the flush");
+        f.sync_all().unwrap();
+        #[cfg(unix)]
+        {
+            f.set_mode(0o600).unwrap();
+            assert!(!f.synced, "changed after the flush");
+        }
+        f.commit().unwrap();
+        assert_eq!(fs::read(dir.path().join("out.txt")).unwrap(), b"ab");
     }
 
     #[test]
@@ -308,7 +580,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("run.sh");
-        let f = AtomicFile::create_with_mode(&dest, 0o600).unwrap();
+        let mut f = AtomicFile::create_with_mode(&dest, 0o600).unwrap();
         f.set_mode(0o755).unwrap();
         f.commit().unwrap();
         let mode = fs::metadata(&dest).unwrap().permissions().mode();
