@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use aws_sdk_cloudfront::config::http::HttpResponse;
 use aws_sdk_cloudfront::error::SdkError;
 use aws_sdk_cloudfront::operation::get_invalidation::{
     GetInvalidationError, GetInvalidationOutput,
@@ -13,7 +14,7 @@ use aws_sdk_cloudfront::operation::get_invalidation::{
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 use serde::Serialize;
-use sf_aws::error_text;
+use sf_aws::sdk_error_text;
 use sf_core::bad_input;
 
 use crate::plan::{Batch, MAX_PATHS_IN_FLIGHT, MAX_WILDCARDS_IN_FLIGHT};
@@ -68,17 +69,25 @@ pub fn is_completed(status: &str) -> bool {
 }
 
 /// What to say when CloudFront refuses a call for want of rights, with the rights to give.
-fn denied_text<E: std::error::Error + 'static>(distribution: &str, what: &str, e: &E) -> String {
+fn denied_text<E: std::error::Error + 'static>(
+    distribution: &str,
+    what: &str,
+    e: &SdkError<E, HttpResponse>,
+) -> String {
     format!(
         "the AWS credentials may not {what} on distribution {distribution} (give the role cloudfront:ListInvalidations, GetInvalidation and CreateInvalidation): {}",
-        error_text(e)
+        sdk_error_text(e)
     )
 }
 
 /// A denial while deciding what to create: a set-up problem like missing credentials, exit 2.
 /// (A denial while waiting for an invalidation that exists is a failure instead, see
 /// [`Cdn::wait_done`]; so is any exit-2 error after this run made one, see `lib.rs`.)
-fn denied<E: std::error::Error + 'static>(distribution: &str, what: &str, e: &E) -> anyhow::Error {
+fn denied<E: std::error::Error + 'static>(
+    distribution: &str,
+    what: &str,
+    e: &SdkError<E, HttpResponse>,
+) -> anyhow::Error {
     bad_input(denied_text(distribution, what, e))
 }
 
@@ -105,7 +114,7 @@ impl Cdn<'_> {
                 if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
                     denied(self.distribution, "read invalidations", &e)
                 } else {
-                    anyhow!("reading invalidation {id}: {}", error_text(&e))
+                    anyhow!("reading invalidation {id}: {}", sdk_error_text(&e))
                 }
             })?;
             let Some(batch) = got.invalidation().and_then(|i| i.invalidation_batch()) else {
@@ -134,7 +143,7 @@ impl Cdn<'_> {
             } else if e.as_service_error().is_some_and(|s| s.is_access_denied()) {
                 denied(distribution, "list invalidations", &e)
             } else {
-                anyhow!("listing the invalidations of {distribution}: {}", error_text(&e))
+                anyhow!("listing the invalidations of {distribution}: {}", sdk_error_text(&e))
             }
         })?;
         let mut items: Vec<(String, String, i64)> = list
@@ -197,7 +206,7 @@ impl Cdn<'_> {
                         denied_text(self.distribution, "read invalidations", &e)
                     )
                 } else {
-                    anyhow!("reading invalidation {id}: {}", error_text(&e))
+                    anyhow!("reading invalidation {id}: {}", sdk_error_text(&e))
                 }
             })?;
             let status = got
@@ -290,10 +299,13 @@ pub async fn execute(
                     {
                         bad_input(format!(
                             "CloudFront refused the paths of {label}: {}",
-                            error_text(&e)
+                            sdk_error_text(&e)
                         ))
                     } else {
-                        anyhow!("creating the invalidation for {label}: {}", error_text(&e))
+                        anyhow!(
+                            "creating the invalidation for {label}: {}",
+                            sdk_error_text(&e)
+                        )
                     }
                 })?;
             let inv = created

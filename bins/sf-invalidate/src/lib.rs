@@ -225,22 +225,18 @@ fn after_changes(e: anyhow::Error, made: &[&str]) -> anyhow::Error {
     if sf_core::exit::code_for(&e) != 2 {
         return e;
     }
-    // `code_for` finds a `BadInput` anywhere in the chain, so context alone would not do: the
-    // chain is rebuilt from its text, line for line as it was printed.
-    let mut texts: Vec<String> = e.chain().map(ToString::to_string).collect();
-    let mut failure = anyhow::Error::msg(texts.pop().unwrap_or_default());
-    while let Some(t) = texts.pop() {
-        failure = failure.context(t);
-    }
     let (noun, which) = if made.len() == 1 {
         ("invalidation", "it is")
     } else {
         ("invalidations", "they are")
     };
-    failure.context(format!(
-        "stopped after this run made {noun} {} (named in the outputs; {which} not undone)",
-        made.join(", ")
-    ))
+    sf_core::exit::after_changes(
+        e,
+        format!(
+            "stopped after this run made {noun} {} (named in the outputs; {which} not undone)",
+            made.join(", ")
+        ),
+    )
 }
 
 /// Run with a given Actions context.

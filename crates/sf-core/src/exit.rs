@@ -44,9 +44,27 @@ where
     }
 }
 
+/// Marks an error as a failure of the work though bad input caused it: something was already
+/// changed, so exit 2's promise that nothing was no longer holds. Its text says what was changed.
+#[derive(Debug)]
+pub struct AfterChanges(pub String);
+
+impl fmt::Display for AfterChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `err` with what was changed before it as its headline, exiting 1 whatever caused it.
+pub fn after_changes(err: anyhow::Error, changed: impl Into<String>) -> anyhow::Error {
+    err.context(AfterChanges(changed.into()))
+}
+
 /// The process exit code for an error.
 pub fn code_for(err: &anyhow::Error) -> u8 {
-    if err
+    if err.downcast_ref::<AfterChanges>().is_some() {
+        1
+    } else if err
         .chain()
         .any(|e| e.is::<BadInput>() || e.is::<clap::Error>())
     {
@@ -140,6 +158,22 @@ mod tests {
             render(&err),
             "error: reading the matrix\n  caused by: unknown toolchain 'x'"
         );
+    }
+
+    #[test]
+    fn bad_input_after_changes_is_exit_1_and_says_what_was_changed() {
+        let err = Err::<(), _>(bad_input("paths refused"))
+            .context("creating batch 2")
+            .unwrap_err();
+        let err = after_changes(err, "stopped after invalidation I1 was made");
+        assert_eq!(code_for(&err), 1);
+        assert_eq!(
+            render(&err),
+            "error: stopped after invalidation I1 was made\n  caused by: creating batch 2\n  caused by: paths refused"
+        );
+        // More context on top keeps it a failure of the work.
+        let err = err.context("sf-invalidate");
+        assert_eq!(code_for(&err), 1);
     }
 
     #[test]
