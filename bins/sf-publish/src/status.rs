@@ -20,17 +20,19 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::Range;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use sf_aws::AwsSettings;
+use sf_aws::aws_sdk_s3::config::http::HttpResponse;
+use sf_aws::aws_sdk_s3::error::SdkError;
+use sf_aws::{sdk_error_text, AwsSettings};
 use sf_core::exit::bad_input;
-use sf_core::layout::{spack, Cell, Destination, TarballLocation};
+use sf_core::layout::{spack, Cell, Destination};
 use sf_spack::index::Index;
 use sf_spack::spec::SpecNode;
 use sf_spackenv::stack::Stack;
-use sf_store::Store;
+use sf_store::{ObjectInfo, Store};
 
 use crate::merge::read_document;
 use crate::publish::Publisher;
@@ -197,34 +199,70 @@ impl Cache<'_> {
     }
 }
 
-/// Bytes `range` of an object (a ranged read on S3).
-async fn read_range(store: &Store, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
+/// Bytes `range` of the object `head` describes (a ranged read on S3), checked to come from that
+/// very object: the end of a tarball is read in pieces, and a publish that replaces it between two
+/// of them would splice two files into one tail that reads as having no `BUILDINFO.json`.
+async fn read_range(store: &Store, head: &ObjectInfo, range: Range<u64>) -> Result<Vec<u8>> {
+    let url = store.url_of(&head.key);
     let (from, len) = (range.start, range.end - range.start);
-    match store {
-        Store::Dir(d) => {
-            let path = d.root().join(key);
-            tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
-                let mut f = std::fs::File::open(&path)?;
-                f.seek(SeekFrom::Start(from))?;
-                let mut out = Vec::with_capacity(len as usize);
-                f.take(len).read_to_end(&mut out)?;
-                Ok(out)
-            })
-            .await?
-        }
-        Store::S3(s) => {
-            let got = s
-                .client()
-                .get_object()
-                .bucket(s.bucket())
-                .key(store.destination().object_key(key))
-                .range(format!("bytes={from}-{}", range.end - 1))
-                .send()
-                .await?;
-            Ok(got.body.collect().await?.into_bytes().to_vec())
-        }
+    // `None`: the object is no longer the one `head` saw.
+    let got = async {
+        Ok::<_, anyhow::Error>(match store {
+            Store::Dir(d) => {
+                let path = d.root().join(&head.key);
+                let size = head.size;
+                tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>> {
+                    let mut f = std::fs::File::open(&path)?;
+                    f.seek(SeekFrom::Start(from))?;
+                    let mut out = Vec::with_capacity(len as usize);
+                    (&mut f).take(len).read_to_end(&mut out)?;
+                    // A file has no ETag: one of another length (a new one a publish renamed in
+                    // before the open, or this one rewritten while read) is another object.
+                    Ok((f.metadata()?.len() == size).then_some(out))
+                })
+                .await??
+            }
+            Store::S3(s) => {
+                let got = s
+                    .client()
+                    .get_object()
+                    .bucket(s.bucket())
+                    .key(store.destination().object_key(&head.key))
+                    .range(format!("bytes={from}-{}", range.end - 1))
+                    .if_match(&head.etag.0)
+                    .send()
+                    .await;
+                match got {
+                    Ok(o) => Some(o.body.collect().await?.into_bytes().to_vec()),
+                    // 412: the ETag is another; 416: the object is shorter now.
+                    Err(e) if matches!(http_status(&e), Some(412 | 416)) => None,
+                    Err(e) => bail!("{}", sdk_error_text(&e)),
+                }
+            }
+        })
     }
-    .with_context(|| format!("reading the end of {}", store.url_of(key)))
+    .await
+    .with_context(|| format!("reading the end of {url}"))?;
+    whole_piece(&url, &range, got)
+}
+
+/// The HTTP status of a failed S3 call the server answered.
+fn http_status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+/// A piece read from `url`, when it is all of `range` from the object the read was checked against
+/// (`None` when it was not); a short piece means the object changed under the read as well.
+fn whole_piece(url: &str, range: &Range<u64>, got: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    match got {
+        Some(bytes) if bytes.len() as u64 == range.end - range.start => Ok(bytes),
+        _ => bail!(
+            "{url} changed while its end was being read (bytes {}..{} are of another version of \
+             it): a publish replaced it; run status again once that publish is done",
+            range.start,
+            range.end
+        ),
+    }
 }
 
 /// The next piece of the end of a tarball of `size` bytes to read, when its last `have` bytes
@@ -339,14 +377,10 @@ fn tar_checksum_ok(header: &[u8]) -> bool {
 }
 
 /// Whether the published tarball is the cell's build, by its `BUILDINFO.json`.
-async fn tarball_current(
-    store: &Store,
-    cell: &Cell,
-    t: &TarballLocation,
-    size: u64,
-) -> Result<(bool, String)> {
-    let url = store.url_of(&t.key);
-    let Some(info) = find_buildinfo(size, |range| read_range(store, &t.key, range)).await? else {
+async fn tarball_current(store: &Store, cell: &Cell, head: &ObjectInfo) -> Result<(bool, String)> {
+    let url = store.url_of(&head.key);
+    let Some(info) = find_buildinfo(head.size, |range| read_range(store, head, range)).await?
+    else {
         return Ok((
             false,
             format!("{url} has no readable {BUILDINFO} at its end; publish it again"),
@@ -412,7 +446,7 @@ async fn cell_status(cache: &mut Cache<'_>, cell: &Cell, stack: &Stack) -> Resul
                 format!("{} is missing", store.url_of(&t.signature_key)),
             ));
         }
-        return tarball_current(&store, cell, t, head.size).await;
+        return tarball_current(&store, cell, &head).await;
     }
     let mirror = match (&cell.version_mirror, &cell.slurm_spack_version) {
         (Some(m), Some(_)) => m,
@@ -562,11 +596,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.tar.gz"), &bytes).unwrap();
         let store = Store::Dir(sf_store::DirStore::open(dir.path()).unwrap());
+        let head = store.head("t.tar.gz").await.unwrap().unwrap();
 
         let mut asked = Vec::new();
         let info = find_buildinfo(size, |range| {
             asked.push(range.clone());
-            read_range(&store, "t.tar.gz", range)
+            read_range(&store, &head, range)
         })
         .await
         .unwrap()
@@ -576,5 +611,111 @@ mod tests {
         // The last 4 MiB, then only the bytes before them: the whole file once, nothing again.
         assert_eq!(asked, [size - TAIL_FIRST..size, 0..size - TAIL_FIRST]);
         assert_eq!(asked.iter().map(|r| r.end - r.start).sum::<u64>(), size);
+    }
+
+    /// The message a read of pieces of two versions of `url` fails with, as a work failure.
+    fn assert_changed(err: &anyhow::Error, url: &str) {
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("{url} changed while its end was being read")),
+            "{text}"
+        );
+        assert_eq!(sf_core::exit::code_for(err), 1, "{text}");
+    }
+
+    #[test]
+    fn a_piece_shorter_than_asked_or_of_another_version_is_an_error() {
+        let url = "s3://b/builds/t.tar.gz";
+        assert_eq!(
+            whole_piece(url, &(10..14), Some(vec![1, 2, 3, 4])).unwrap(),
+            [1, 2, 3, 4]
+        );
+        // The object ends sooner than when its size was taken.
+        assert_changed(
+            &whole_piece(url, &(10..14), Some(vec![1, 2])).unwrap_err(),
+            url,
+        );
+        // The server refused the ETag (412) or the range (416).
+        assert_changed(&whole_piece(url, &(10..14), None).unwrap_err(), url);
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_between_two_tail_reads_is_an_error_not_a_missing_buildinfo() {
+        let old = one_member_tarball(6 << 20);
+        let new = one_member_tarball(5 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tar.gz");
+        std::fs::write(&path, &old).unwrap();
+        let store = Store::Dir(sf_store::DirStore::open(dir.path()).unwrap());
+        let head = store.head("t.tar.gz").await.unwrap().unwrap();
+
+        // A publish renames the new tarball in after the first piece is read.
+        let mut reads = 0;
+        let err = find_buildinfo(head.size, |range| {
+            reads += 1;
+            if reads == 2 {
+                let staged = dir.path().join(".t.tar.gz.new");
+                std::fs::write(&staged, &new).unwrap();
+                std::fs::rename(&staged, &path).unwrap();
+            }
+            read_range(&store, &head, range)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(reads, 2);
+        assert_changed(&err, &store.url_of("t.tar.gz"));
+    }
+
+    #[tokio::test]
+    async fn an_s3_object_replaced_between_two_tail_reads_is_an_error_not_a_missing_buildinfo() {
+        use sf_aws::aws_sdk_s3::primitives::ByteStream;
+        let aws = AwsSettings::local(&sf_testkit::moto_url(), "test", "test");
+        let s3 = aws.s3_client(&aws.load().await.unwrap());
+        let bucket = format!("sf-status-{}", sf_core::fsutil::random_hex(6).unwrap());
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        let store = Store::open(
+            &Destination::parse(&format!("s3://{bucket}")).unwrap(),
+            &aws,
+        )
+        .await
+        .unwrap();
+        let old = one_member_tarball(6 << 20);
+        // Another object of the same length: only the ETag tells them apart.
+        let mut new = old.clone();
+        new[100] ^= 0xff;
+        let put = |bytes: Vec<u8>| {
+            s3.put_object()
+                .bucket(&bucket)
+                .key("t.tar.gz")
+                .body(ByteStream::from(bytes))
+                .send()
+        };
+        put(old.clone()).await.unwrap();
+        let head = store.head("t.tar.gz").await.unwrap().unwrap();
+
+        // Unchanged, both pieces are read under the ETag.
+        let info = find_buildinfo(head.size, |range| read_range(&store, &head, range))
+            .await
+            .unwrap()
+            .expect("BUILDINFO.json found");
+        assert_eq!(info["slurm_version"], "25.11");
+
+        // Replaced after the first piece is read: the second is refused (412).
+        let mut reads = 0;
+        let (store, head, new) = (&store, &head, &new);
+        let err = find_buildinfo(head.size, |range| {
+            reads += 1;
+            let replace = (reads == 2).then(|| put(new.clone()));
+            async move {
+                if let Some(replace) = replace {
+                    replace.await.unwrap();
+                }
+                read_range(store, head, range).await
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(reads, 2);
+        assert_changed(&err, &store.url_of("t.tar.gz"));
     }
 }
