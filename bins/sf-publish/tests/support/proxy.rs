@@ -17,10 +17,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What becomes of a held PUT once the hook has run.
+/// What becomes of a request a hook held ([`on_put`], [`on_request`]) once the hook has run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Then {
+    /// Send it on to the server as usual.
     Forward,
+    /// Close the connection without forwarding it: the server never sees it.
     Drop,
     /// Forward it, let the server carry it out, then cut the answer off (a lost answer).
     Lose,
