@@ -78,14 +78,10 @@ impl Case {
 
 /// The change list of a run's report: (key, action).
 fn changes(report: &Value) -> Vec<(String, String)> {
-    report["change_list"]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let text = |f: &str| c[f].as_str().unwrap().to_string();
-            (text("key"), text("action"))
-        })
+    let list = &report["change_list"]["changes"];
+    column(list, "key")
+        .into_iter()
+        .zip(column(list, "action"))
         .collect()
 }
 
