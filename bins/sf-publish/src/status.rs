@@ -575,17 +575,10 @@ mod tests {
     fn one_member_tarball(filler: usize) -> Vec<u8> {
         let noise = sf_testkit::noise(filler, 0x2545_f491_4f6c_dd1d);
         let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut tar = tar::Builder::new(gz);
-        let mut add = |path: &str, bytes: &[u8]| {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            tar.append_data(&mut h, path, bytes).unwrap();
-        };
-        add("view/lib/libfiller.so", &noise);
-        add(BUILDINFO, br#"{"slurm_version":"25.11","gpu":false}"#);
-        tar.into_inner().unwrap().finish().unwrap()
+        let info: &[u8] = br#"{"slurm_version":"25.11","gpu":false}"#;
+        sf_testkit::tar_into(gz, &[("view/lib/libfiller.so", &noise), (BUILDINFO, info)])
+            .finish()
+            .unwrap()
     }
 
     #[tokio::test]

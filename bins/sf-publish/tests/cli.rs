@@ -935,17 +935,17 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
 /// last, gzipped as concatenated 1 MiB members by the same writer.
 fn tarball_bytes(buildinfo: &Value, filler: usize) -> Vec<u8> {
     let gz = sf_archive::pargz::ParGzWriter::new(Vec::new(), Default::default()).unwrap();
-    let mut tar = tar::Builder::new(gz);
-    let mut add = |path: &str, bytes: &[u8]| {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(bytes.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, path, bytes).unwrap();
-    };
-    add("view/lib/libfiller.so", &noise(filler, 0x9e37_79b9));
-    add("BUILDINFO.json", buildinfo.to_string().as_bytes());
-    let (bytes, _) = tar.into_inner().unwrap().finish().unwrap();
+    let filler = noise(filler, 0x9e37_79b9);
+    let info = buildinfo.to_string();
+    let (bytes, _) = sf_testkit::tar_into(
+        gz,
+        &[
+            ("view/lib/libfiller.so", &filler),
+            ("BUILDINFO.json", info.as_bytes()),
+        ],
+    )
+    .finish()
+    .unwrap();
     bytes
 }
 

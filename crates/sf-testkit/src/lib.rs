@@ -81,6 +81,21 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// A tar stream of `files` (path, bytes; plain files, mode 0644, in order) written into `w`,
+/// which is handed back so the caller can finish it (a gzip writer, say).
+pub fn tar_into<W: std::io::Write>(w: W, files: &[(&str, &[u8])]) -> W {
+    let mut tar = tar::Builder::new(w);
+    for (path, bytes) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, *bytes)
+            .expect("append to the tar");
+    }
+    tar.into_inner().expect("finish the tar")
+}
+
 /// Parse `GITHUB_OUTPUT`/`GITHUB_ENV` content the way GitHub's runner does on Linux
 /// (actions/runner, `FileCommandManager`): lines end at `\n` only (a `\r` stays part of the
 /// line); `name=value` where `=` comes before any `<<`; otherwise `name<<DELIM`, whose value is the
