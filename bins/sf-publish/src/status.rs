@@ -17,16 +17,14 @@
 //! Output: `{"schema_version":1,"published":[{"id","reason"}],"pending":[{"id","reason"}]}`.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use sf_aws::aws_sdk_s3::config::http::HttpResponse;
-use sf_aws::aws_sdk_s3::error::SdkError;
-use sf_aws::{sdk_error_text, AwsSettings};
+use sf_aws::AwsSettings;
 use sf_core::exit::bad_input;
 use sf_core::layout::{spack, Cell, Destination};
 use sf_spack::index::Index;
@@ -204,51 +202,12 @@ impl Cache<'_> {
 /// of them would splice two files into one tail that reads as having no `BUILDINFO.json`.
 async fn read_range(store: &Store, head: &ObjectInfo, range: Range<u64>) -> Result<Vec<u8>> {
     let url = store.url_of(&head.key);
-    let (from, len) = (range.start, range.end - range.start);
     // `None`: the object is no longer the one `head` saw.
-    let got = async {
-        Ok::<_, anyhow::Error>(match store {
-            Store::Dir(d) => {
-                let path = d.root().join(&head.key);
-                let size = head.size;
-                tokio::task::spawn_blocking(move || -> Result<Option<Vec<u8>>> {
-                    let mut f = std::fs::File::open(&path)?;
-                    f.seek(SeekFrom::Start(from))?;
-                    let mut out = Vec::with_capacity(len as usize);
-                    (&mut f).take(len).read_to_end(&mut out)?;
-                    // A file has no ETag: one of another length (a new one a publish renamed in
-                    // before the open, or this one rewritten while read) is another object.
-                    Ok((f.metadata()?.len() == size).then_some(out))
-                })
-                .await??
-            }
-            Store::S3(s) => {
-                let got = s
-                    .client()
-                    .get_object()
-                    .bucket(s.bucket())
-                    .key(store.destination().object_key(&head.key))
-                    .range(format!("bytes={from}-{}", range.end - 1))
-                    .if_match(&head.etag.0)
-                    .send()
-                    .await;
-                match got {
-                    Ok(o) => Some(o.body.collect().await?.into_bytes().to_vec()),
-                    // 412: the ETag is another; 416: the object is shorter now.
-                    Err(e) if matches!(http_status(&e), Some(412 | 416)) => None,
-                    Err(e) => bail!("{}", sdk_error_text(&e)),
-                }
-            }
-        })
-    }
-    .await
-    .with_context(|| format!("reading the end of {url}"))?;
+    let got = store
+        .read_range(head, range.clone())
+        .await
+        .with_context(|| format!("reading the end of {url}"))?;
     whole_piece(&url, &range, got)
-}
-
-/// The HTTP status of a failed S3 call the server answered.
-fn http_status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
-    e.raw_response().map(|r| r.status().as_u16())
 }
 
 /// A piece read from `url`, when it is all of `range` from the object the read was checked against

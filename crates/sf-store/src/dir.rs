@@ -10,7 +10,7 @@
 //! decides those).
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -115,6 +115,25 @@ impl DirStore {
             info: info(key, bytes.len() as u64, sha),
             bytes,
         }))
+    }
+
+    /// See [`crate::Store::read_range`]; `size` is the length the file had when it was looked at.
+    pub fn read_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        size: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key);
+        let mut f = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        f.seek(io::SeekFrom::Start(range.start))?;
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        (&mut f)
+            .take(range.end - range.start)
+            .read_to_end(&mut out)?;
+        // A file of another length is another object: a new one a publish renamed in before
+        // the open, or this one rewritten while it was read.
+        Ok((f.metadata()?.len() == size).then_some(out))
     }
 
     pub fn put(

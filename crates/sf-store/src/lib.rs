@@ -245,6 +245,28 @@ impl Store {
         Ok(got)
     }
 
+    /// Bytes `range` of the object `head` describes, or `None` when the key holds another object
+    /// by now (S3: another ETag, or too short for the range; a directory, which has no ETag: a
+    /// file of another length). Reading a large object in pieces this way never splices two
+    /// versions of it.
+    pub async fn read_range(
+        &self,
+        head: &ObjectInfo,
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        check_key(&head.key)?;
+        match self {
+            Store::S3(s) => s.read_range(&head.key, range, &head.etag).await,
+            Store::Dir(d) => {
+                let size = head.size;
+                d.clone()
+                    .blocking(&head.key, move |d, k| d.read_range(&k, range, size))
+                    .await
+            }
+        }
+        .with_context(|| format!("reading {}", self.url_of(&head.key)))
+    }
+
     /// Write an object, if `cond` holds.
     pub async fn put(
         &self,

@@ -223,6 +223,37 @@ impl S3Store {
         }))
     }
 
+    /// See [`crate::Store::read_range`]: a ranged GET under `If-Match`.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        etag: &ETag,
+    ) -> Result<Option<Vec<u8>>> {
+        let got = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full(key))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .if_match(&etag.0)
+            .send()
+            .await;
+        match got {
+            Ok(o) => Ok(Some(
+                o.body
+                    .collect()
+                    .await
+                    .context("reading the object body")?
+                    .into_bytes()
+                    .to_vec(),
+            )),
+            // 412: another ETag; 416: the object is shorter now.
+            Err(e) if matches!(status(&e), Some(412 | 416)) => Ok(None),
+            Err(e) => Err(anyhow!("GET: {}", sdk_error_text(&e))),
+        }
+    }
+
     pub async fn put(
         &self,
         key: &str,
