@@ -586,18 +586,16 @@ async fn dir_a_write_sweeps_the_temporary_files_of_dead_writers() {
 async fn an_s3_error_reads_as_one_line_naming_what_the_server_said() {
     // The bucket goes away under an open store: the write fails with S3's own code and message,
     // not a debug dump of the response (its headers and body).
-    let aws = settings();
-    let sdk = aws.load().await.unwrap();
-    let bucket = format!("sf-store-{}", sf_core::fsutil::random_hex(6).unwrap());
-    let s3 = aws.s3_client(&sdk);
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let store = Store::open(
-        &Destination::parse(&format!("s3://{bucket}")).unwrap(),
-        &aws,
-    )
-    .await
-    .unwrap();
-    s3.delete_bucket().bucket(&bucket).send().await.unwrap();
+    let store = s3_store().await;
+    let Store::S3(s3) = &store else {
+        unreachable!()
+    };
+    s3.client()
+        .delete_bucket()
+        .bucket(s3.bucket())
+        .send()
+        .await
+        .unwrap();
     let err = store
         .put(
             "a",
