@@ -16,7 +16,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// A file being written beside its final path; renamed into place by [`AtomicFile::commit`],
-/// removed if dropped uncommitted.
+/// removed if dropped, or committed without being renamed into place.
 #[derive(Debug)]
 pub struct AtomicFile {
     file: Option<fs::File>,
@@ -24,6 +24,8 @@ pub struct AtomicFile {
     dest: PathBuf,
     /// Nothing written or changed since [`AtomicFile::sync_all`]: committing need not flush again.
     synced: bool,
+    /// Renamed into place: there is no temporary file left to remove.
+    placed: bool,
 }
 
 impl AtomicFile {
@@ -53,6 +55,7 @@ impl AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
             synced: false,
+            placed: false,
         })
     }
 
@@ -93,7 +96,9 @@ impl AtomicFile {
     pub fn commit(mut self) -> io::Result<()> {
         self.sync_once()?;
         drop(self.file.take());
-        fs::rename(&self.tmp, &self.dest)
+        fs::rename(&self.tmp, &self.dest)?;
+        self.placed = true;
+        Ok(())
     }
 
     /// Move into place like [`AtomicFile::commit`], but keep the file (or link) the destination
@@ -126,15 +131,15 @@ impl AtomicFile {
             Err(e) => return Err(e),
         };
         before_swap(backup.as_ref().map(|b| b.path.as_path()));
-        // Closed before the rename; from here a failed rename removes the temporary file itself.
+        // Closed before the rename; a failed rename leaves the temporary file to `drop`.
         drop(self.file.take());
         if let Err(e) = fs::rename(&self.tmp, &self.dest) {
-            let _ = fs::remove_file(&self.tmp);
             return match backup {
                 Some(b) => Err(b.put_back(&self.dest, e)),
                 None => Err(e),
             };
         }
+        self.placed = true;
         Ok(Undoable {
             dest: self.dest.clone(),
             backup: backup.map(|b| b.path),
@@ -308,7 +313,7 @@ impl Write for AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        if !self.placed {
             let _ = fs::remove_file(&self.tmp);
         }
     }
@@ -336,6 +341,24 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
         write_atomic(&dest, b"whole").unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn a_commit_that_cannot_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory that is not empty cannot be replaced by a file.
+        let dest = dir.path().join("out.txt");
+        fs::create_dir(&dest).unwrap();
+        fs::write(dest.join("inside"), b"kept").unwrap();
+        let mut f = AtomicFile::create(&dest).unwrap();
+        f.write_all(b"new").unwrap();
+        assert!(f.commit().is_err());
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["out.txt"], "only the directory is left");
+        assert_eq!(fs::read(dest.join("inside")).unwrap(), b"kept");
     }
 
     #[cfg(unix)]
