@@ -509,40 +509,36 @@ impl S3Store {
                     o.e_tag().unwrap_or_default().to_string(),
                 )))
             }
-            Err(e) if matches!(status(&e), Some(412) | Some(409)) && *cond != Condition::Always => {
-                // A retried completion (its first answer lost) finds the object it made itself
-                // and fails its condition: the object says whose it is, by its size and our
-                // sha256. Only when it is not ours was nothing written (and the caller aborts
-                // our upload).
+            Err(e) => {
+                // The completion may have happened though this answer says otherwise: a retried
+                // completion (its first answer lost) meets the object it made itself and fails its
+                // condition, or the answer is lost or unreadable (a dropped connection; some
+                // S3-compatible servers answer with another XML root). The object says whose it
+                // is, by its size and our sha256.
+                let refused =
+                    matches!(status(&e), Some(412) | Some(409)) && *cond != Condition::Always;
                 match self.object_at(full, len, meta).await {
-                    Some((etag, ours)) => {
+                    Some((etag, true)) => {
                         self.abort_older(full, older).await;
-                        if !ours {
-                            return Ok(PutOutcome::PreconditionFailed);
-                        }
                         // The same content may also be another publisher's, our upload still
                         // open: abort it (when it was ours that completed, nothing is found).
                         self.abort_quietly(full, [upload_id.to_string()]).await;
                         Ok(PutOutcome::Written(etag))
                     }
+                    // Another's object holds the key: nothing was written (the caller aborts
+                    // our upload).
+                    Some((_, false)) if refused => {
+                        self.abort_older(full, older).await;
+                        Ok(PutOutcome::PreconditionFailed)
+                    }
                     // A 409 (a racing conditional write not finished yet) or no answer: not
                     // written by us, as far as we can tell.
-                    None => Ok(PutOutcome::PreconditionFailed),
+                    None if refused => Ok(PutOutcome::PreconditionFailed),
+                    _ => Err(anyhow!(
+                        "completing the multipart upload: {}",
+                        sdk_error_text(&e)
+                    )),
                 }
-            }
-            Err(e) => {
-                // The response may be lost or unreadable (a dropped connection; some S3-compatible
-                // servers answer with another XML root) while the upload did complete: the object
-                // itself says so, by its size and our sha256.
-                if let Some((etag, true)) = self.object_at(full, len, meta).await {
-                    self.abort_older(full, older).await;
-                    self.abort_quietly(full, [upload_id.to_string()]).await;
-                    return Ok(PutOutcome::Written(etag));
-                }
-                Err(anyhow!(
-                    "completing the multipart upload: {}",
-                    sdk_error_text(&e)
-                ))
             }
         }
     }
