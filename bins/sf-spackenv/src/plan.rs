@@ -208,10 +208,13 @@ impl Batch {
         Ok(())
     }
 
-    /// Keep the new files: drop the replaced ones and forget the created directories.
+    /// Keep the new files: drop the replaced ones and forget the created directories. A
+    /// replaced file that stays behind is a warning: the new files are all in place.
     fn finish(mut self) {
         for f in self.placed.drain(..) {
-            f.keep();
+            if let Err(e) = f.keep() {
+                sf_core::gha::Actions::from_env().warning(&format!("sf-spackenv: {e}"), None);
+            }
         }
         self.dirs.0.clear();
     }

@@ -234,11 +234,23 @@ impl Undoable {
         &self.dest
     }
 
-    /// Keep the new file and drop the previous one.
-    pub fn keep(mut self) {
+    /// Keep the new file and drop the previous one. The new file is in place either way; the
+    /// error says where a previous file that could not be removed was left.
+    pub fn keep(mut self) -> io::Result<()> {
         self.settled = true;
-        if let Some(b) = self.backup.take() {
-            let _ = fs::remove_file(b);
+        match self.backup.take() {
+            Some(b) => match fs::remove_file(&b) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is in place, but the file it replaced is left at {}: {e}",
+                        self.dest.display(),
+                        b.display()
+                    ),
+                )),
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
@@ -425,8 +437,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.txt");
         fs::write(&dest, b"old").unwrap();
-        undoable(&dest, b"new").unwrap().keep();
+        undoable(&dest, b"new").unwrap().keep().unwrap();
         assert_eq!(listing(dir.path()), [("out.txt".into(), b"new".to_vec())]);
+    }
+
+    #[test]
+    fn a_previous_file_that_cannot_be_removed_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out.txt");
+        fs::write(&dest, b"old").unwrap();
+        let placed = undoable(&dest, b"new").unwrap();
+        // Something that remove_file refuses, even to root, stands where the backup was.
+        let backup = placed.backup.clone().expect("a backup of the old file");
+        fs::remove_file(&backup).unwrap();
+        fs::create_dir(&backup).unwrap();
+        let e = placed.keep().unwrap_err().to_string();
+        assert!(
+            e.contains("out.txt is in place") && e.contains(&backup.display().to_string()),
+            "{e}"
+        );
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
     }
 
     #[cfg(unix)]
@@ -476,13 +506,13 @@ mod tests {
         assert_ne!(inode(&dest).0, old_ino);
         assert_eq!(inode(&backup), (old_ino, 1));
         assert_eq!(fs::read(&backup).unwrap(), b"old");
-        placed.keep();
+        placed.keep().unwrap();
         assert_eq!(listing(dir.path()), [("out.txt".into(), b"new".to_vec())]);
 
         // The public commit works the same way.
         let placed = undoable(&dest, b"newer").unwrap();
         assert_eq!(listing(dir.path()).len(), 2);
-        placed.keep();
+        placed.keep().unwrap();
         assert_eq!(listing(dir.path()), [("out.txt".into(), b"newer".to_vec())]);
     }
 
