@@ -17,8 +17,11 @@
 #
 # Sourced by scripts/bench.sh; also runs on its own: `bash scripts/bench.d/publish.sh`
 # (BENCH_DIR: scratch space, default a new temp dir; BENCH_PUBLISH_MB: tarball size, default 1024;
-# BENCH_PUBLISH_RUNS: uploads per tool, the fastest is kept, default 2; BENCH_PUBLISH_SPECS: spec
+# BENCH_PUBLISH_RUNS: uploads per tool, taken in turns, default 3; BENCH_PUBLISH_SPECS: spec
 # manifests in the mirror, rounded up to a multiple of 3, default 3000).
+# The tarball row gives each tool's fastest run and, against `aws s3 cp`, the ratio of medians and
+# in how many turns ours was the faster: on two cores shared with the server one run can be off by
+# a second either way.
 
 if ! declare -F row >/dev/null; then
     # Standalone: the few helpers bench.sh would have defined.
@@ -72,7 +75,7 @@ fi
 (
     pub_dir="$BENCH_DIR/publish"
     pub_mb=${BENCH_PUBLISH_MB:-1024}
-    pub_runs=${BENCH_PUBLISH_RUNS:-2}
+    pub_runs=${BENCH_PUBLISH_RUNS:-3}
     pub_specs=${BENCH_PUBLISH_SPECS:-3000}
     rm -rf "$pub_dir"
     mkdir -p "$pub_dir/data/bench" "$pub_dir/dist" "$pub_dir/key" "$pub_dir/work"
@@ -120,9 +123,10 @@ EOF
     : >"$RCLONE_CONFIG"
 
     # pub_timed NAME CMD...: one run under GNU time, stdout kept in $pub_dir/NAME.out; NAME_s is
-    # the fastest wall time so far, NAME_kb the largest peak RSS (KiB).
+    # the fastest wall time so far, NAME_all every wall time in order, NAME_kb the largest peak
+    # RSS (KiB).
     pub_timed() {
-        local name=$1 s kb best peak
+        local name=$1 s kb best peak all
         shift
         /usr/bin/time -f '%e %M' -o "$pub_dir/.time" "$@" >"$pub_dir/$name.out" 2>"$pub_dir/.err" || {
             cat "$pub_dir/.err" >&2
@@ -131,11 +135,17 @@ EOF
         read -r s kb <"$pub_dir/.time"
         best="${name}_s"
         peak="${name}_kb"
+        all="${name}_all"
+        printf -v "$all" '%s' "${!all:-} $s"
         if [ -z "${!best:-}" ] || awk -v a="$s" -v b="${!best}" 'BEGIN { exit !(a < b) }'; then
             printf -v "$best" '%s' "$s"
         fi
         if [ -z "${!peak:-}" ] || ((kb > ${!peak})); then printf -v "$peak" '%s' "$kb"; fi
     }
+    # median "TIMES": the middle one of a list (the mean of the middle two for an even count).
+    median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{ t[NR] = $1 } END { printf "%.2f", NR % 2 ? t[(NR + 1) / 2] : (t[NR / 2] + t[NR / 2 + 1]) / 2 }'; }
+    # turns_won A B: "k/n", the turns in which list A's time is below list B's.
+    turns_won() { awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " "); split(b, y, " "); for (i = 1; i <= n; i++) k += x[i] < y[i]; printf "%d/%d", k, n }'; }
     # json FILE EXPR: a field of a JSON file (EXPR indexes `d`).
     json() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
     # written_since MARK DIR: "files bytes" the server wrote under DIR after MARK was touched.
@@ -190,6 +200,9 @@ EOF
         "ours=${ours_s}s" "aws_s3_cp=${aws_s}s" "rclone_copy=${rclone_s}s" "s3cmd_put=${s3cmd_s}s" \
         "time_vs_aws=$(ratio "$ours_s" "$aws_s")" "time_vs_rclone=$(ratio "$ours_s" "$rclone_s")" \
         "time_vs_s3cmd=$(ratio "$ours_s" "$s3cmd_s")" \
+        "ours_median=$(median "$ours_all")s" "aws_median=$(median "$aws_all")s" \
+        "median_vs_aws=$(ratio "$(median "$ours_all")" "$(median "$aws_all")")" \
+        "faster_than_aws_in=$(turns_won "$ours_all" "$aws_all")" \
         "aws_s3_cp_after_same_checks=${aws_checked_s}s" "time_vs_checked_aws=$(ratio "$ours_s" "$aws_checked_s")" \
         "peak_rss=${ours_kb}KiB" "aws_rss=${aws_kb}KiB" "rclone_rss=${rclone_kb}KiB" "s3cmd_rss=${s3cmd_kb}KiB"
 
