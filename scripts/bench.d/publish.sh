@@ -128,6 +128,9 @@ EOF
     pub_timed() {
         local name=$1 s kb best peak all
         shift
+        # Every run starts with nothing waiting to be written back: the data written before it
+        # (the tarball, the last run's objects) would otherwise hit whichever tool comes next.
+        sync
         /usr/bin/time -f '%e %M' -o "$pub_dir/.time" "$@" >"$pub_dir/$name.out" 2>"$pub_dir/.err" || {
             cat "$pub_dir/.err" >&2
             return 1
