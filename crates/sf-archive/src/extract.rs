@@ -6,7 +6,7 @@
 //! so a refused archive changes nothing. The second writes it. Modes keep their permission bits
 //! only (no set-id bits); owners are the extracting user's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 
 use sf_core::bad_input;
 
-use crate::relocate::resolve_relative;
+use crate::relocate::{resolve_link, Unresolved};
 
 /// What an extraction wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,7 +74,7 @@ fn refuse(tarball: &Path, what: String) -> anyhow::Error {
 pub fn check(tarball: &Path) -> Result<u64> {
     let mut ar = open(tarball)?;
     let mut seen: HashMap<String, MemberKind> = HashMap::new();
-    let mut links: HashSet<String> = HashSet::new();
+    let mut links: HashMap<String, String> = HashMap::new();
     let mut count = 0u64;
     let entries = ar.entries().map_err(|e| {
         bad_input(format!(
@@ -90,7 +90,7 @@ pub fn check(tarball: &Path) -> Result<u64> {
         // followed out of the root.
         let mut p = name.as_str();
         while let Some((parent, _)) = p.rsplit_once('/') {
-            if links.contains(parent) {
+            if links.contains_key(parent) {
                 return Err(refuse(
                     tarball,
                     format!("{name:?} lies below the symlink {parent:?}"),
@@ -104,11 +104,11 @@ pub fn check(tarball: &Path) -> Result<u64> {
             tar::EntryType::Symlink => {
                 let target = entry.link_name_bytes().unwrap_or_default();
                 let target = std::str::from_utf8(&target).map_err(|_| refuse(tarball, format!("{name:?} has a non-UTF-8 link")))?;
-                let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                if target.starts_with('/') || target.is_empty() || resolve_relative(dir, target).is_none() {
+                if target.starts_with('/') || target.is_empty() {
                     return Err(refuse(tarball, format!("the symlink {name:?} -> {target:?} escapes the destination")));
                 }
-                links.insert(name.clone());
+                // Whether it stays inside is checked once every link is known (see below).
+                links.insert(name.clone(), target.to_string());
                 MemberKind::Link
             }
             tar::EntryType::Link => {
@@ -127,6 +127,41 @@ pub fn check(tarball: &Path) -> Result<u64> {
             }
         }
         count += 1;
+    }
+    // Now that every link is known: a member below a link that came later in the archive, and
+    // link chains (`esc -> a/sh/..` with `a/sh -> ../..`) followed as the kernel will.
+    let mut names: Vec<&String> = seen.keys().collect();
+    names.sort();
+    for name in names {
+        let mut p = name.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if links.contains_key(parent) {
+                return Err(refuse(
+                    tarball,
+                    format!("{name:?} lies below the symlink {parent:?}"),
+                ));
+            }
+            p = parent;
+        }
+        if let Some(target) = links.get(name) {
+            match resolve_link(&links, name) {
+                Ok(_) => {}
+                Err(why @ Unresolved::Loop) => {
+                    return Err(refuse(
+                        tarball,
+                        format!("the symlink {name:?} -> {target:?} {why}"),
+                    ))
+                }
+                Err(why) => {
+                    return Err(refuse(
+                        tarball,
+                        format!(
+                            "the symlink {name:?} -> {target:?} escapes the destination: it {why}"
+                        ),
+                    ))
+                }
+            }
+        }
     }
     Ok(count)
 }

@@ -27,7 +27,7 @@ use sf_core::fsutil::AtomicFile;
 use crate::buildinfo::{BuildInfo, Relocation};
 use crate::elf;
 use crate::pargz::{GzOptions, GzSummary, ParGzWriter};
-use crate::relocate::{resolve_relative, Mapped, Relocator};
+use crate::relocate::{resolve_link, Mapped, Relocator, Unresolved};
 
 /// The top-level folder holding the view in the tarball.
 pub const VIEW_DIR: &str = "view";
@@ -146,6 +146,7 @@ pub fn plan(input: &PackInput) -> Result<Plan> {
     });
     newest = newest.max(mtime_of(&meta));
     walk(view, "", &reloc, &mut entries, &mut relocation, &mut newest)?;
+    check_links(&entries)?;
 
     let mut dirs = BTreeSet::new();
     for (index, extra) in input.extras.iter().enumerate() {
@@ -326,8 +327,9 @@ fn walk(
     Ok(())
 }
 
-/// The target a symlink gets in the tarball: relative links that stay in the view as they are,
-/// absolute links into a build prefix or the view made relative; anything else refused.
+/// The target a symlink gets in the tarball: relative links as they are (whether they stay in
+/// the view is checked once every link is known, see [`check_links`]), absolute links into a build
+/// prefix or the view made relative; anything else refused.
 fn link_target(reloc: &Relocator, link: &str, target: &str) -> Result<String> {
     let dir = link.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     if target.is_empty() {
@@ -336,24 +338,60 @@ fn link_target(reloc: &Relocator, link: &str, target: &str) -> Result<String> {
         )));
     }
     if !target.starts_with('/') {
-        return match resolve_relative(dir, target) {
-            Some(_) => Ok(target.to_string()),
-            None => Err(bad_input(format!(
-                "the symlink view/{link} -> {target} escapes the view; links must stay inside it"
-            ))),
-        };
+        return Ok(target.to_string());
     }
-    match reloc.map(target) {
-        Mapped::InView(to) if !to.is_empty() => {
+    match reloc.map_link(link, target) {
+        Mapped::InView(to) => {
             let rel = crate::relocate::origin_relative(dir, &to);
             let rel = rel.trim_start_matches("$ORIGIN").trim_start_matches('/');
             Ok(if rel.is_empty() { ".".to_string() } else { rel.to_string() })
         }
-        _ => Err(bad_input(format!(
-            "the symlink view/{link} -> {target} points outside the view (absolute target not under a build prefix \
-             with a counterpart in the view); build the view with link_type copy or hardlink"
+        Mapped::Gone => Err(bad_input(format!(
+            "the symlink view/{link} -> {target} points at nothing: its target is under a build \
+             prefix but has no counterpart in the view (a build-only dependency, or a file the view \
+             left out); remove the link or add its target to the view"
+        ))),
+        Mapped::Outside => Err(bad_input(format!(
+            "the symlink view/{link} -> {target} points outside the view: an absolute target must \
+             be under a build prefix ({}); build the view with link_type copy or hardlink",
+            reloc.prefixes().join(", ")
         ))),
     }
+}
+
+/// Follow every symlink of the view through the others, as the kernel will after extraction,
+/// and refuse any that leaves the view or loops. Checking each link's own text is not enough: a
+/// link can climb through another link that points higher up.
+fn check_links(entries: &[Entry]) -> Result<()> {
+    let links: std::collections::HashMap<String, String> = entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Kind::Link { target } => e
+                .name
+                .strip_prefix(&format!("{VIEW_DIR}/"))
+                .map(|n| (n.to_string(), target.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut names: Vec<&String> = links.keys().collect();
+    names.sort();
+    for name in names {
+        let target = &links[name];
+        match resolve_link(&links, name) {
+            Ok(_) => {}
+            Err(why @ Unresolved::Escapes { .. }) => {
+                return Err(bad_input(format!(
+                    "the symlink view/{name} -> {target} escapes the view: it {why}; links must stay inside it"
+                )))
+            }
+            Err(why) => {
+                return Err(bad_input(format!(
+                    "the symlink view/{name} -> {target} cannot be followed inside the view: it {why}"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// In-place RPATH patches for one file, if it is ELF with build-tree entries.

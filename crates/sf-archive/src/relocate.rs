@@ -46,6 +46,17 @@ impl<'a> Relocator<'a> {
 
     /// Map an absolute path.
     pub fn map(&self, path: &str) -> Mapped {
+        self.map_from(path, None)
+    }
+
+    /// Map the absolute target of the symlink at view-relative `link`. The longest tail that
+    /// exists can be the link itself (its real target was never merged into the view); that is
+    /// a link pointing at nothing, not at itself, so it maps to [`Mapped::Gone`].
+    pub fn map_link(&self, link: &str, target: &str) -> Mapped {
+        self.map_from(target, Some(link))
+    }
+
+    fn map_from(&self, path: &str, own: Option<&str>) -> Mapped {
         let path = path.trim_end_matches('/');
         let Some(rest) = self.prefixes.iter().find_map(|p| {
             path.strip_prefix(p.as_str())
@@ -68,6 +79,9 @@ impl<'a> Relocator<'a> {
         for i in 0..parts.len() {
             let tail = parts[i..].join("/");
             if self.view.join(&tail).symlink_metadata().is_ok() {
+                if own == Some(tail.as_str()) {
+                    return Mapped::Gone;
+                }
                 return Mapped::InView(tail);
             }
         }
@@ -113,20 +127,99 @@ pub fn origin_relative(from: &str, to: &str) -> String {
     parts.join("/")
 }
 
-/// Resolve a relative symlink target lexically from view-relative directory `dir`; `None` when it
-/// climbs out of the view.
-pub fn resolve_relative(dir: &str, target: &str) -> Option<String> {
-    let mut stack: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                stack.pop()?;
+/// How many symlinks one resolution may pass through before it counts as a loop (Linux's limit).
+pub const MAX_LINK_HOPS: usize = 40;
+
+/// Why a symlink cannot be followed inside its tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unresolved {
+    /// It climbs above the root; `via` names the symlink it passed through to get there, if any.
+    Escapes { via: Option<String> },
+    /// It reaches a symlink with an absolute target (`via -> target`).
+    Absolute { via: String, target: String },
+    /// More than [`MAX_LINK_HOPS`] symlinks: a loop.
+    Loop,
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unresolved::Escapes { via: None } => f.write_str("climbs above the root"),
+            Unresolved::Escapes { via: Some(v) } => {
+                write!(f, "climbs above the root through the symlink {v:?}")
             }
-            p => stack.push(p),
+            Unresolved::Absolute { via, target } => write!(
+                f,
+                "passes through the symlink {via:?}, which points at the absolute path {target:?}"
+            ),
+            Unresolved::Loop => write!(
+                f,
+                "passes through more than {MAX_LINK_HOPS} symlinks (a loop)"
+            ),
         }
     }
-    Some(stack.join("/"))
+}
+
+/// Resolve the symlink named `link` (a root-relative path) as the kernel would, following every
+/// symlink of the tree on the way (`links`: root-relative name -> target, the link itself
+/// included). Returns the root-relative path it finally names ("" is the root). A check on the
+/// link's own text is not enough: `esc -> a/sh/..` stays inside textually but leaves the root
+/// when `a/sh -> ../..`.
+pub fn resolve_link<S: std::hash::BuildHasher>(
+    links: &std::collections::HashMap<String, String, S>,
+    link: &str,
+) -> Result<String, Unresolved> {
+    use std::collections::VecDeque;
+    let Some(target) = links.get(link) else {
+        return Ok(link.to_string());
+    };
+    if target.starts_with('/') {
+        return Err(Unresolved::Absolute {
+            via: link.to_string(),
+            target: target.clone(),
+        });
+    }
+    let mut stack: Vec<String> = link
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    stack.pop();
+    let mut todo: VecDeque<String> = target.split('/').map(str::to_string).collect();
+    let mut hops = 0usize;
+    let mut via: Option<String> = None;
+    while let Some(part) = todo.pop_front() {
+        match part.as_str() {
+            "" | "." => {}
+            ".." => {
+                if stack.pop().is_none() {
+                    return Err(Unresolved::Escapes { via });
+                }
+            }
+            _ => {
+                stack.push(part);
+                let here = stack.join("/");
+                if let Some(next) = links.get(&here) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return Err(Unresolved::Loop);
+                    }
+                    if next.starts_with('/') {
+                        return Err(Unresolved::Absolute {
+                            via: here,
+                            target: next.clone(),
+                        });
+                    }
+                    stack.pop();
+                    for p in next.split('/').rev() {
+                        todo.push_front(p.to_string());
+                    }
+                    via = Some(here);
+                }
+            }
+        }
+    }
+    Ok(stack.join("/"))
 }
 
 #[cfg(test)]
@@ -172,16 +265,85 @@ mod tests {
         );
     }
 
+    fn links(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
     #[test]
     fn relative_links() {
+        let l = links(&[
+            ("lib/libfoo.so", "libfoo.so.1"),
+            ("lib/slurm/x", "../../bin/x"),
+            ("lib/evil", "../../etc/passwd"),
+        ]);
         assert_eq!(
-            resolve_relative("lib", "libfoo.so.1").as_deref(),
-            Some("lib/libfoo.so.1")
+            resolve_link(&l, "lib/libfoo.so").as_deref(),
+            Ok("lib/libfoo.so.1")
+        );
+        assert_eq!(resolve_link(&l, "lib/slurm/x").as_deref(), Ok("bin/x"));
+        assert_eq!(
+            resolve_link(&l, "lib/evil"),
+            Err(Unresolved::Escapes { via: None })
+        );
+    }
+
+    #[test]
+    fn chains_are_followed_through_every_link() {
+        let l = links(&[
+            ("a/b/c/sh", "../../.."),
+            ("esc", "a/b/c/sh/../.."),
+            ("ok", "a/b/c/sh/lib"),
+            ("lib/libx.so", "libx.so.1"),
+            ("lib/libx.so.1", "libx.so.1.2"),
+            ("bin/libx", "../lib/libx.so"),
+            ("abs", "/etc"),
+            ("via_abs", "abs/passwd"),
+            ("loop1", "loop2"),
+            ("loop2", "loop1"),
+        ]);
+        assert_eq!(resolve_link(&l, "a/b/c/sh").as_deref(), Ok(""));
+        assert_eq!(
+            resolve_link(&l, "esc"),
+            Err(Unresolved::Escapes {
+                via: Some("a/b/c/sh".into())
+            })
+        );
+        assert_eq!(resolve_link(&l, "ok").as_deref(), Ok("lib"));
+        assert_eq!(
+            resolve_link(&l, "bin/libx").as_deref(),
+            Ok("lib/libx.so.1.2")
+        );
+        assert!(matches!(
+            resolve_link(&l, "via_abs"),
+            Err(Unresolved::Absolute { via, .. }) if via == "abs"
+        ));
+        assert_eq!(resolve_link(&l, "loop1"), Err(Unresolved::Loop));
+    }
+
+    #[test]
+    fn a_dangling_link_does_not_map_to_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::os::unix::fs::symlink(
+            "/opt/b/pkg-1-abc/lib/libx.so",
+            dir.path().join("lib/libx.so"),
+        )
+        .unwrap();
+        let r = Relocator::new(dir.path(), &["/opt/b".into(), "/opt/slurm/view".into()]);
+        assert_eq!(
+            r.map_link("lib/libx.so", "/opt/b/pkg-1-abc/lib/libx.so"),
+            Mapped::Gone
         );
         assert_eq!(
-            resolve_relative("lib/slurm", "../../bin/x").as_deref(),
-            Some("bin/x")
+            r.map_link("bin/other", "/opt/b/pkg-1-abc/lib/libx.so"),
+            Mapped::InView("lib/libx.so".into())
         );
-        assert_eq!(resolve_relative("lib", "../../etc/passwd"), None);
+        assert_eq!(
+            r.map_link("bin/v", "/opt/slurm/view"),
+            Mapped::InView(String::new())
+        );
     }
 }

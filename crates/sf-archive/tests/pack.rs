@@ -369,6 +369,82 @@ fn unsafe_views_are_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn symlink_chains_that_leave_the_view_are_refused() {
+    // `a/b/c/sh` names the view root and `esc` stays in `a/b` by its own text, yet
+    // `esc` -> `a/b/c/sh/../..` resolves above the view once `sh` is followed.
+    let tmp = tempfile::tempdir().unwrap();
+    let view = tmp.path().join("view");
+    fs::create_dir_all(view.join("a/b/c")).unwrap();
+    symlink("../../..", view.join("a/b/c/sh")).unwrap();
+    symlink("a/b/c/sh/../..", view.join("esc")).unwrap();
+    // What the kernel makes of it: above the view.
+    let real = fs::canonicalize(view.join("esc")).unwrap();
+    assert!(!real.starts_with(&view), "{}", real.display());
+    let out = tmp.path().join("out.tar.gz");
+    let e = sf_archive::pack(&input(&view, Path::new("/opt/nothing")), &out, false).unwrap_err();
+    assert_eq!(sf_core::exit::code_for(&e), 2, "{e:#}");
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("view/esc") && msg.contains("escapes the view"),
+        "{msg}"
+    );
+    assert!(msg.contains("a/b/c/sh"), "{msg}");
+    assert!(!out.exists());
+
+    // A loop is refused too; a chain that stays inside is packed.
+    let tmp = tempfile::tempdir().unwrap();
+    let view = tmp.path().join("view");
+    fs::create_dir_all(view.join("lib")).unwrap();
+    symlink("b", view.join("lib/a")).unwrap();
+    symlink("a", view.join("lib/b")).unwrap();
+    let e =
+        sf_archive::pack(&input(&view, Path::new("/x")), &tmp.path().join("o"), false).unwrap_err();
+    assert_eq!(sf_core::exit::code_for(&e), 2, "{e:#}");
+    assert!(format!("{e:#}").contains("loop"), "{e:#}");
+    fs::remove_file(view.join("lib/b")).unwrap();
+    fs::create_dir_all(view.join("a/b/c")).unwrap();
+    symlink("../../..", view.join("a/b/c/sh")).unwrap();
+    symlink("a/b/c/sh/lib", view.join("ok")).unwrap();
+    sf_archive::pack(&input(&view, Path::new("/x")), &tmp.path().join("o"), false).unwrap();
+}
+
+#[test]
+fn dangling_absolute_links_are_refused_and_the_view_root_is_a_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let view = tmp.path().join("view");
+    fs::create_dir_all(view.join("lib")).unwrap();
+    // Its target was never merged into the view: the longest tail that exists is the link.
+    symlink(
+        "/opt/build/linux-x86_64/gcc-13/pkg-1-abc/lib/libx.so",
+        view.join("lib/libx.so"),
+    )
+    .unwrap();
+    let out = tmp.path().join("o.tar.gz");
+    let e = sf_archive::pack(&input(&view, Path::new("/opt/build")), &out, false).unwrap_err();
+    assert_eq!(sf_core::exit::code_for(&e), 2, "{e:#}");
+    assert!(format!("{e:#}").contains("points at nothing"), "{e:#}");
+    assert!(!out.exists());
+
+    // A link to the view's build-time location is a link to the view root.
+    fs::remove_file(view.join("lib/libx.so")).unwrap();
+    fs::create_dir_all(view.join("share/x")).unwrap();
+    symlink("/opt/slurm/view", view.join("share/x/root")).unwrap();
+    let mut inp = input(&view, Path::new("/opt/build"));
+    inp.build_prefixes.push("/opt/slurm/view".into());
+    sf_archive::pack(&inp, &out, false).unwrap();
+    let dest = tmp.path().join("d");
+    sf_archive::extract(&out, &dest).unwrap();
+    assert_eq!(
+        fs::read_link(dest.join("view/share/x/root")).unwrap(),
+        Path::new("../..")
+    );
+    assert_eq!(
+        fs::canonicalize(dest.join("view/share/x/root")).unwrap(),
+        fs::canonicalize(dest.join("view")).unwrap()
+    );
+}
+
+#[test]
 fn hard_links_are_stored_once_and_come_back_as_links() {
     let tmp = tempfile::tempdir().unwrap();
     let view = tmp.path().join("view");
@@ -507,6 +583,27 @@ fn unsafe_archives_are_refused_before_anything_is_extracted() {
                 ("d/p", Symlink, ".."),
                 ("d/p/x", Regular, ""),
             ],
+            "below the symlink",
+        ),
+        (
+            vec![
+                ("a/b/c", Directory, ""),
+                ("a/b/c/sh", Symlink, "../../.."),
+                ("esc", Symlink, "a/b/c/sh/../.."),
+            ],
+            "escapes the destination",
+        ),
+        (
+            vec![
+                ("esc", Symlink, "a/b/c/sh/../.."),
+                ("a/b/c", Directory, ""),
+                ("a/b/c/sh", Symlink, "../../.."),
+            ],
+            "through the symlink \"a/b/c/sh\"",
+        ),
+        (vec![("l1", Symlink, "l2"), ("l2", Symlink, "l1")], "a loop"),
+        (
+            vec![("d/p/x", Regular, ""), ("d/p", Symlink, "..")],
             "below the symlink",
         ),
         (vec![("h", Link, "/etc/passwd")], "absolute"),
