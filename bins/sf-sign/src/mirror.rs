@@ -29,8 +29,9 @@ use crate::files::{common_outputs, failed, verify_outcome};
 use crate::{keys, Outcome, TrustArgs};
 
 /// Make a local layout-3 mirror a signed one. Refuses (changing nothing) when a manifest is not
-/// version 3, a blob is missing or differs, or a manifest is already signed by another key
-/// (unless `resign`). Manifests already signed by this key are left as they are.
+/// version 3, a blob is missing or differs, or a manifest is already signed by another key or
+/// carries a signature by this key that no longer verifies (unless `resign`). Manifests already
+/// validly signed by this key are left as they are.
 pub fn sign_mirror(
     m: &Mirror,
     key: &SigningKey,
@@ -73,6 +74,15 @@ pub fn sign_mirror(
             Some(_) if resign => to_sign.push((e.key.clone(), check.file.body)),
             Some(cs) => match verify_cleartext(&ours, cs.text.as_bytes()) {
                 Ok((v, _)) if &v.signer == key.fingerprint() => already.push(e.key.clone()),
+                // Our own signature that no longer matches is not "someone else's": say so.
+                Err(_) if ours.named_signer_of_cleartext(cs.text.as_bytes()).is_some() => problems
+                    .push(format!(
+                        "{}: the signature by {} does not verify (the manifest or its signature \
+                         changed since it was signed); pass --resign to sign the manifest as it \
+                         is now afresh",
+                        e.key,
+                        key.fingerprint()
+                    )),
                 _ => problems.push(format!(
                     "{}: already signed, not by {} (pass --resign to replace the signature)",
                     e.key,

@@ -892,6 +892,91 @@ fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 #[test]
+fn our_own_signature_that_no_longer_verifies_is_named_as_such_not_as_another_signers() {
+    let key = new_key();
+    let (_tmp, mirror) = fixture_copy("spack-v3-unsigned");
+    let sign = |extra: &[&str]| {
+        sf_sign()
+            .args(["mirror", mirror.to_str().unwrap()])
+            .args(extra)
+            .env("GPG_PRIVATE_KEY", &key.secret)
+            .assert()
+    };
+    sign(&[]).success();
+    let name = "libgreet-1.0-ckrbas73k7j2juaix33wt23ixqfu2or2.spec.manifest.json";
+    let manifest = mirror.join(format!("v3/manifests/spec/libgreet/{name}"));
+    let original = fs::read_to_string(&manifest).unwrap();
+
+    for (what, broken) in [
+        (
+            "a flipped signature byte",
+            flip_last_signature_byte(&original),
+        ),
+        (
+            "a changed manifest",
+            original.replacen("\"compression\":\"gzip\"", "\"compression\":\"gzir\"", 1),
+        ),
+    ] {
+        fs::write(&manifest, &broken).unwrap();
+        let before = snapshot(&mirror);
+        let out = sign(&[]).code(2);
+        let err = stderr(out.get_output());
+        let line = err
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{what}: no line names {name}: {err}"));
+        assert!(
+            line.contains(&format!("the signature by {} does not verify", key.fpr))
+                && line.contains("--resign")
+                && !line.contains("not by"),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains("1 problem(s), nothing was changed"),
+            "{what}: {err}"
+        );
+        assert_eq!(snapshot(&mirror), before, "{what}: nothing changed");
+    }
+
+    // --resign signs the manifest as it is now, and the mirror verifies again.
+    fs::write(&manifest, flip_last_signature_byte(&original)).unwrap();
+    let out = sign(&["--resign"]).success();
+    let signed = json(&out.get_output().stdout)["signed"].clone();
+    assert!(
+        signed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k.as_str().unwrap().ends_with(name)),
+        "{signed}"
+    );
+    sf_sign()
+        .args([
+            "verify",
+            "mirror",
+            mirror.to_str().unwrap(),
+            "--fingerprint",
+            &key.fpr,
+        ])
+        .assert()
+        .success();
+
+    // A manifest signed by another key keeps its message.
+    let other = new_key();
+    let out = sf_sign()
+        .args(["mirror", mirror.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &other.secret)
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains(&format!("{name}: already signed, not by {}", other.fpr))
+            && !err.contains("does not verify"),
+        "{err}"
+    );
+}
+
+#[test]
 fn resigning_merges_the_key_index_and_is_needed_for_another_keys_manifests() {
     let key = new_key();
     let (_tmp, mirror) = fixture_copy("spack-v3-signed");

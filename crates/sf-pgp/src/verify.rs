@@ -73,6 +73,31 @@ impl Certs {
             .any(|c| c.keys().any(|k| pin.matches(&k.key().fingerprint())))
     }
 
+    /// The primary fingerprint of the certificate here whose key a cleartext-signed document's
+    /// signature names as its maker, whether or not that signature verifies. It tells "our own
+    /// signature no longer matches" apart from "signed by someone else"; `None` when no signature
+    /// names one of these keys, or the document's signature cannot be read at all.
+    pub fn named_signer_of_cleartext(&self, document: &[u8]) -> Option<Fingerprint> {
+        let pile = openpgp::PacketPile::from_bytes(document).ok()?;
+        let issuers: Vec<KeyHandle> = pile
+            .descendants()
+            .filter_map(|p| match p {
+                openpgp::Packet::Signature(sig) => Some(sig.get_issuers()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        self.0
+            .iter()
+            .find(|c| {
+                c.keys().any(|k| {
+                    let handle = k.key().key_handle();
+                    issuers.iter().any(|i| i.aliases(&handle))
+                })
+            })
+            .map(|c| Fingerprint::from(&c.fingerprint()))
+    }
+
     /// Only the certificates a pin names by their primary key; none is an error, which says so
     /// when the pin names a subkey.
     pub fn pinned(&self, pin: &KeyPin) -> Result<Certs> {
@@ -307,6 +332,29 @@ mod tests {
             .unwrap()
             .replace("\"version\":3", "\"version\":4");
         assert!(verify_cleartext(&certs, tampered.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn the_named_signer_of_a_broken_signature_is_found_and_anothers_is_not() {
+        let (k, certs) = pair();
+        let (_, other) = pair();
+        let doc = clearsign(&k, b"{\"version\":3}\n").unwrap();
+        assert_eq!(
+            certs.named_signer_of_cleartext(&doc).as_ref(),
+            Some(k.fingerprint())
+        );
+        // The text changed under the signature: the signature no longer verifies, but it still
+        // says it was made by this key.
+        let changed = String::from_utf8(doc.clone())
+            .unwrap()
+            .replace("\"version\":3", "\"version\":4");
+        assert!(verify_cleartext(&certs, changed.as_bytes()).is_err());
+        assert_eq!(
+            certs.named_signer_of_cleartext(changed.as_bytes()).as_ref(),
+            Some(k.fingerprint())
+        );
+        assert_eq!(other.named_signer_of_cleartext(&doc), None);
+        assert_eq!(certs.named_signer_of_cleartext(b"{\"version\":3}\n"), None);
     }
 
     #[test]
