@@ -51,11 +51,15 @@ impl PathMap {
         })
     }
 
-    /// The CDN path of a key, or `None` when the key is not under the mapped prefix.
+    /// The CDN path of a key, or `None` when the key is not under the mapped prefix. The key
+    /// prefix itself is served at the path prefix itself.
     pub fn path_of(&self, key: &str) -> Option<String> {
         let under = |p: &str| key == p || key.starts_with(&format!("{p}/"));
         if !(self.key_prefix.is_empty() || under(&self.key_prefix)) {
             return None;
+        }
+        if !self.key_prefix.is_empty() && key == self.key_prefix {
+            return Some(self.path_prefix.clone());
         }
         let rel = Layout::cdn_path(key, &self.key_prefix);
         Some(format!("{}{}", self.path_prefix.trim_end_matches('/'), rel))
@@ -128,6 +132,55 @@ impl Item {
     }
 }
 
+/// Where a bucket key sits with respect to the destination's key prefix.
+enum Place<'k> {
+    /// Under the destination: its layout key, the prefix removed.
+    Inside(&'k str),
+    /// The destination's root or a folder above it: it holds the whole destination.
+    Above,
+    /// Outside the destination: the layout's templates say nothing about it.
+    Outside,
+}
+
+/// The change list and `--paths` give bucket keys, which carry the destination's key prefix;
+/// the layout's templates know keys without it.
+fn place<'k>(layout: &Layout, key: &'k str) -> Place<'k> {
+    let prefix = layout.destination.key_prefix();
+    if prefix.is_empty() {
+        return Place::Inside(key);
+    }
+    match key.strip_prefix(prefix) {
+        Some("") => Place::Above,
+        Some(rest) if rest.starts_with('/') => Place::Inside(&rest[1..]),
+        _ if key.is_empty() || prefix.strip_prefix(key).is_some_and(|r| r.starts_with('/')) => {
+            Place::Above
+        }
+        _ => Place::Outside,
+    }
+}
+
+/// Whether a bucket key is an immutable blob of a mirror.
+fn is_blob(layout: &Layout, key: &str) -> bool {
+    match place(layout, key) {
+        Place::Inside(rel) => spack::is_blob_anywhere(rel),
+        // Whatever the layout, a key that looks like a blob is left out.
+        Place::Above | Place::Outside => spack::is_blob_anywhere(key),
+    }
+}
+
+/// Whether `dir/*` may be invalidated: it must not cover a mirror's blobs. Only folders under
+/// the destination, which the layout's templates can vouch for, qualify.
+fn safe_for_wildcard(layout: &Layout, dir: &str) -> bool {
+    match place(layout, dir) {
+        Place::Inside(rel) => {
+            !rel.is_empty()
+                && !layout.could_hold_mirror(rel)
+                && !rel.split('/').any(|s| s == spack::BLOBS_DIR)
+        }
+        Place::Above | Place::Outside => false,
+    }
+}
+
 /// Best paths for a folder: its own files and children, or one wildcard when strictly cheaper
 /// (CloudFront bills a wildcard as one path) and safe. A folder's wildcard is only chosen over its
 /// children's when it saves a path, so a wildcard never climbs to a parent (covering unchanged
@@ -144,10 +197,7 @@ fn solve(node: &Node, dir: &str, layout: &Layout, opts: &Options, out: &mut Vec<
         };
         cost += solve(child, &sub, layout, opts, &mut items);
     }
-    let safe = !dir.is_empty()
-        && !layout.could_hold_mirror(dir)
-        && !dir.split('/').any(|s| s == spack::BLOBS_DIR);
-    if safe && cost >= opts.min_group.max(2) {
+    if safe_for_wildcard(layout, dir) && cost >= opts.min_group.max(2) {
         let keys = items.into_iter().flat_map(Item::into_keys).collect();
         out.push(Item::Wild(dir.to_string(), keys));
         1
@@ -251,7 +301,7 @@ pub fn plan(
     let mut root = Node::default();
     let mut exact_paths = 0;
     for key in &keys {
-        if spack::is_blob_anywhere(key) {
+        if is_blob(layout, key) {
             blobs_skipped += 1;
             continue;
         }
@@ -277,7 +327,11 @@ pub fn plan(
         match i {
             Item::Exact(k) => exact.extend(opts.map.path_of(&k)),
             // The folder's path, then `*`: CloudFront matches the prefix.
-            Item::Wild(d, _) => wild.extend(opts.map.path_of(&d).map(|p| format!("{p}/*"))),
+            Item::Wild(d, _) => wild.extend(
+                opts.map
+                    .path_of(&d)
+                    .map(|p| format!("{}/*", p.trim_end_matches('/'))),
+            ),
         }
     }
     wild.sort();
@@ -516,5 +570,90 @@ mod tests {
         assert_eq!(p.paths, ["/cache/builds/x"]);
         assert_eq!(p.unmapped, ["other/y"]);
         assert!(PathMap::parse("nope").is_err());
+    }
+
+    fn at(destination: &str) -> Layout {
+        Layout::new(Some(destination), None, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn under_a_destination_prefix_mirror_roots_are_still_mirror_roots() {
+        // Bucket keys carry the destination's prefix: `prod/noble/slurm` holds both mirrors'
+        // blobs, so it is no wildcard, whatever the prefix.
+        let keys: Vec<String> = vec![
+            "prod/noble/slurm/deps/v3/layout.json".into(),
+            "prod/noble/slurm/25.11/v3/layout.json".into(),
+        ];
+        let p = plan("E", "s", &keys, &at("s3://bkt/prod"), &Options::default());
+        assert_eq!(
+            p.paths,
+            [
+                "/prod/noble/slurm/25.11/v3/layout.json",
+                "/prod/noble/slurm/deps/v3/layout.json"
+            ]
+        );
+        // Blobs are recognised under the prefix too, and a prefix named like a blob folder
+        // does not make everything a blob.
+        let blob = format!(
+            "prod/noble/slurm/deps/{}",
+            spack::blob("sha256", &"a".repeat(64))
+        );
+        let p = plan("E", "s", &[blob], &at("s3://bkt/prod"), &Options::default());
+        assert_eq!((p.blobs_skipped, p.paths.len()), (1, 0));
+        let p = plan(
+            "E",
+            "s",
+            &["blobs/sha256/builds/25.11/noble/SHA256SUMS".into()],
+            &at("s3://bkt/blobs/sha256"),
+            &Options::default(),
+        );
+        assert_eq!(p.paths, ["/blobs/sha256/builds/25.11/noble/SHA256SUMS"]);
+    }
+
+    #[test]
+    fn the_destination_root_is_never_one_wildcard() {
+        // Destination `prod/x` served at the distribution's root. Its root (and `prod` above
+        // it) holds every mirror, so changes in two of its folders stay two groups.
+        let keys: Vec<String> = [
+            "builds/25.11/noble/slurm-25.11-noble-software.tar.gz",
+            "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc",
+            "noble/slurm/deps/v3/manifests/index/index.manifest.json",
+            "noble/slurm/deps/v3/manifests/spec/a/a-1.spec.manifest.json",
+            "noble/slurm/deps/v3/layout.json",
+        ]
+        .iter()
+        .map(|k| format!("prod/x/{k}"))
+        .collect();
+        let o = Options {
+            map: PathMap::parse("prod/x=/").unwrap(),
+            ..Options::default()
+        };
+        let p = plan("E", "s", &keys, &at("s3://bkt/prod/x"), &o);
+        assert_eq!(p.paths, ["/builds/25.11/noble/*", "/noble/slurm/deps/v3/*"]);
+        // Keys outside the destination are unknown to the layout: exact paths only.
+        let keys: Vec<String> = vec!["staging/a/1".into(), "staging/a/2".into()];
+        let p = plan("E", "s", &keys, &at("s3://bkt/prod"), &Options::default());
+        assert_eq!(p.paths, ["/staging/a/1", "/staging/a/2"]);
+    }
+
+    #[test]
+    fn the_mapped_key_prefix_is_the_path_prefix() {
+        let m = PathMap::parse("prod/x=/").unwrap();
+        assert_eq!(m.path_of("prod/x").as_deref(), Some("/"));
+        assert_eq!(m.path_of("prod/x/a b").as_deref(), Some("/a%20b"));
+        let m = PathMap::parse("prod=/cache").unwrap();
+        assert_eq!(m.path_of("prod").as_deref(), Some("/cache"));
+        assert_eq!(m.path_of("prod/builds").as_deref(), Some("/cache/builds"));
+        // A folder equal to the key prefix, as a wildcard: the mapped root's `/*`.
+        let keys: Vec<String> = vec![
+            "prod/builds/25.11/noble/SHA256SUMS".into(),
+            "prod/builds/25.11/noble/SHA256SUMS.asc".into(),
+        ];
+        let o = Options {
+            map: PathMap::parse("prod/builds/25.11/noble=/t").unwrap(),
+            ..Options::default()
+        };
+        let p = plan("E", "s", &keys, &at("s3://bkt/prod"), &o);
+        assert_eq!(p.paths, ["/t/*"]);
     }
 }

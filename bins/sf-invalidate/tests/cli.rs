@@ -859,3 +859,49 @@ fn path_map_serves_keys_under_the_origin_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_destination_prefix_never_makes_a_wildcard_over_mirror_blobs() {
+    let plan = |args: &[&str]| -> Value {
+        let out = sf_invalidate()
+            .arg("--dry-run")
+            .args(args)
+            .assert()
+            .success();
+        serde_json::from_slice::<Value>(&out.get_output().stdout).unwrap()["plan"]["paths"].clone()
+    };
+    // Two mirror roots' layout.json under `prod`: `prod/noble/slurm` holds both mirrors' blobs.
+    assert_eq!(
+        plan(&[
+            "--destination",
+            "s3://bkt/prod",
+            "--paths",
+            "prod/noble/slurm/deps/v3/layout.json,prod/noble/slurm/25.11/v3/layout.json",
+        ]),
+        serde_json::json!([
+            "/prod/noble/slurm/25.11/v3/layout.json",
+            "/prod/noble/slurm/deps/v3/layout.json"
+        ])
+    );
+    // The destination `prod/x` served at the root: its root is never one wildcard, and the
+    // paths are the distribution's.
+    let keys = [
+        "builds/25.11/noble/SHA256SUMS",
+        "builds/25.11/noble/SHA256SUMS.asc",
+        "noble/slurm/deps/v3/manifests/index/index.manifest.json",
+        "noble/slurm/deps/v3/layout.json",
+    ]
+    .map(|k| format!("prod/x/{k}"))
+    .join(",");
+    assert_eq!(
+        plan(&[
+            "--destination",
+            "s3://bkt/prod/x",
+            "--path-map",
+            "prod/x=/",
+            "--paths",
+            &keys
+        ]),
+        serde_json::json!(["/builds/25.11/noble/*", "/noble/slurm/deps/v3/*"])
+    );
+}

@@ -294,11 +294,14 @@ impl Layout {
 
     /// The URL path of a key on the CDN (`/` + the key, percent-encoded where RFC 1738 calls a
     /// character unsafe; `*` too, which CloudFront would read as a wildcard). A key prefix the
-    /// distribution's origin path already covers is removed first, when given.
+    /// distribution's origin path already covers is removed first, when given; the prefix itself
+    /// is the origin's root, `/`.
     pub fn cdn_path(key: &str, origin_prefix: &str) -> String {
         let origin_prefix = origin_prefix.trim_matches('/');
         let rel = if origin_prefix.is_empty() {
             key
+        } else if key.trim_matches('/') == origin_prefix {
+            ""
         } else {
             key.strip_prefix(origin_prefix)
                 .and_then(|k| k.strip_prefix('/'))
@@ -908,6 +911,10 @@ mod tests {
             "/a%20b/c%2Ad%25e+f.json"
         );
         assert_eq!(Layout::cdn_path("cache/builds/x", "cache/"), "/builds/x");
+        // The prefix itself is the origin's root, not a folder of that name below it.
+        assert_eq!(Layout::cdn_path("cache", "cache/"), "/");
+        assert_eq!(Layout::cdn_path("prod/x", "prod/x"), "/");
+        assert_eq!(Layout::cdn_path("prod/xy", "prod/x"), "/prod/xy");
     }
 
     #[test]
