@@ -239,12 +239,49 @@ fn after_changes(e: anyhow::Error, made: &[&str]) -> anyhow::Error {
     )
 }
 
-/// Run with a given Actions context.
+/// What a run that did its work prints.
+struct Done {
+    distribution: Option<String>,
+    plan: Plan,
+    outcomes: Vec<cdn::Outcome>,
+}
+
+/// Run with a given Actions context. Every error, bad input found before planning included,
+/// ends in a failed result record, so the summary shows the step and why it stopped.
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let mut rec = Recorder::start("sf-invalidate");
+    let dir = cli.results.results_dir.clone();
+    match invalidate(&cli, gha, &mut rec) {
+        Ok(done) => {
+            rec.finish_step(dir.as_deref(), gha)?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(
+                &mut out,
+                &Output {
+                    distribution_id: done.distribution.as_deref(),
+                    dry_run: cli.dry_run,
+                    plan: &done.plan,
+                    invalidations: &done.outcomes,
+                },
+            )?;
+            writeln!(out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Err(e) => {
+            rec.fail(&e, None);
+            // The failure is what gets reported; a record that cannot be written must not hide it.
+            let _ = rec.finish_step(dir.as_deref(), gha);
+            Err(e)
+        }
+    }
+}
+
+/// Plan, invalidate, and fill in the record's inputs, outputs and metrics.
+fn invalidate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
     let cell = cli.cell.get()?;
     rec.record.cell = cell.map(str::to_string);
-    let (keys, source) = keys(&cli)?;
+    let (keys, source) = keys(cli)?;
     let layout = cli.storage.layout()?;
     let map = match &cli.path_map {
         Some(m) => PathMap::parse(m)?,
@@ -385,24 +422,12 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
         if !made.is_empty() {
             e = after_changes(e, &made);
         }
-        rec.fail(&e, None);
-        let _ = rec.finish_step(cli.results.results_dir.as_deref(), gha);
         return Err(e);
     }
     written?;
-
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(
-        &mut out,
-        &Output {
-            distribution_id: distribution.as_deref(),
-            dry_run: cli.dry_run,
-            plan: &plan,
-            invalidations: &outcomes,
-        },
-    )?;
-    writeln!(out)?;
-    out.flush()?;
-    rec.finish_step(cli.results.results_dir.as_deref(), gha)?;
-    Ok(())
+    Ok(Done {
+        distribution,
+        plan,
+        outcomes,
+    })
 }

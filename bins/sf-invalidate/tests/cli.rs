@@ -905,3 +905,96 @@ fn a_destination_prefix_never_makes_a_wildcard_over_mirror_blobs() {
         serde_json::json!(["/builds/25.11/noble/*", "/noble/slurm/deps/v3/*"])
     );
 }
+
+#[test]
+fn bad_input_before_the_plan_still_writes_a_failed_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_ours = tmp.path().join("not-ours.json");
+    std::fs::write(&not_ours, r#"{"x":1}"#).unwrap();
+    let other_version = change_list_file(tmp.path(), 99);
+    let missing = tmp.path().join("missing.txt");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "not a change list",
+            vec![
+                "--dry-run".into(),
+                "--change-list".into(),
+                not_ours.display().to_string(),
+            ],
+        ),
+        (
+            "another schema version",
+            vec![
+                "--dry-run".into(),
+                "--change-list".into(),
+                other_version.display().to_string(),
+            ],
+        ),
+        (
+            "a wildcard key",
+            vec!["--dry-run".into(), "--paths".into(), "builds/*".into()],
+        ),
+        (
+            "an unreadable --paths-file",
+            vec![
+                "--dry-run".into(),
+                "--paths-file".into(),
+                missing.display().to_string(),
+            ],
+        ),
+        (
+            "a bad --path-map",
+            vec![
+                "--dry-run".into(),
+                "--path-map".into(),
+                "nope".into(),
+                "--paths".into(),
+                "a".into(),
+            ],
+        ),
+        (
+            "no distribution id",
+            vec!["--paths".into(), "builds/x".into()],
+        ),
+        (
+            "a bad cell id",
+            vec![
+                "--dry-run".into(),
+                "--cell-id".into(),
+                "../x".into(),
+                "--paths".into(),
+                "a".into(),
+            ],
+        ),
+        (
+            "a bad destination",
+            vec![
+                "--dry-run".into(),
+                "--destination".into(),
+                "ftp://x".into(),
+                "--paths".into(),
+                "a".into(),
+            ],
+        ),
+    ];
+    for (what, args) in cases {
+        let res = tempfile::tempdir().unwrap();
+        let out = sf_invalidate()
+            .args(&args)
+            .arg("--results-dir")
+            .arg(res.path())
+            .assert()
+            .code(2);
+        let stderr = stderr_of(&out);
+        let rec = record_in(res.path());
+        assert_eq!(rec["step"], "sf-invalidate", "{what}");
+        assert_eq!(rec["status"], "failed", "{what}");
+        assert_eq!(rec["error"]["exit_code"], 2, "{what}");
+        let message = rec["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.is_empty() && stderr.contains(message),
+            "{what}: {message} / {stderr}"
+        );
+        assert!(out.get_output().stdout.is_empty(), "{what}");
+    }
+}
