@@ -190,7 +190,28 @@ pub struct Release {
     pub id: u64,
     pub html_url: String,
     pub created: bool,
+    /// Assets uploaded (new, or replacing different bytes).
     pub assets: Vec<String>,
+    /// Assets the release already held with the same bytes, left alone.
+    pub unchanged: Vec<String>,
+}
+
+/// Suffix of the name a replacement asset is uploaded under before the old asset goes: the
+/// release keeps its old asset until the new one is fully there.
+pub const UPLOAD_SUFFIX: &str = ".sf-summary-upload";
+
+/// Whether a release asset GitHub describes holds exactly `data`: fully uploaded, same size and
+/// same sha256. GitHub gives `digest` (`sha256:<hex>`) for assets uploaded since mid-2025; an
+/// asset without one cannot be compared and counts as different (it is replaced, safely).
+pub fn asset_holds(asset: &Value, data: &[u8]) -> bool {
+    use sha2::Digest;
+    let uploaded = asset["state"].as_str().is_none_or(|s| s == "uploaded");
+    let size = asset["size"].as_u64() == Some(data.len() as u64);
+    let digest = asset["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .is_some_and(|hex| hex.eq_ignore_ascii_case(&hex::encode(sha2::Sha256::digest(data))));
+    uploaded && size && digest
 }
 
 impl GitHub {
@@ -367,7 +388,12 @@ impl GitHub {
         })
     }
 
-    /// Create the release for `tag`, or update its notes; replace assets of the same names.
+    /// Create the release for `tag`, or update its notes; give it these assets.
+    ///
+    /// An asset the release already holds with the same bytes is left alone. A different one is
+    /// replaced without a moment where a failure leaves the release without it: the new bytes
+    /// go up under a temporary name, then the old asset is deleted and the new one renamed. A
+    /// failed upload leaves the old asset in place.
     pub async fn upsert_release(
         &self,
         tag: &str,
@@ -427,30 +453,59 @@ impl GitHub {
             .next()
             .unwrap_or(upload_url)
             .to_string();
+        let present: Vec<Value> = release["assets"].as_array().cloned().unwrap_or_default();
+        let find = |n: &str| {
+            present
+                .iter()
+                .find(|a| a["name"].as_str() == Some(n))
+                .and_then(|a| Some((a["id"].as_u64()?, a)))
+        };
         let mut uploaded = Vec::new();
+        let mut unchanged = Vec::new();
         for (asset_name, data) in assets {
-            let old = release["assets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|a| a["name"].as_str() == Some(asset_name.as_str()));
-            if let Some(old_id) = old.and_then(|a| a["id"].as_u64()) {
-                self.call(
-                    Method::DELETE,
-                    &self.repo_url(&format!("releases/assets/{old_id}")),
-                    &Body::None,
-                )
-                .await
-                .with_context(|| format!("replacing the release asset {asset_name}"))?;
+            let old = find(asset_name);
+            if old.is_some_and(|(_, a)| asset_holds(a, data)) {
+                unchanged.push(asset_name.clone());
+                continue;
             }
-            let url = format!("{upload_base}?name={}", encode_segment(asset_name));
-            let body = Body::Bytes {
-                content_type: "application/octet-stream".into(),
-                data: data.clone(),
-            };
-            self.call(Method::POST, &url, &body)
-                .await
-                .with_context(|| format!("uploading the release asset {asset_name}"))?;
+            let temp = format!("{asset_name}{UPLOAD_SUFFIX}");
+            if let Some((left_id, _)) = find(&temp) {
+                self.delete_asset(left_id).await.with_context(|| {
+                    format!("removing {temp}, left on the release by an upload that did not finish")
+                })?;
+            }
+            match old {
+                None => {
+                    self.upload_asset(&upload_base, asset_name, data)
+                        .await
+                        .with_context(|| format!("uploading the release asset {asset_name}"))?;
+                }
+                Some((old_id, _)) => {
+                    let new = self
+                        .upload_asset(&upload_base, &temp, data)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "uploading the new {asset_name} (as {temp}; the old asset is still in place)"
+                            )
+                        })?;
+                    let new_id = new["id"]
+                        .as_u64()
+                        .ok_or_else(|| anyhow!("GitHub's upload answer for {temp} has no id"))?;
+                    self.delete_asset(old_id).await.with_context(|| {
+                        format!("removing the old {asset_name} (the new one is uploaded as {temp})")
+                    })?;
+                    self.call(
+                        Method::PATCH,
+                        &self.repo_url(&format!("releases/assets/{new_id}")),
+                        &Body::Json(json!({ "name": asset_name })),
+                    )
+                    .await
+                    .with_context(|| {
+                        format!("renaming the release asset {temp} to {asset_name}")
+                    })?;
+                }
+            }
             uploaded.push(asset_name.clone());
         }
         Ok(Release {
@@ -458,7 +513,33 @@ impl GitHub {
             html_url: release["html_url"].as_str().unwrap_or_default().to_string(),
             created,
             assets: uploaded,
+            unchanged,
         })
+    }
+
+    /// Upload one release asset; GitHub's description of it.
+    async fn upload_asset(&self, upload_base: &str, name: &str, data: &[u8]) -> Result<Value> {
+        let url = format!("{upload_base}?name={}", encode_segment(name));
+        let body = Body::Bytes {
+            content_type: "application/octet-stream".into(),
+            data: data.to_vec(),
+        };
+        Ok(self.call(Method::POST, &url, &body).await?.1)
+    }
+
+    /// Delete one release asset; one already gone is fine.
+    async fn delete_asset(&self, asset_id: u64) -> Result<()> {
+        let url = self.repo_url(&format!("releases/assets/{asset_id}"));
+        match self.call(Method::DELETE, &url, &Body::None).await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.downcast_ref::<ApiError>()
+                    .is_some_and(|a| a.status == 404) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -546,6 +627,30 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn an_asset_holds_bytes_only_with_the_same_size_and_digest_fully_uploaded() {
+        let data = b"abc";
+        let digest = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        let asset = |state: &str, size: u64, digest: Value| json!({ "state": state, "size": size, "digest": digest });
+        assert!(asset_holds(&asset("uploaded", 3, digest.into()), data));
+        assert!(asset_holds(
+            &asset(
+                "uploaded",
+                3,
+                digest
+                    .to_ascii_uppercase()
+                    .replace("SHA256", "sha256")
+                    .into()
+            ),
+            data
+        ));
+        assert!(!asset_holds(&asset("uploaded", 3, digest.into()), b"abd"));
+        assert!(!asset_holds(&asset("uploaded", 4, digest.into()), data));
+        assert!(!asset_holds(&asset("starter", 3, digest.into()), data));
+        // No digest (an asset from before GitHub computed them): cannot tell, so replace it.
+        assert!(!asset_holds(&asset("uploaded", 3, Value::Null), data));
     }
 
     #[test]

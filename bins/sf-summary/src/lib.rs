@@ -411,16 +411,19 @@ fn run_catalog(args: CatalogArgs, gha: &Actions) -> Result<()> {
             rec.metric(
                 "github_retries",
                 gh.retries.load(std::sync::atomic::Ordering::Relaxed),
-            );
+            )
+            .metric("release_assets_uploaded", r.assets.len() as u64)
+            .metric("release_assets_unchanged", r.unchanged.len() as u64);
             Ok(Some(r))
         })();
         match done {
             Ok(Some(r)) => {
                 gha.log(&format!(
-                    "release {tag} {}: {} ({} assets)",
+                    "release {tag} {}: {} ({} assets uploaded, {} unchanged)",
                     if r.created { "created" } else { "updated" },
                     r.html_url,
-                    r.assets.len()
+                    r.assets.len(),
+                    r.unchanged.len()
                 ));
                 release_url = r.html_url;
             }

@@ -619,19 +619,176 @@ fn release_is_created_then_updated_with_its_sums_as_assets() {
     );
     assert!(first_calls[2].starts_with("POST /repos/vantagecompute/slurm-factory/releases"));
 
-    // Again: the release is updated and its assets replaced, not duplicated.
+    // Again: the release notes are updated; the assets, the same bytes, are left alone.
+    let assets_before = release_assets(&gh);
     let before = gh.requests().len();
     run();
     assert_eq!(gh.violations(), Vec::<String>::new());
     let calls: Vec<String> = gh.requests()[before..]
         .iter()
-        .map(|r| r.method.clone())
+        .map(|r| format!("{} {}", r.method, r.target.split('?').next().unwrap()))
         .collect();
-    assert_eq!(calls.iter().filter(|m| *m == "DELETE").count(), 5);
-    assert!(calls.contains(&"PATCH".to_string()));
+    assert_eq!(
+        calls,
+        [
+            "GET /repos/vantagecompute/slurm-factory/releases/tags/cache-2026.11".to_string(),
+            format!(
+                "PATCH /repos/vantagecompute/slurm-factory/releases/{}",
+                gh.state.lock().unwrap().releases[0]["id"]
+            ),
+        ],
+        "no asset uploaded or deleted"
+    );
+    assert_eq!(release_assets(&gh), assets_before);
     let st = gh.state.lock().unwrap();
     assert_eq!(st.releases.len(), 1);
     assert_eq!(st.releases[0]["assets"].as_array().unwrap().len(), 5);
+}
+
+/// The first release's assets: name -> (id, state, the bytes the server holds).
+fn release_assets(
+    gh: &FakeGitHub,
+) -> std::collections::BTreeMap<String, (u64, String, Option<Vec<u8>>)> {
+    let st = gh.state.lock().unwrap();
+    st.releases[0]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let id = a["id"].as_u64().unwrap();
+            (
+                a["name"].as_str().unwrap().to_string(),
+                (
+                    id,
+                    a["state"].as_str().unwrap().to_string(),
+                    st.assets.get(&id).cloned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_changed_asset_is_replaced_only_once_its_new_bytes_are_uploaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bucket(tmp.path());
+    let dest = format!("file://{}", b.display());
+    let gh = FakeGitHub::start(|_| {});
+    let run = || {
+        sf_summary()
+            .args(["catalog", &dest, "--release", "cache-2026.11", "--strict"])
+            .args(["--github-attempts", "2", "--github-backoff", "10ms"])
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", &gh.url)
+            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
+            .assert()
+    };
+    run().success();
+    let first = release_assets(&gh);
+    assert_eq!(first.len(), 5);
+
+    let name = "builds-25.11-noble-SHA256SUMS.asc";
+    let temp = format!("{name}.sf-summary-upload");
+    let file = b.join("builds/25.11/noble/SHA256SUMS.asc");
+    let old_bytes = std::fs::read(&file).unwrap();
+    let new_bytes = b"-----BEGIN PGP SIGNATURE-----\nsigned again\n".to_vec();
+    std::fs::write(&file, &new_bytes).unwrap();
+
+    // The upload fails (a 502 that leaves a half-made asset, then `already_exists` on the
+    // retry): the release keeps every asset it had, the changed one with its old bytes.
+    gh.state.lock().unwrap().failing_uploads = true;
+    let before = gh.requests().len();
+    let out = run().code(1);
+    let after_failure = release_assets(&gh);
+    for (n, a) in &first {
+        assert_eq!(after_failure.get(n), Some(a), "{n} is untouched");
+    }
+    assert_eq!(after_failure[name].2.as_deref(), Some(&old_bytes[..]));
+    assert_eq!(after_failure.len(), 6, "{after_failure:?}");
+    assert_eq!(after_failure[&temp].1, "starter");
+    assert!(!gh.requests()[before..].iter().any(|r| r.method == "DELETE"));
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        err.contains(&format!("uploading the new {name}"))
+            && err.contains("the old asset is still in place"),
+        "{err}"
+    );
+
+    // Uploads work again: the half-made asset is cleared, the new bytes go up under the
+    // temporary name, the old asset is deleted and the new one renamed; nothing else moves.
+    gh.state.lock().unwrap().failing_uploads = false;
+    let before = gh.requests().len();
+    run().success();
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    let done = release_assets(&gh);
+    assert_eq!(
+        done.keys().collect::<Vec<_>>(),
+        first.keys().collect::<Vec<_>>()
+    );
+    for (n, a) in &first {
+        if n != name {
+            assert_eq!(done.get(n), Some(a), "{n} is untouched");
+        }
+    }
+    let (new_id, state, bytes) = &done[name];
+    assert_eq!(
+        (state.as_str(), bytes.as_deref()),
+        ("uploaded", Some(&new_bytes[..]))
+    );
+    assert_ne!(*new_id, first[name].0);
+    let calls: Vec<String> = gh.requests()[before..]
+        .iter()
+        .filter(|r| r.method != "GET" && !r.target.contains("/releases/tags/"))
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect();
+    let repo = format!("/repos/{OWNER}/{REPO}");
+    let rid = gh.state.lock().unwrap().releases[0]["id"].clone();
+    assert_eq!(
+        calls,
+        [
+            format!("PATCH {repo}/releases/{rid}"),
+            format!("DELETE {repo}/releases/assets/{}", after_failure[&temp].0),
+            format!("POST /api/uploads{repo}/releases/{rid}/assets?name={temp}"),
+            format!("DELETE {repo}/releases/assets/{}", first[name].0),
+            format!("PATCH {repo}/releases/assets/{new_id}"),
+        ]
+    );
+    let rename = gh.requests()[before..]
+        .iter()
+        .find(|r| r.target.ends_with(&format!("/releases/assets/{new_id}")))
+        .unwrap()
+        .json();
+    assert_eq!(rename, serde_json::json!({ "name": name }));
+}
+
+#[test]
+fn without_digests_assets_are_uploaded_again_and_end_under_their_own_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = bucket(tmp.path());
+    let dest = format!("file://{}", b.display());
+    let gh = FakeGitHub::start(|s| s.no_digests = true);
+    let run = || {
+        sf_summary()
+            .args(["catalog", &dest, "--release", "cache-2026.11", "--strict"])
+            .env("GITHUB_TOKEN", TOKEN)
+            .env("GITHUB_API_URL", &gh.url)
+            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
+            .assert()
+            .success()
+    };
+    run();
+    let first = release_assets(&gh);
+    run();
+    assert_eq!(gh.violations(), Vec::<String>::new());
+    let second = release_assets(&gh);
+    assert_eq!(
+        second.keys().collect::<Vec<_>>(),
+        first.keys().collect::<Vec<_>>()
+    );
+    for (n, (id, state, bytes)) in &second {
+        assert_ne!(*id, first[n].0, "{n} was uploaded again");
+        assert_eq!((state, bytes), (&first[n].1, &first[n].2), "{n}");
+    }
 }
 
 fn files_under(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {

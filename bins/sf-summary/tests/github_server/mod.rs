@@ -1,6 +1,9 @@
 //! A local server that speaks GitHub's REST API wire format for the calls sf-summary makes:
 //! it checks method, path, headers and JSON bodies the way GitHub documents them, answers with
 //! GitHub's response shapes, and can answer the first call with a secondary rate limit.
+//! Release assets carry GitHub's `digest` (`sha256:<hex>`), can be renamed, and uploads can be
+//! made to fail the way GitHub's do: a 502 that leaves a half-made asset in `starter` state,
+//! whose name then answers `already_exists` until it is deleted.
 //! Every request it saw, and every rule a request broke, is kept for the test to assert on.
 
 #![allow(dead_code)]
@@ -50,6 +53,11 @@ pub struct State {
     pub bad_gateway: usize,
     /// Answer every request with 403 "Resource not accessible by integration".
     pub no_rights: bool,
+    /// Describe assets without `digest`, as GitHub does for assets uploaded before it computed
+    /// them (and older GitHub Enterprise Server).
+    pub no_digests: bool,
+    /// Every asset upload fails: a 502 after a `starter` asset of that name was made.
+    pub failing_uploads: bool,
     pub check_runs: Vec<Value>,
     pub releases: Vec<Value>,
     pub assets: BTreeMap<u64, Vec<u8>>,
@@ -424,6 +432,75 @@ fn respond(st: &mut State, req: &Request, base: &str) -> Answer {
             return (200, vec![], release_json(&r, a));
         }
     }
+    if req.method == "PATCH" {
+        // Update a release asset: name, label and state may change.
+        if let Some(aid) = path
+            .strip_prefix(&format!("{repo}/releases/assets/"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            let Some(b) = json_body() else {
+                st.violations
+                    .push("release asset update body is not JSON".into());
+                return (400, vec![], error("Problems parsing JSON", ""));
+            };
+            let unknown: Vec<&String> = b
+                .as_object()
+                .map(|o| {
+                    o.keys()
+                        .filter(|k| !["name", "label", "state"].contains(&k.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !unknown.is_empty() {
+                st.violations.push(format!(
+                    "release asset update with unknown fields {unknown:?}"
+                ));
+            }
+            let Some(r) = st.releases.iter_mut().find(|r| {
+                r["assets"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|a| a["id"] == aid))
+            }) else {
+                return (
+                    404,
+                    vec![],
+                    error(
+                        "Not Found",
+                        "https://docs.github.com/rest/releases/assets#update-a-release-asset",
+                    ),
+                );
+            };
+            let tag = r["tag_name"].as_str().unwrap().to_string();
+            let list = r["assets"].as_array_mut().unwrap();
+            if let Some(name) = b.get("name") {
+                let Some(name) = name.as_str().filter(|n| !n.is_empty()) else {
+                    st.violations
+                        .push("release asset renamed to a non-string".into());
+                    return (422, vec![], error("Validation Failed", ""));
+                };
+                if list.iter().any(|a| a["name"] == name && a["id"] != aid) {
+                    return (
+                        422,
+                        vec![],
+                        json!({"message": "Validation Failed", "errors": [{"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}]}),
+                    );
+                }
+            }
+            let a = list.iter_mut().find(|a| a["id"] == aid).unwrap();
+            for k in ["name", "label", "state"] {
+                if let Some(v) = b.get(k) {
+                    a[k] = v.clone();
+                }
+            }
+            a["browser_download_url"] = format!(
+                "https://github.com/{OWNER}/{REPO}/releases/download/{tag}/{}",
+                a["name"].as_str().unwrap()
+            )
+            .into();
+            a["updated_at"] = "2026-11-21T10:05:00Z".into();
+            return (200, vec![], a.clone());
+        }
+    }
     if req.method == "DELETE" {
         if let Some(aid) = path
             .strip_prefix(&format!("{repo}/releases/assets/"))
@@ -476,14 +553,29 @@ fn respond(st: &mut State, req: &Request, base: &str) -> Answer {
                     json!({"message": "Validation Failed", "errors": [{"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}]}),
                 );
             }
+            let failing = st.failing_uploads;
+            let digest = if failing || st.no_digests {
+                Value::Null
+            } else {
+                use sha2::Digest;
+                format!("sha256:{}", hex::encode(sha2::Sha256::digest(&req.body))).into()
+            };
+            let (state, size) = if failing {
+                ("starter", 0)
+            } else {
+                ("uploaded", req.body.len())
+            };
             let asset = json!({
                 "url": format!("{api_repo}/releases/assets/{id}"),
                 "browser_download_url": format!("https://github.com/{OWNER}/{REPO}/releases/download/{tag}/{name}"),
-                "id": id, "node_id": "RA_kwDO", "name": name, "label": "", "state": "uploaded",
-                "content_type": "application/octet-stream", "size": req.body.len(), "download_count": 0,
+                "id": id, "node_id": "RA_kwDO", "name": name, "label": "", "state": state,
+                "content_type": "application/octet-stream", "size": size, "digest": digest, "download_count": 0,
                 "created_at": "2026-11-21T10:00:00Z", "updated_at": "2026-11-21T10:00:00Z", "uploader": user()
             });
             list.push(asset.clone());
+            if failing {
+                return (502, vec![], error("Server Error", ""));
+            }
             st.assets.insert(id, req.body.clone());
             return (201, vec![], asset);
         }
