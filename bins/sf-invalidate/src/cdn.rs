@@ -1,6 +1,7 @@
 //! Carrying out a plan on CloudFront: find an invalidation this change list already made (by its
-//! caller reference), wait while the distribution has too many paths or wildcards in flight,
-//! create each batch, and optionally wait for completion.
+//! caller reference), wait while the distribution has too many paths or wildcards in flight (as
+//! counted, or as CloudFront answers when parallel jobs filled it first), create each batch, and
+//! optionally wait for completion.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -281,15 +282,36 @@ pub async fn execute(
                 .caller_reference(&batch.caller_reference)
                 .build()
                 .context("building the batch")?;
-            let created = client
+            let created = match client
                 .create_invalidation()
                 .distribution_id(distribution)
                 .invalidation_batch(ib)
                 .send()
                 .await
-                .map_err(|e| {
+            {
+                Ok(created) => created,
+                // Other jobs count and create too: between our count and this call they may
+                // have taken the room. Like no room yet, wait and count again.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_too_many_invalidations_in_progress()) =>
+                {
+                    if Instant::now() + waiting.poll > deadline {
+                        return Err(anyhow!(
+                            "{label}: CloudFront still refuses it at the timeout, too many invalidations in progress on {distribution}; run again later or with a longer --timeout ({})",
+                            sdk_error_text(&e)
+                        ));
+                    }
+                    log(&format!(
+                        "{label}: waiting, CloudFront has too many invalidations in progress on {distribution} (other jobs took the room); trying again in {}",
+                        humantime::format_duration(waiting.poll)
+                    ));
+                    tokio::time::sleep(waiting.poll).await;
+                    continue;
+                }
+                Err(e) => {
                     let svc = e.as_service_error();
-                    if svc.is_some_and(|s| s.is_no_such_distribution()) {
+                    return Err(if svc.is_some_and(|s| s.is_no_such_distribution()) {
                         bad_input(format!(
                             "CloudFront distribution {distribution} does not exist"
                         ))
@@ -306,8 +328,9 @@ pub async fn execute(
                             "creating the invalidation for {label}: {}",
                             sdk_error_text(&e)
                         )
-                    }
-                })?;
+                    });
+                }
+            };
             let inv = created
                 .invalidation()
                 .ok_or_else(|| anyhow!("CloudFront's answer has no invalidation"))?;

@@ -998,3 +998,43 @@ fn bad_input_before_the_plan_still_writes_a_failed_record() {
         assert!(out.get_output().stdout.is_empty(), "{what}");
     }
 }
+
+#[test]
+fn too_many_in_progress_from_a_parallel_job_is_waited_out() {
+    // Another job took the room between this run's count and its create call: CloudFront
+    // refuses the create twice, then has room again.
+    let dist = distribution("too-many");
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+    proxy.too_many(2);
+    let (out, step) = wait_for_one_path(&proxy, &dist, "30s", 0);
+    let stderr = stderr_of(&out);
+    assert_eq!(
+        stderr
+            .matches("waiting, CloudFront has too many invalidations in progress")
+            .count(),
+        2,
+        "{stderr}"
+    );
+    // Counted again before each new try, and no retry hidden in the SDK.
+    assert_eq!((proxy.creates(), proxy.lists()), (3, 3));
+    let made = invalidations(&dist);
+    assert_eq!(made.len(), 1);
+    assert_eq!(step.outputs()["invalidation-ids"], made[0].0);
+    assert_eq!(step.record()["status"], "success");
+
+    // Still refused at the timeout: a failure of the work, exit 1, nothing made.
+    let dist = distribution("too-many-timeout");
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+    proxy.too_many(u64::MAX);
+    let (out, step) = wait_for_one_path(&proxy, &dist, "1s", 1);
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("still refuses it at the timeout")
+            && stderr.contains("TooManyInvalidationsInProgress"),
+        "{stderr}"
+    );
+    assert!(invalidations(&dist).is_empty());
+    let rec = step.record();
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["error"]["exit_code"], 1);
+}

@@ -4,7 +4,10 @@
 //! the CreateInvalidation answer while N > 0), so waiting for completion and for room under the
 //! in-flight limits can be tested. It counts the calls it carries, and can answer a call kind
 //! with CloudFront's AccessDenied error instead of forwarding it, from its first call or after
-//! some went through. One request per connection.
+//! some went through, and answer CreateInvalidation calls with TooManyInvalidationsInProgress, as
+//! CloudFront does when other jobs' invalidations filled the distribution's in-flight limits
+//! (moto has no limits). Errors are CloudFront's wire format: the status code and an
+//! `ErrorResponse` XML body. One request per connection.
 
 #![allow(dead_code)]
 
@@ -26,6 +29,8 @@ struct State {
     /// Call kinds ("list", "get", "create") answered with AccessDenied, each after how many
     /// calls of that kind went through.
     denied: Vec<(&'static str, u64)>,
+    /// CreateInvalidation calls still to answer with TooManyInvalidationsInProgress.
+    too_many: u64,
 }
 
 pub struct StatusProxy {
@@ -70,6 +75,11 @@ impl StatusProxy {
     /// Let the first `n` calls of a kind through, then answer it with AccessDenied.
     pub fn deny_after(&self, kind: &'static str, n: u64) {
         self.state.lock().unwrap().denied.push((kind, n));
+    }
+
+    /// Answer the next `n` CreateInvalidation calls with TooManyInvalidationsInProgress.
+    pub fn too_many(&self, n: u64) {
+        self.state.lock().unwrap().too_many = n;
     }
 
     /// GetInvalidation calls for `id`.
@@ -207,13 +217,21 @@ fn carry(mut client: TcpStream, up: &str, st: &Mutex<State>) {
             _ => 0,
         };
         if s.denied.iter().any(|&(k, n)| k == kind && seen > n) {
-            let body = "<?xml version=\"1.0\"?><ErrorResponse xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform this action</Message></Error><RequestId>proxy</RequestId></ErrorResponse>";
-            let _ = client.write_all(
-                format!(
-                    "HTTP/1.1 403 Forbidden\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-                .as_bytes(),
+            error_answer(
+                &mut client,
+                "403 Forbidden",
+                "AccessDenied",
+                "User is not authorized to perform this action",
+            );
+            return;
+        }
+        if kind == "create" && s.too_many > 0 {
+            s.too_many -= 1;
+            error_answer(
+                &mut client,
+                "400 Bad Request",
+                "TooManyInvalidationsInProgress",
+                "You have exceeded the maximum number of allowable InProgress invalidation batch requests, or invalidation objects.",
             );
             return;
         }
@@ -246,6 +264,18 @@ fn carry(mut client: TcpStream, up: &str, st: &Mutex<State>) {
     lines.push("connection: close");
     let _ = client.write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes());
     let _ = client.write_all(&rbody);
+}
+
+/// A CloudFront error answer.
+fn error_answer(client: &mut TcpStream, status: &str, code: &str, message: &str) {
+    let body = format!("<?xml version=\"1.0\"?><ErrorResponse xmlns=\"http://cloudfront.amazonaws.com/doc/2020-05-31/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>proxy</RequestId></ErrorResponse>");
+    let _ = client.write_all(
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
 }
 
 /// Each `<Id>` is followed (before the next `<Id>`) by its invalidation's `<Status>`.
