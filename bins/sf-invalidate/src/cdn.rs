@@ -1,9 +1,10 @@
 //! Carrying out a plan on CloudFront: find an invalidation this change list already made (by its
-//! caller reference), wait while the distribution has too many paths or wildcards in flight (as
-//! counted, or as CloudFront answers when parallel jobs filled it first), create each batch, and
-//! optionally wait for completion.
+//! caller reference: among those in progress, which are read anyway to count what is in flight;
+//! a finished one CloudFront itself returns when asked to create it again), wait while the
+//! distribution has too many paths or wildcards in flight (as counted, or as CloudFront answers
+//! when parallel jobs filled it first), create each batch, and optionally wait for completion.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -20,7 +21,7 @@ use sf_core::bad_input;
 
 use crate::plan::{Batch, MAX_PATHS_IN_FLIGHT, MAX_WILDCARDS_IN_FLIGHT};
 
-/// How many recent invalidations are read to find ours again or count what is in flight.
+/// How many recent invalidations are listed to count what is in flight.
 const RECENT: i32 = 100;
 
 /// One batch's invalidation.
@@ -43,11 +44,25 @@ pub struct Waiting {
     pub poll: Duration,
 }
 
-/// Paths and wildcards of the distribution's invalidations in progress, and one of ours if found.
+/// Paths and wildcards of the distribution's invalidations in progress, one of ours if found
+/// among them, and what the list showed (to tell a created invalidation from one found again).
 struct Recent {
     in_flight_paths: usize,
     in_flight_wildcards: usize,
     ours: Option<(String, String)>,
+    listed: HashSet<String>,
+    /// Create time (seconds) of the oldest invalidation listed.
+    oldest: Option<i64>,
+}
+
+impl Recent {
+    /// Whether the invalidation CloudFront answered a create with existed before this run asked:
+    /// CloudFront answers a caller reference it already has with that invalidation. One made
+    /// now is newer than everything listed before; an existing one is listed, or older than
+    /// every listed one when there were more than the list holds.
+    fn existed(&self, id: &str, create_time: i64) -> bool {
+        self.listed.contains(id) || self.oldest.is_some_and(|t| create_time < t)
+    }
 }
 
 /// What GetInvalidation tells beyond the list: fixed once the invalidation exists, so each is
@@ -133,9 +148,10 @@ impl Cdn<'_> {
         Ok(self.details.get(id))
     }
 
-    /// What is in flight (details read only for invalidations in progress), and ours: among
-    /// those in progress, else the completed ones newest first until found. Each invalidation's
-    /// details are read at most once per run.
+    /// What is in flight, and ours if it is among the invalidations in progress. Details are read
+    /// only for those, each at most once per run: a finished one of ours needs no search, since
+    /// CloudFront answers a create with the same caller reference and paths with it. (Searching
+    /// the finished ones cost up to 100 reads per run, with dozens of matrix jobs at once.)
     async fn recent(&mut self, reference: &str) -> Result<Recent> {
         let distribution = self.distribution;
         let list = self.client.list_invalidations().distribution_id(distribution).max_items(RECENT).send().await.map_err(|e| {
@@ -168,6 +184,8 @@ impl Cdn<'_> {
             in_flight_paths: 0,
             in_flight_wildcards: 0,
             ours: None,
+            listed: items.iter().map(|i| i.0.clone()).collect(),
+            oldest: items.iter().map(|i| i.2).min(),
         };
         for (id, status, _) in items.iter().filter(|i| !is_completed(&i.1)) {
             let Some(d) = self.details(id).await? else {
@@ -177,18 +195,6 @@ impl Cdn<'_> {
             r.in_flight_wildcards += d.paths.iter().filter(|p| p.ends_with('*')).count();
             if d.caller_reference == reference && r.ours.is_none() {
                 r.ours = Some((id.clone(), status.clone()));
-            }
-        }
-        if r.ours.is_none() {
-            for (id, status, _) in items.iter().filter(|i| is_completed(&i.1)) {
-                if self
-                    .details(id)
-                    .await?
-                    .is_some_and(|d| d.caller_reference == reference)
-                {
-                    r.ours = Some((id.clone(), status.clone()));
-                    break;
-                }
             }
         }
         Ok(r)
@@ -334,13 +340,22 @@ pub async fn execute(
             let inv = created
                 .invalidation()
                 .ok_or_else(|| anyhow!("CloudFront's answer has no invalidation"))?;
-            log(&format!(
-                "{label}: invalidation {} created for {} paths ({} wildcards), {}",
-                inv.id(),
-                batch.paths.len(),
-                batch.wildcards,
-                inv.status()
-            ));
+            let reused = r.existed(inv.id(), inv.create_time().secs());
+            if reused {
+                log(&format!(
+                    "{label}: invalidation {} already exists for this change list ({}); CloudFront returned it instead of creating another",
+                    inv.id(),
+                    inv.status()
+                ));
+            } else {
+                log(&format!(
+                    "{label}: invalidation {} created for {} paths ({} wildcards), {}",
+                    inv.id(),
+                    batch.paths.len(),
+                    batch.wildcards,
+                    inv.status()
+                ));
+            }
             // Ours from now on: no need to read it back while counting what is in flight.
             cdn.details.insert(
                 inv.id().to_string(),
@@ -354,7 +369,7 @@ pub async fn execute(
                 status: inv.status().to_string(),
                 caller_reference: batch.caller_reference.clone(),
                 paths: batch.paths.len(),
-                reused: false,
+                reused,
             };
         };
         out.push(outcome);
@@ -369,4 +384,33 @@ pub async fn execute(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_older_than_the_list_existed_before() {
+        let r = Recent {
+            in_flight_paths: 0,
+            in_flight_wildcards: 0,
+            ours: None,
+            listed: ["I1".to_string(), "I2".to_string()].into(),
+            oldest: Some(1_000),
+        };
+        // Listed before the create: CloudFront returned it for our caller reference.
+        assert!(r.existed("I2", 1_500));
+        // Past the 100 listed, older than all of them: found again too.
+        assert!(r.existed("I0", 999));
+        // Made now: not listed, newer than what was.
+        assert!(!r.existed("I3", 2_000));
+        assert!(!r.existed("I3", 1_000));
+        let empty = Recent {
+            listed: HashSet::new(),
+            oldest: None,
+            ..r
+        };
+        assert!(!empty.existed("I1", 0));
+    }
 }

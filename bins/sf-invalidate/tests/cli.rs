@@ -200,9 +200,10 @@ fn invalidates_once_and_a_retry_finds_the_same_invalidation() {
     let keys = tmp.path().join("keys.txt");
     std::fs::write(&keys, change_list().join("\n")).unwrap();
     let output = tmp.path().join("output");
-    let run = || {
+    // CloudFront, as far as moto lacks it: caller references are kept.
+    let run = |proxy: &status_proxy::StatusProxy| {
         let mut c = sf_invalidate();
-        with_moto(&mut c)
+        with_endpoint(&mut c, &proxy.url)
             .args([
                 "--paths-file",
                 keys.to_str().unwrap(),
@@ -220,7 +221,7 @@ fn invalidates_once_and_a_retry_finds_the_same_invalidation() {
             .assert()
             .success()
     };
-    let first = run();
+    let first = run(&status_proxy::StatusProxy::start(&moto_url(), 0));
     let v: Value = serde_json::from_slice(&first.get_output().stdout).unwrap();
     let inv = &v["invalidations"][0];
     assert_eq!(inv["reused"], false);
@@ -241,14 +242,17 @@ fn invalidates_once_and_a_retry_finds_the_same_invalidation() {
     assert_eq!(outputs["status"], "Completed");
     assert_eq!(outputs["path-count"], "2");
 
-    // The step is retried with the same change list: no second invalidation.
-    let again = run();
+    // The step is retried with the same change list: no second invalidation. The finished one
+    // is not searched for: CloudFront answers the same caller reference with it.
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+    let again = run(&proxy);
     let v: Value = serde_json::from_slice(&again.get_output().stdout).unwrap();
     assert_eq!(v["invalidations"][0]["id"], id.as_str());
     assert_eq!(v["invalidations"][0]["reused"], true);
     assert_eq!(invalidations(&dist).len(), 1);
     assert!(String::from_utf8_lossy(&again.get_output().stderr)
         .contains("already exists for this change list"));
+    assert_eq!((proxy.all_gets(), proxy.creates()), (0, 1));
 
     let records: Vec<_> = std::fs::read_dir(tmp.path().join("results"))
         .unwrap()
@@ -504,9 +508,10 @@ fn a_republish_with_new_content_is_invalidated_again() {
     let v = sf_core::changes::CHANGE_LIST_VERSION;
     let a = change_list_with(tmp.path(), v, &"a".repeat(64));
     let b = change_list_with(tmp.path(), v, &"b".repeat(64));
+    let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
     let run = |list: &std::path::Path| -> Value {
         let mut c = sf_invalidate();
-        let out = with_moto(&mut c)
+        let out = with_endpoint(&mut c, &proxy.url)
             .args(["--distribution-id", &dist, "--change-list"])
             .arg(list)
             .assert()
@@ -724,11 +729,10 @@ fn a_batch_waits_for_room_under_the_wildcard_limit() {
     assert_eq!(stderr.matches("waiting, 14 paths").count(), 2, "{stderr}");
     assert_eq!(proxy.lists(), 3);
     assert_eq!(proxy.creates(), 1);
-    // Each invalidation's details were read once, however often it was listed; the finished
-    // ones only while looking for an earlier run's invalidation.
+    // The one in flight was read once, however often it was listed; the finished ones never.
     assert_eq!(proxy.gets(&busy), 1);
     for d in &done {
-        assert_eq!(proxy.gets(d), 1);
+        assert_eq!(proxy.gets(d), 0);
     }
 }
 
@@ -749,11 +753,12 @@ fn credentials_without_rights_are_exit_2_before_anything_is_made() {
 
 #[test]
 fn a_denied_read_is_exit_2_before_creating_and_exit_1_while_waiting() {
-    // Reading an earlier invalidation's details to find ours again: a set-up problem, nothing
-    // made yet.
+    // Reading an invalidation in flight, to count it and find ours among them: a set-up
+    // problem, nothing made yet.
     let dist = distribution("denied-get");
-    create_invalidation(&dist, vec!["/done/0".into()], "done-0");
+    let busy = create_invalidation(&dist, vec!["/busy/0".into()], "busy-0");
     let proxy = status_proxy::StatusProxy::start(&moto_url(), 0);
+    proxy.hold(&busy, 1);
     proxy.deny("get");
     let mut c = sf_invalidate();
     with_endpoint(&mut c, &proxy.url)

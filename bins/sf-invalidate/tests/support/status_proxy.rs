@@ -7,7 +7,12 @@
 //! some went through, and answer CreateInvalidation calls with TooManyInvalidationsInProgress, as
 //! CloudFront does when other jobs' invalidations filled the distribution's in-flight limits
 //! (moto has no limits). Errors are CloudFront's wire format: the status code and an
-//! `ErrorResponse` XML body. One request per connection.
+//! `ErrorResponse` XML body.
+//!
+//! It also keeps CloudFront's caller references, which moto does not: a CreateInvalidation whose
+//! caller reference an invalidation of the distribution already has is answered with that
+//! invalidation (same paths) or InvalidationBatchAlreadyExists (other paths), instead of
+//! creating another. One request per connection.
 
 #![allow(dead_code)]
 
@@ -236,6 +241,30 @@ fn carry(mut client: TcpStream, up: &str, st: &Mutex<State>) {
             return;
         }
     }
+    if kind == "create" {
+        if let Some(existing) = same_reference(up, &head, segs[2], &body) {
+            let answer = match existing {
+                Existing::Same(get_body) => {
+                    let xml = rewrite(&String::from_utf8_lossy(&get_body), kind, st);
+                    format!(
+                        "HTTP/1.1 201 Created\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{xml}",
+                        xml.len()
+                    )
+                }
+                Existing::Other => {
+                    error_answer(
+                        &mut client,
+                        "409 Conflict",
+                        "InvalidationBatchAlreadyExists",
+                        "The caller reference you attempted to create the invalidation with is already in use by another invalidation batch.",
+                    );
+                    return;
+                }
+            };
+            let _ = client.write_all(answer.as_bytes());
+            return;
+        }
+    }
     let mut lines = head_lines(&head);
     let len = format!("content-length: {}", body.len());
     lines.push(&len);
@@ -264,6 +293,83 @@ fn carry(mut client: TcpStream, up: &str, st: &Mutex<State>) {
     lines.push("connection: close");
     let _ = client.write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes());
     let _ = client.write_all(&rbody);
+}
+
+/// A caller reference the distribution already has.
+enum Existing {
+    /// With the same paths: moto's GetInvalidation answer for it.
+    Same(Vec<u8>),
+    /// With other paths.
+    Other,
+}
+
+/// One call to moto with the head of the client's request (its credentials), another method and
+/// path, and no body. Moto does not check signatures.
+fn moto_call(up: &str, client_head: &str, method: &str, path: &str) -> Option<Vec<u8>> {
+    let request_line = format!("{method} {path} HTTP/1.1");
+    let mut lines = vec![request_line.as_str()];
+    lines.extend(
+        head_lines(client_head)
+            .into_iter()
+            .skip(1)
+            .filter(|l| !l.to_ascii_lowercase().starts_with("content-type:")),
+    );
+    lines.push("content-length: 0");
+    lines.push("connection: close");
+    let mut server = TcpStream::connect(up).ok()?;
+    server
+        .write_all((lines.join("\r\n") + "\r\n\r\n").as_bytes())
+        .ok()?;
+    let (head, body) = read_message(&mut server, true)?;
+    head.starts_with("HTTP/1.1 200").then_some(body)
+}
+
+/// The texts of every `<tag>` element, entities decoded.
+fn texts(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let Some(j) = rest.find(&close) else { break };
+        out.push(
+            rest[..j]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &rest[j + close.len()..];
+    }
+    out
+}
+
+/// What CloudFront does with a create whose caller reference the distribution already has.
+fn same_reference(up: &str, head: &str, dist: &str, body: &[u8]) -> Option<Existing> {
+    let body = String::from_utf8_lossy(body);
+    let reference = texts(&body, "CallerReference").pop()?;
+    let mut paths = texts(&body, "Path");
+    paths.sort();
+    let base = format!("/2020-05-31/distribution/{dist}/invalidation");
+    let list = moto_call(up, head, "GET", &base)?;
+    for id in texts(&String::from_utf8_lossy(&list), "Id") {
+        let Some(got) = moto_call(up, head, "GET", &format!("{base}/{id}")) else {
+            continue;
+        };
+        let xml = String::from_utf8_lossy(&got);
+        if texts(&xml, "CallerReference").pop().as_deref() != Some(reference.as_str()) {
+            continue;
+        }
+        let mut theirs = texts(&xml, "Path");
+        theirs.sort();
+        return Some(if theirs == paths {
+            Existing::Same(got)
+        } else {
+            Existing::Other
+        });
+    }
+    None
 }
 
 /// A CloudFront error answer.
