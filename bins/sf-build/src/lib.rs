@@ -345,6 +345,27 @@ fn gzip_options(opts: &PackOpts) -> GzOptions {
     g
 }
 
+/// Where the tarball goes: `--out`, else `{cache}/builds/{tarball file name}`.
+fn tarball_out(cell: &sf_core::layout::Cell, opts: &PackOpts) -> Result<PathBuf> {
+    Ok(match &opts.out {
+        Some(o) => o.clone(),
+        None => cache_dir(opts)
+            .join("builds")
+            .join(cell::tarball_name(cell)?),
+    })
+}
+
+/// Refuse an existing tarball unless `--force`, before any work is done for it.
+fn check_out(out: &Path, force: bool) -> Result<()> {
+    if !force && out.symlink_metadata().is_ok() {
+        return Err(bad_input(format!(
+            "{} already exists; pass --force to replace it",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 fn do_pack(
     cell: &sf_core::layout::Cell,
     view: &Path,
@@ -353,12 +374,7 @@ fn do_pack(
     gha: &Actions,
     rec: &mut Recorder,
 ) -> Result<serde_json::Value> {
-    let out = match &opts.out {
-        Some(o) => o.clone(),
-        None => cache_dir(opts)
-            .join("builds")
-            .join(cell::tarball_name(cell)?),
-    };
+    let out = tarball_out(cell, opts)?;
     let req = tarball::TarballRequest {
         cell,
         view: view.to_path_buf(),
@@ -446,6 +462,12 @@ fn cmd_build(
         ))
         .into());
     }
+    // What the pack after the build needs and is known now is checked now, not hours later.
+    let packs = c.slurm_version.is_some() && !a.no_pack;
+    if packs {
+        check_out(&tarball_out(&c, &a.pack)?, a.pack.force)?;
+        tarball::find_modulefile(&c, Some(&a.env_dir), a.pack.modulefile.as_deref())?;
+    }
     let engine = a.engine.engine()?;
     let cache = cache_dir(&a.pack);
     let req = build::BuildRequest {
@@ -491,7 +513,7 @@ fn cmd_build(
         ..Default::default()
     });
     let mut value = json!({ "build": outcome });
-    if c.slurm_version.is_some() && !a.no_pack {
+    if packs {
         let view = outcome.view.clone().ok_or_else(|| Failed {
             error: anyhow::anyhow!(
                 "the build of cell {} left no view at {}",
@@ -500,9 +522,18 @@ fn cmd_build(
             ),
             logs: Some(outcome.logs.clone()),
         })?;
+        // The build ran and its mirror went into the runner's cache: whatever stops the pack
+        // now (even content of the view it refuses) is a failure of this run, not bad input.
         let packed =
             do_pack(&c, &view, Some(&outcome.env_dir), &a.pack, gha, rec).map_err(|e| Failed {
-                error: e,
+                error: sf_core::exit::after_changes(
+                    e,
+                    format!(
+                        "the build of cell {} finished (work directory {}), but its tarball could not be packed",
+                        c.id,
+                        outcome.work_dir.display()
+                    ),
+                ),
                 logs: Some(outcome.logs.clone()),
             })?;
         value["tarball"] = packed;

@@ -552,6 +552,72 @@ fn bad_input_is_exit_2_and_writes_nothing() {
     sh(Command::new("gzip").arg("-t").arg(&out));
 }
 
+#[test]
+fn build_checks_what_its_pack_needs_before_building() {
+    // No engine on PATH: these must be refused before an engine is even looked for, let alone
+    // before hours of build.
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, _view, modulefile, _prefix) = local_fixture(tmp.path(), false);
+    let env = tmp.path().join("env");
+    fs::create_dir_all(env.join("modules/slurm")).unwrap();
+    fs::copy(&modulefile, env.join("modules/slurm/25.11-noble.lua")).unwrap();
+    let cache = tmp.path().join("cache");
+    let results = tmp.path().join("results");
+    let out = tmp.path().join("old.tar.gz");
+    fs::write(&out, "old").unwrap();
+    let run = |extra: &[&str]| {
+        let o = bin()
+            .args(["build", "--engine", "docker", "--cell"])
+            .arg(&cell)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--results-dir")
+            .arg(&results)
+            .args(extra)
+            .env("PATH", tmp.path().join("empty-path"))
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let env_s = env.to_str().unwrap();
+    // An existing --out without --force.
+    let (code, err) = run(&["--env-dir", env_s, "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(fs::read(&out).unwrap(), b"old");
+    // The default tarball path under the cache, too.
+    let default_out = cache.join("builds/slurm-25.11-noble-software.tar.gz");
+    fs::create_dir_all(default_out.parent().unwrap()).unwrap();
+    fs::write(&default_out, "old").unwrap();
+    let (code, err) = run(&["--env-dir", env_s]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&default_out.display().to_string()), "{err}");
+    fs::remove_file(&default_out).unwrap();
+    // A missing --modulefile, and an environment directory without one.
+    let (code, err) = run(&["--env-dir", env_s, "--modulefile", "/nonexistent/m.lua"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/m.lua"), "{err}");
+    fs::remove_file(env.join("modules/slurm/25.11-noble.lua")).unwrap();
+    let (code, err) = run(&["--env-dir", env_s]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("has no modulefile"), "{err}");
+    // None of that is needed without a pack: then the missing engine is what stops it.
+    let (code, err) = run(&["--env-dir", env_s, "--no-pack"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("docker is not on PATH"), "{err}");
+    assert!(!results.exists(), "bad input wrote a result record");
+    assert!(
+        !cache.join("builds/work").exists(),
+        "bad input started a build"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The engine path: real Podman.
 
@@ -946,6 +1012,56 @@ fn a_failed_container_build_keeps_a_debug_bundle() {
     let o = with_engine(&mut b).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no build.sh"));
+}
+
+/// The one result record a run wrote into `results`.
+fn only_record(results: &Path) -> Value {
+    let files: Vec<_> = fs::read_dir(results).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    serde_json::from_slice(&fs::read(files[0].as_ref().unwrap().path()).unwrap()).unwrap()
+}
+
+#[test]
+fn a_view_the_pack_refuses_after_the_build_fails_the_run_and_is_recorded() {
+    base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fake_env_dir(tmp.path(), false);
+    // The build leaves a symlink in the view that leaves it.
+    let mut script = fs::read_to_string(env.join("build.sh")).unwrap();
+    script.push_str("ln -s ../../../../etc /opt/slurm/view/etc-escape\n");
+    fs::write(env.join("build.sh"), script).unwrap();
+    let cache = tmp.path().join("cache");
+    let cell = write_cell(tmp.path(), &cell());
+    let results = tmp.path().join("results");
+    let mut b = bin();
+    b.args(["build", "--cell"])
+        .arg(&cell)
+        .arg("--env-dir")
+        .arg(&env)
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--results-dir")
+        .arg(&results);
+    let o = with_engine(&mut b).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // The build itself ran: a failure of the run (1), recorded with its logs, not bad input.
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be packed"), "{stderr}");
+    assert!(stderr.contains("escapes the view"), "{stderr}");
+    let rec = only_record(&results);
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["error"]["exit_code"], 1);
+    assert!(
+        rec["error"]["chain"]
+            .to_string()
+            .contains("escapes the view"),
+        "{rec}"
+    );
+    let logs = PathBuf::from(rec["error"]["logs"].as_str().unwrap());
+    assert!(logs.join("done.log").is_file(), "{}", logs.display());
+    assert!(!cache
+        .join("builds/slurm-25.11-noble-software.tar.gz")
+        .exists());
 }
 
 /// A local registry (Debian's docker-registry) on a free port, storing under `dir`.
