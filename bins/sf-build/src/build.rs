@@ -248,9 +248,14 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
         .run_logged(&args, &work.join("container.log"))
         .with_context(|| format!("the build of cell {} failed", req.cell.id));
     if req.remove_image {
-        // One-off runners: the image is not worth its disk space after this build.
-        if let Err(e) = req.engine.output(["rmi", "--force", image.as_str()]) {
-            eprintln!("sf-build: warning: could not remove the build image {image}: {e:#}");
+        // One-off runners: the image is not worth its disk space after this build. Never
+        // `--force`: the image is the toolchain's, shared by every cell on this runner, and a
+        // forced removal would take other cells' running builds with it (Podman removes the
+        // containers using it). While it is in use, removal fails and the image stays.
+        if let Err(e) = req.engine.output(["rmi", image.as_str()]) {
+            eprintln!(
+                "sf-build: warning: the build image {image} was not removed (another build may be using it): {e:#}"
+            );
         }
     }
     ran?;

@@ -958,6 +958,71 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
 }
 
 #[test]
+fn remove_image_leaves_an_image_another_build_is_running_on() {
+    base_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let env = fake_env_dir(tmp.path(), false);
+    // A recipe of its own, so an image of its own: other tests share the plain one.
+    let mut recipe = fs::read_to_string(env.join("Dockerfile")).unwrap();
+    recipe.push_str("LABEL org.slurm-factory.test=remove-image-in-use\n");
+    fs::write(env.join("Dockerfile"), recipe).unwrap();
+    let cache = tmp.path().join("cache");
+    let cell = write_cell(tmp.path(), &cell());
+    let build = |extra: &[&str]| {
+        let mut b = bin();
+        b.args(["build", "--no-pack", "--cell"])
+            .arg(&cell)
+            .arg("--env-dir")
+            .arg(&env)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(extra);
+        with_engine(&mut b).output().unwrap()
+    };
+    let o = build(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let image = v["build"]["image"].as_str().unwrap().to_string();
+    // Another cell's build, still running on that image.
+    let other = format!(
+        "sf-test-other-cell-{}",
+        short_hash(&tmp.path().display().to_string())
+    );
+    sh(podman()
+        .args(["run", "-d", "--name", &other])
+        .args([
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=32768:32768",
+        ])
+        .args([&image, "sleep", "600"]));
+    let o = build(&["--remove-image"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // Not there at all when a forced removal took it.
+    let running = podman()
+        .args(["inspect", "--format", "{{.State.Running}}", &other])
+        .output()
+        .unwrap();
+    let running = String::from_utf8_lossy(&running.stdout).into_owned();
+    let _ = podman()
+        .args(["rm", "--force", "--time", "0", &other])
+        .output();
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        running.trim(),
+        "true",
+        "the other build was stopped: {stderr}"
+    );
+    assert!(stderr.contains("was not removed"), "{stderr}");
+    // Once nothing uses it, --remove-image removes it.
+    let o = build(&["--remove-image"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = podman().args(["image", "exists", &image]).status().unwrap();
+    assert_eq!(st.code(), Some(1), "the build image {image} is still there");
+}
+
+#[test]
 fn a_failed_container_build_keeps_a_debug_bundle() {
     base_image();
     let tmp = tempfile::tempdir().unwrap();
