@@ -6,6 +6,7 @@
 //! the engine, its build arguments or an image layer. Containers get only the variables passed
 //! with `--env` explicitly.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -29,8 +30,10 @@ impl EngineKind {
     }
 }
 
-/// Variables an engine process may see (exact names, then prefixes).
-const PASS_ENV: [&str; 10] = [
+/// Variables an engine process may see (exact names, then prefixes). The proxy variables (both
+/// spellings: Go reads either) let the engine pull images and pass them on to builds behind a
+/// proxy.
+const PASS_ENV: [&str; 16] = [
     "PATH",
     "HOME",
     "USER",
@@ -41,8 +44,28 @@ const PASS_ENV: [&str; 10] = [
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
     "REGISTRY_AUTH_FILE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 ];
 const PASS_ENV_PREFIXES: [&str; 4] = ["CONTAINERS_", "DOCKER_", "BUILDAH_", "STORAGE_"];
+
+/// The part of an environment an engine process gets.
+pub fn engine_env<I>(vars: I) -> Vec<(OsString, OsString)>
+where
+    I: IntoIterator<Item = (OsString, OsString)>,
+{
+    vars.into_iter()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|name| {
+                PASS_ENV.contains(&name) || PASS_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+            })
+        })
+        .collect()
+}
 
 /// A found, working engine and the global options every call gets (`--root`, `--runtime`, ...).
 #[derive(Clone, Debug)]
@@ -108,12 +131,7 @@ impl Engine {
     {
         let mut c = Command::new(&self.program);
         c.env_clear();
-        for (k, v) in std::env::vars_os() {
-            let Some(name) = k.to_str() else { continue };
-            if PASS_ENV.contains(&name) || PASS_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
-                c.env(&k, v);
-            }
-        }
+        c.envs(engine_env(std::env::vars_os()));
         c.args(&self.global_args);
         c.args(args);
         c
@@ -208,5 +226,51 @@ impl Engine {
             anyhow::bail!("{shown} exited with {}: {}", out.status, tail.trim());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_gets_proxies_and_its_own_settings_and_nothing_else() {
+        let vars = [
+            ("PATH", "/usr/bin"),
+            ("HTTP_PROXY", "http://proxy:3128"),
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("NO_PROXY", "localhost"),
+            ("http_proxy", "http://proxy:3128"),
+            ("https_proxy", "http://proxy:3128"),
+            ("no_proxy", "localhost"),
+            ("DOCKER_HOST", "unix:///run/d.sock"),
+            ("CONTAINERS_CONF", "/etc/c.conf"),
+            ("GPG_PRIVATE_KEY", "k"),
+            ("GPG_PASSPHRASE", "p"),
+            ("AWS_SECRET_ACCESS_KEY", "a"),
+            ("GITHUB_TOKEN", "g"),
+            ("SF_REGISTRY_TOKEN", "r"),
+        ];
+        let kept: Vec<String> = engine_env(
+            vars.iter()
+                .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+        )
+        .into_iter()
+        .map(|(k, _)| k.into_string().unwrap())
+        .collect();
+        assert_eq!(
+            kept,
+            [
+                "PATH",
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "NO_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "no_proxy",
+                "DOCKER_HOST",
+                "CONTAINERS_CONF"
+            ]
+        );
     }
 }
