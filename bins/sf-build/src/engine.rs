@@ -6,7 +6,7 @@
 //! the engine, its build arguments or an image layer. Containers get only the variables passed
 //! with `--env` explicitly.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -137,14 +137,26 @@ impl Engine {
         c
     }
 
+    /// How a call is shown in messages and logs: the engine and its arguments, never the
+    /// environment it runs with (that holds the engine's configuration and credentials paths).
+    fn shown<S: AsRef<OsStr>>(&self, args: &[S]) -> String {
+        let mut s = self.kind.program().to_string();
+        for a in args {
+            s.push(' ');
+            s.push_str(&a.as_ref().to_string_lossy());
+        }
+        s
+    }
+
     /// Run to completion, capturing output; an error carries the engine's stderr.
     pub fn output<I, S>(&self, args: I) -> Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut c = self.command(args);
-        let shown = format!("{c:?}");
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let shown = self.shown(&args);
+        let mut c = self.command(&args);
         let out = c
             .stdin(Stdio::null())
             .output()
@@ -199,7 +211,7 @@ impl Engine {
     pub fn run_logged(&self, args: &[String], log: &Path) -> Result<()> {
         use std::io::Write;
         let mut c = self.command(args);
-        let shown = format!("{} {}", self.kind.program(), args.join(" "));
+        let shown = self.shown(args);
         let out = c
             .stdin(Stdio::null())
             .output()
@@ -232,6 +244,29 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/bin/sh` in the engine's place: the same spawning, environment and logging code.
+    fn shell() -> Engine {
+        Engine {
+            kind: EngineKind::Podman,
+            program: PathBuf::from("/bin/sh"),
+            global_args: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failing_call_shows_its_arguments_and_stderr_but_not_its_environment() {
+        let e = shell()
+            .output(["-c", "echo registry refused >&2; exit 4"])
+            .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("podman -c echo registry refused"), "{msg}");
+        assert!(msg.ends_with("failed: registry refused"), "{msg}");
+        // The engine does get PATH (and HOME, DOCKER_*, ...): none of it is in the message.
+        let path = std::env::var("PATH").unwrap();
+        assert!(!path.is_empty());
+        assert!(!msg.contains(&path) && !msg.contains("env -i"), "{msg}");
+    }
 
     #[test]
     fn the_engine_gets_proxies_and_its_own_settings_and_nothing_else() {
