@@ -7,8 +7,10 @@
 //! with `--env` explicitly.
 
 use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
@@ -207,38 +209,97 @@ impl Engine {
             .with_context(|| format!("building {} (log: {})", dockerfile.display(), log.display()))
     }
 
-    /// Run to completion with stdout and stderr appended to `log` (and echoed to our stderr).
+    /// Run to completion with stdout and stderr appended to `log` and copied to our stderr line
+    /// by line as they come (a build runs for hours: its progress must show while it runs). An
+    /// error carries the last lines of the engine's stderr.
     pub fn run_logged(&self, args: &[String], log: &Path) -> Result<()> {
-        use std::io::Write;
-        let mut c = self.command(args);
         let shown = self.shown(args);
-        let out = c
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {shown}"))?;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log)?;
+            .open(log)
+            .with_context(|| format!("opening the log {}", log.display()))?;
         writeln!(f, "$ {shown}")?;
-        f.write_all(&out.stdout)?;
-        f.write_all(&out.stderr)?;
-        writeln!(f, "# {} exited with {}", self.kind.program(), out.status)?;
-        let _ = std::io::stderr().write_all(&out.stderr);
-        if !out.status.success() {
-            let tail: String = String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            anyhow::bail!("{shown} exited with {}: {}", out.status, tail.trim());
+        let f = Arc::new(Mutex::new(f));
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {shown}"))?;
+        let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        let copiers = [
+            {
+                let f = f.clone();
+                std::thread::spawn(move || copy_lines(out, &f, None))
+            },
+            {
+                let (f, tail) = (f.clone(), tail.clone());
+                std::thread::spawn(move || copy_lines(err, &f, Some(&tail)))
+            },
+        ];
+        let status = child.wait().with_context(|| format!("waiting for {shown}"));
+        let mut copied = Ok(());
+        for c in copiers {
+            let r = c
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the log copier panicked")));
+            if copied.is_ok() {
+                copied = r;
+            }
+        }
+        let status = status?;
+        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(f, "# {} exited with {status}", self.kind.program())?;
+        copied.with_context(|| format!("writing the log {}", log.display()))?;
+        if !status.success() {
+            let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            anyhow::bail!("{shown} exited with {status}: {}", tail.join("\n").trim());
         }
         Ok(())
     }
+}
+
+/// How many of the engine's last stderr lines an error message carries.
+const TAIL_LINES: usize = 5;
+
+/// Copy a pipe to the log and our stderr a line at a time, keeping the last lines in `tail`.
+/// Reads to the end even when the log cannot be written, so the process never blocks on a full
+/// pipe; the first log error is returned.
+fn copy_lines(
+    pipe: impl Read,
+    log: &Mutex<std::fs::File>,
+    tail: Option<&Mutex<std::collections::VecDeque<String>>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 * 1024, pipe);
+    let mut line = Vec::new();
+    let mut first_error = None;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if let Err(e) = log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_all(&line)
+        {
+            first_error.get_or_insert(e);
+        }
+        let _ = std::io::stderr().lock().write_all(&line);
+        if let Some(tail) = tail {
+            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -306,6 +367,46 @@ mod tests {
                 "DOCKER_HOST",
                 "CONTAINERS_CONF"
             ]
+        );
+    }
+
+    #[test]
+    fn output_reaches_the_log_while_the_engine_still_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("engine.log");
+        let script =
+            "echo out-line; echo err-line >&2; sleep 5; echo late-out; echo last-err >&2; exit 3";
+        let run = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                shell().run_logged(&["-c".to_string(), script.to_string()], &log)
+            })
+        };
+        let start = std::time::Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("out-line") && text.contains("err-line") {
+                break;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(4),
+                "nothing reached the log while the engine ran: {text:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(!run.is_finished(), "the engine had already finished");
+        let e = run.join().unwrap().unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("exited with exit status: 3"), "{msg}");
+        assert!(msg.contains("err-line\nlast-err"), "{msg}");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("$ podman -c echo out-line"), "{text}");
+        for want in ["out-line\n", "err-line\n", "late-out\n", "last-err\n"] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        assert!(
+            text.ends_with("# podman exited with exit status: 3\n"),
+            "{text}"
         );
     }
 }
