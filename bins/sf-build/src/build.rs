@@ -12,8 +12,17 @@
 //! uid/gid, so everything it writes stays the runner's, and it gets no variable from our
 //! environment: no signing key, passphrase or cloud credential can reach it. On failure a debug
 //! bundle (build logs, `spack.yaml`, the script, the engine's output) is kept and its path reported.
+//!
+//! What stays of a work directory: every path the build reports (the view, modules, mirror,
+//! environment and logs) is read by later steps of the job (`sf-sign mirror`, `test-mirror`,
+//! `sf-build pack`), so they stay where they are. The install tree is read by none of them (the
+//! view is a copy, the mirror holds the packages) and is most of a build's disk: it is removed
+//! once a run has succeeded (after the pack, when there is one), unless `--keep`. A failed run
+//! keeps everything, its debug bundle included.
 
 use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -50,6 +59,9 @@ pub struct BuildOutcome {
     pub image: String,
     pub view: Option<PathBuf>,
     pub modules: Option<PathBuf>,
+    /// The padded install tree (every package's prefix); `None` once removed or when the build
+    /// made none.
+    pub install_tree: Option<PathBuf>,
     pub env_dir: PathBuf,
     /// This run's unsigned mirror: the cell's packages only.
     pub mirror: PathBuf,
@@ -261,6 +273,7 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
     ran?;
     let view = work.join("slurm/view");
     let modules = work.join("slurm/modules");
+    let install_tree = install_tree(work);
     let mirror = work.join("mirror");
     let cache_mirror = req.cache_dir.join("buildcache");
     Ok(BuildOutcome {
@@ -268,6 +281,7 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
         image,
         view: view.is_dir().then_some(view),
         modules: modules.is_dir().then_some(modules),
+        install_tree: install_tree.is_dir().then_some(install_tree),
         env_dir: work.join("env"),
         cache_merge: merge_into_cache(&mirror, &cache_mirror),
         mirror,
@@ -307,6 +321,61 @@ fn merge_into_cache(mirror: &Path, cache: &Path) -> Option<sf_spack::cache::Merg
             None
         }
     }
+}
+
+/// Where the install tree of a run lies in its work directory (`/opt/slurm/software` inside).
+pub fn install_tree(work: &Path) -> PathBuf {
+    let inside = Path::new(container::INSTALL_ROOT)
+        .strip_prefix(container::SLURM_ROOT)
+        .expect("the install tree lies in the mounted Slurm root");
+    work.join("slurm").join(inside)
+}
+
+/// After a successful run: remove its install tree, which no later step reads. A failure to
+/// remove is a warning; the run succeeded.
+pub fn remove_install_tree(outcome: &mut BuildOutcome) {
+    let Some(tree) = outcome.install_tree.clone() else {
+        return;
+    };
+    match remove_tree(&tree) {
+        Ok(()) => {
+            eprintln!(
+                "sf-build: removed the install tree {} (--keep keeps it)",
+                tree.display()
+            );
+            outcome.install_tree = None;
+        }
+        Err(e) => eprintln!(
+            "sf-build: warning: could not remove the install tree {}: {e}",
+            tree.display()
+        ),
+    }
+}
+
+/// Remove a tree the build wrote. Some packages install directories without write permission,
+/// which stops a removal by their owner: those are made writable and the removal tried again.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_dirs_writable(path)?;
+            fs::remove_dir_all(path)
+        }
+        r => r,
+    }
+}
+
+fn make_dirs_writable(path: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        let mode = meta.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700))?;
+        }
+        for e in fs::read_dir(path)? {
+            make_dirs_writable(&e?.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn current_uid() -> u32 {

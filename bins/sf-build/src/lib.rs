@@ -137,7 +137,8 @@ pub struct BuildArgs {
     pub env_dir: PathBuf,
     #[command(flatten)]
     pub engine: EngineArgs,
-    /// Keep the build container (it is removed otherwise).
+    /// Keep the build container and the run's install tree (both are removed after a successful
+    /// run otherwise; the view, mirror, environment and logs always stay).
     #[arg(long)]
     pub keep: bool,
     /// Remove the build image afterwards (it is kept otherwise: every cell of the toolchain on this
@@ -486,7 +487,7 @@ fn cmd_build(
     };
     build::check(&req)?;
     let started = std::time::Instant::now();
-    let outcome = {
+    let mut outcome = {
         let _g = gha.group(&format!("build {}", c.id));
         build::build(&req).map_err(|f| Failed {
             error: f.error,
@@ -512,7 +513,7 @@ fn cmd_build(
         path: Some(outcome.mirror.display().to_string()),
         ..Default::default()
     });
-    let mut value = json!({ "build": outcome });
+    let mut value = json!({});
     if packs {
         let view = outcome.view.clone().ok_or_else(|| Failed {
             error: anyhow::anyhow!(
@@ -538,6 +539,11 @@ fn cmd_build(
             })?;
         value["tarball"] = packed;
     }
+    // Only now: a failed pack keeps the whole work directory for a look.
+    if !a.keep {
+        build::remove_install_tree(&mut outcome);
+    }
+    value["build"] = serde_json::to_value(&outcome).context("describing the build")?;
     Ok(value)
 }
 

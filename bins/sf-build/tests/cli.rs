@@ -847,6 +847,15 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let work = PathBuf::from(v["build"]["work_dir"].as_str().unwrap());
     assert!(work.starts_with(cache.join("builds/work")));
+    // The install tree went once the run succeeded; everything the run reports stays for the
+    // steps after it.
+    assert!(v["build"]["install_tree"].is_null(), "{}", v["build"]);
+    assert!(!work.join("slurm/software").exists());
+    assert!(stderr.contains("removed the install tree"), "{stderr}");
+    for key in ["view", "modules", "mirror", "env_dir", "logs", "work_dir"] {
+        let p = PathBuf::from(v["build"][key].as_str().unwrap());
+        assert!(p.is_dir(), "{key}: {} is gone", p.display());
+    }
     let logs = PathBuf::from(v["build"]["logs"].as_str().unwrap());
     assert_eq!(fs::read_to_string(logs.join("uid")).unwrap().trim(), "4321");
     // Everything the container wrote belongs to the uid/gid it ran as.
@@ -1015,6 +1024,24 @@ fn remove_image_leaves_an_image_another_build_is_running_on() {
         "the other build was stopped: {stderr}"
     );
     assert!(stderr.contains("was not removed"), "{stderr}");
+    // --keep keeps the install tree (and the container).
+    let o = build(&["--keep"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tree = PathBuf::from(v["build"]["install_tree"].as_str().unwrap());
+    assert!(
+        tree.is_dir() && tree.ends_with("slurm/software"),
+        "{}",
+        tree.display()
+    );
+    let all = sh(podman().args(["ps", "-a", "--format", "{{.ID}} {{.Image}}"]));
+    let kept: Vec<&str> = all
+        .lines()
+        .filter(|l| l.ends_with(&format!("/{image}")) || l.ends_with(&format!(" {image}")))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(kept.len(), 1, "{all}");
+    sh(podman().args(["rm", kept[0]]));
     // Once nothing uses it, --remove-image removes it.
     let o = build(&["--remove-image"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1127,6 +1154,13 @@ fn a_view_the_pack_refuses_after_the_build_fails_the_run_and_is_recorded() {
     assert!(!cache
         .join("builds/slurm-25.11-noble-software.tar.gz")
         .exists());
+    // A failed run keeps its whole work directory, install tree included, for a look.
+    let work = logs.parent().unwrap().parent().unwrap();
+    assert!(work.join("slurm/software").is_dir(), "{}", work.display());
+    assert!(work
+        .join("slurm/view/etc-escape")
+        .symlink_metadata()
+        .is_ok());
 }
 
 /// A local registry (Debian's docker-registry) on a free port, storing under `dir`.
