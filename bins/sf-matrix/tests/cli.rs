@@ -498,14 +498,17 @@ fn a_broken_data_file_is_bad_input_naming_the_line() {
     let text = std::fs::read_to_string(sf_testkit::repo_root().join("data/matrix.yaml")).unwrap();
     std::fs::write(
         &file,
-        text.replace("base_image: ubuntu:jammy", "base_image: \"Ubuntu Jammy\""),
+        text.replace(
+            "base_image: docker.io/library/ubuntu:jammy",
+            "base_image: \"Ubuntu Jammy\"",
+        ),
     )
     .unwrap();
     let out = sf_matrix().arg("--matrix-file").arg(&file).assert().code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr);
     let line = text
         .lines()
-        .position(|l| l.contains("base_image: ubuntu:jammy"))
+        .position(|l| l.contains("base_image: docker.io/library/ubuntu:jammy"))
         .unwrap()
         + 1;
     assert!(stderr.contains(&format!("matrix.yaml:{line}:")), "{stderr}");

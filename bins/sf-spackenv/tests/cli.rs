@@ -233,7 +233,7 @@ fn stdin_matrices_flags_and_repeat_runs_give_the_same_bytes() {
 fn print_writes_one_file_to_stdout_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     for (what, expect) in [
-        ("dockerfile", "FROM ubuntu:jammy"),
+        ("dockerfile", "FROM docker.io/library/ubuntu:jammy"),
         ("build-script", "#!/usr/bin/env bash"),
         ("modulefile", "conflict(\"slurm\")"),
         ("spack.yaml", "spack:"),

@@ -1168,7 +1168,7 @@ mod tests {
         );
 
         let img = EMBEDDED.replace(
-            "base_image: ubuntu:jammy",
+            "base_image: docker.io/library/ubuntu:jammy",
             "base_image: \"ubuntu jammy; rm -rf /\"",
         );
         let e = SupportMatrix::parse(&img, "m.yaml")
