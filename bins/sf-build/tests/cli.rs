@@ -618,6 +618,21 @@ fn build_checks_what_its_pack_needs_before_building() {
     );
 }
 
+#[test]
+fn every_base_image_names_its_registry() {
+    // Podman on stock Debian and Ubuntu has no search registries for short names: `ubuntu:noble`
+    // does not resolve there, `docker.io/library/ubuntu:noble` does, on every engine.
+    for tc in SupportMatrix::embedded().toolchains {
+        let first = tc.base_image.split('/').next().unwrap();
+        assert!(
+            tc.base_image.contains('/') && (first.contains('.') || first.contains(':')),
+            "toolchain {}: {} does not name its registry",
+            tc.name,
+            tc.base_image
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The engine path: real Podman.
 
