@@ -91,6 +91,34 @@ pub fn render(cell: &Cell, facts: &ImageFacts) -> Result<String> {
     Ok(out)
 }
 
+/// A registry and namespace (`ghcr.io/VantageCompute`) or image name, lowercased: repository
+/// paths must be lowercase and registry hosts are case-insensitive, while a workflow's
+/// `${{ github.repository_owner }}` often has capitals. Then checked: lowercase letters, digits,
+/// `.`, `_`, `-` between slashes (and a `:port` on the host).
+pub fn repository_path(flag: &str, value: &str) -> Result<String> {
+    let lower = value.trim_end_matches('/').to_ascii_lowercase();
+    let ok = !lower.is_empty()
+        && lower.split('/').enumerate().all(|(i, part)| {
+            !part.is_empty()
+                && part.chars().all(|c| {
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || matches!(c, '.' | '_' | '-')
+                        || (i == 0 && c == ':')
+                })
+        });
+    if !ok {
+        return Err(bad_input(format!(
+            "{flag} {value:?} is not a repository path: letters, digits, '.', '_' and '-' between \
+             slashes, a ':port' only on the registry host (e.g. ghcr.io/vantagecompute)"
+        )));
+    }
+    if lower != value.trim_end_matches('/') {
+        eprintln!("sf-build: {flag} {value} is used as {lower} (repository paths are lowercase)");
+    }
+    Ok(lower)
+}
+
 /// The tags for a cell.
 pub fn tags(
     cell: &Cell,
@@ -99,12 +127,8 @@ pub fn tags(
     tag_version: bool,
     tag_latest: bool,
 ) -> Result<Vec<String>> {
-    let registry = registry.trim_end_matches('/');
-    if registry.is_empty() || registry.contains(char::is_whitespace) {
-        return Err(bad_input(format!(
-            "--registry {registry:?} is not a registry (e.g. ghcr.io/vantagecompute)"
-        )));
-    }
+    let registry = repository_path("--registry", registry)?;
+    let name = repository_path("--name", name)?;
     let version = cell
         .slurm_version
         .as_ref()
@@ -155,7 +179,8 @@ pub fn build(
     Ok(dockerfile)
 }
 
-/// Log in (token on stdin) and push every tag.
+/// Log in (token on stdin), push every tag, and log out again whatever the push did, so the
+/// token does not stay in the runner's credentials file for whatever runs next.
 pub fn push(
     engine: &Engine,
     tags: &[String],
@@ -163,48 +188,119 @@ pub fn push(
     token: Option<&str>,
     insecure: bool,
 ) -> Result<()> {
-    let tls = |args: &mut Vec<String>| {
-        if insecure && engine.kind == EngineKind::Podman {
-            args.push("--tls-verify=false".into());
-        }
+    let Some(token) = token else {
+        return push_tags(engine, tags, insecure);
     };
-    if let Some(token) = token {
-        let host = tags[0].split('/').next().unwrap_or_default().to_string();
-        let mut args = vec![
-            "login".to_string(),
-            "--username".into(),
-            user.unwrap_or("token").to_string(),
-            "--password-stdin".into(),
-        ];
-        tls(&mut args);
-        args.push(host.clone());
-        let mut child = engine
-            .command(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("running the registry login")?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(token.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "logging in to {host} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+    let host = tags[0].split('/').next().unwrap_or_default().to_string();
+    login(engine, &host, user, token, insecure)?;
+    let pushed = push_tags(engine, tags, insecure);
+    if let Err(e) = engine.output(["logout", host.as_str()]) {
+        eprintln!(
+            "sf-build: warning: logging out of {host} failed, its credentials may remain in the engine's auth file: {e:#}"
+        );
     }
+    pushed
+}
+
+fn tls_args(engine: &Engine, insecure: bool, args: &mut Vec<String>) {
+    if insecure && engine.kind == EngineKind::Podman {
+        args.push("--tls-verify=false".into());
+    }
+}
+
+fn push_tags(engine: &Engine, tags: &[String], insecure: bool) -> Result<()> {
     for t in tags {
         let mut args = vec!["push".to_string()];
-        tls(&mut args);
+        tls_args(engine, insecure, &mut args);
         args.push(t.clone());
         engine
             .output(&args)
             .with_context(|| format!("pushing {t}"))?;
     }
     Ok(())
+}
+
+fn login(
+    engine: &Engine,
+    host: &str,
+    user: Option<&str>,
+    token: &str,
+    insecure: bool,
+) -> Result<()> {
+    let mut args = vec![
+        "login".to_string(),
+        "--username".into(),
+        user.unwrap_or("token").to_string(),
+        "--password-stdin".into(),
+    ];
+    tls_args(engine, insecure, &mut args);
+    args.push(host.to_string());
+    let mut child = engine
+        .command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running the registry login")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(token.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "logging in to {host} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
+
+    fn cell() -> Cell {
+        let m = SupportMatrix::embedded();
+        let sel = Selection {
+            slurm_versions: ListArg::Named(vec!["25.11".into()]),
+            toolchains: ListArg::Named(vec!["noble".into()]),
+            ..Default::default()
+        };
+        let keys = sel.expand(&m, Pipeline::Tarball).unwrap();
+        Layout::default().cell(&m, &keys[0])
+    }
+
+    #[test]
+    fn registry_paths_with_capitals_are_lowercased() {
+        let t = tags(&cell(), "GHCR.io/VantageCompute/", "Slurm", true, false).unwrap();
+        assert_eq!(
+            t,
+            [
+                "ghcr.io/vantagecompute/slurm:25.11-noble",
+                "ghcr.io/vantagecompute/slurm:25.11"
+            ]
+        );
+        assert_eq!(
+            repository_path("--registry", "127.0.0.1:5000/Team").unwrap(),
+            "127.0.0.1:5000/team"
+        );
+    }
+
+    #[test]
+    fn what_no_registry_accepts_is_bad_input_naming_the_rule() {
+        for (reg, name) in [
+            ("ghcr.io/a b", "slurm"),
+            ("ghcr.io//x", "slurm"),
+            ("ghcr.io/x:y", "slurm"),
+            ("", "slurm"),
+            ("ghcr.io/x", "slurm$"),
+        ] {
+            let e = tags(&cell(), reg, name, false, false).unwrap_err();
+            assert_eq!(sf_core::exit::code_for(&e), 2, "{reg} {name}");
+            assert!(e.to_string().contains("letters, digits"), "{e}");
+        }
+    }
 }

@@ -222,10 +222,11 @@ pub struct ImageArgs {
     /// The tested tarball to install.
     #[arg(long, env = env::TARBALL, value_name = "FILE")]
     pub tarball: PathBuf,
-    /// Registry and namespace, e.g. ghcr.io/vantagecompute.
+    /// Registry and namespace, e.g. ghcr.io/vantagecompute. Capitals are lowercased (repository
+    /// paths must be lowercase; a GitHub owner name may have capitals).
     #[arg(long, env = env::REGISTRY, value_name = "REGISTRY")]
     pub registry: String,
-    /// Image name under the registry.
+    /// Image name under the registry (lowercased like --registry).
     #[arg(long, default_value = "slurm")]
     pub name: String,
     /// Also tag `{version}` (the workflow sets it for the default toolchain).

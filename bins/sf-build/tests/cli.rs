@@ -1178,8 +1178,9 @@ fn a_view_the_pack_refuses_after_the_build_fails_the_run_and_is_recorded() {
         .is_ok());
 }
 
-/// A local registry (Debian's docker-registry) on a free port, storing under `dir`.
-fn start_registry(dir: &Path) -> (std::process::Child, u16) {
+/// A local registry (Debian's docker-registry) on a free port, storing under `dir`; a read-only
+/// one answers like a registry but refuses every push.
+fn start_registry(dir: &Path, read_only: bool) -> (std::process::Child, u16) {
     let registry_bin = require_tool("docker-registry");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1190,8 +1191,13 @@ fn start_registry(dir: &Path) -> (std::process::Child, u16) {
     fs::write(
         &config,
         format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("registry").display()
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{}http:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("registry").display(),
+            if read_only {
+                "  maintenance:\n    readonly:\n      enabled: true\n"
+            } else {
+                ""
+            }
         ),
     )
     .unwrap();
@@ -1218,8 +1224,12 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
     let tarball = tmp.path().join("slurm-25.11-noble-software.tar.gz");
     let packed = pack(tmp.path(), &cell, &view, &modulefile, &prefix, &tarball);
 
-    let (mut registry, port) = start_registry(tmp.path());
+    let (mut registry, port) = start_registry(tmp.path(), false);
+    // A namespace with capitals, as `${{ github.repository_owner }}` gives: it is lowercased.
+    let given = format!("127.0.0.1:{port}/SF-Test");
     let reg = format!("127.0.0.1:{port}/sf-test");
+    // The engine's credentials file, where the login puts the token.
+    let auth = tmp.path().join("auth.json");
     let mut b = bin();
     b.args([
         "image",
@@ -1236,8 +1246,9 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
     .arg("--tarball")
     .arg(&tarball)
     .arg("--registry")
-    .arg(&reg)
-    .env("SF_REGISTRY_TOKEN", "sekrit-registry-token");
+    .arg(&given)
+    .env("SF_REGISTRY_TOKEN", "sekrit-registry-token")
+    .env("REGISTRY_AUTH_FILE", &auth);
     let o = with_engine(&mut b).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     let listed = Command::new("curl")
@@ -1250,6 +1261,9 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
     let _ = registry.wait();
     assert!(o.status.success(), "{stderr}");
     assert!(!stderr.contains("sekrit-registry-token"));
+    // Logged out again: the token does not stay in the credentials file.
+    let creds = fs::read_to_string(&auth).unwrap_or_default();
+    assert!(!creds.contains(&format!("127.0.0.1:{port}")), "{creds}");
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let main_tag = format!("{reg}/slurm:25.11-noble");
     assert_eq!(
@@ -1297,9 +1311,44 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
         out.trim(),
         format!("slurm {}", slurm_full_version(&self::cell()))
     );
+
+    // A push that fails (a read-only registry) logs out too, and fails the step.
+    let ro_dir = tmp.path().join("read-only");
+    fs::create_dir(&ro_dir).unwrap();
+    let (mut ro, ro_port) = start_registry(&ro_dir, true);
+    let mut b = bin();
+    b.args([
+        "image",
+        "--push",
+        "--insecure-registry",
+        "--base-image",
+        BASE_IMAGE,
+        "--cell",
+    ])
+    .arg(&cell)
+    .arg("--tarball")
+    .arg(&tarball)
+    .arg("--registry")
+    .arg(format!("127.0.0.1:{ro_port}/sf-test"))
+    .env("SF_REGISTRY_TOKEN", "sekrit-registry-token")
+    .env("REGISTRY_AUTH_FILE", &auth);
+    let o = with_engine(&mut b).output().unwrap();
+    let _ = ro.kill();
+    let _ = ro.wait();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("pushing 127.0.0.1:"), "{stderr}");
+    let creds = fs::read_to_string(&auth).unwrap_or_default();
+    assert!(!creds.contains(&format!("127.0.0.1:{ro_port}")), "{creds}");
     let _ = Command::new("podman")
         .args(podman_args())
-        .args(["rmi", "-f", &main_tag, &format!("{reg}/slurm:25.11")])
+        .args([
+            "rmi",
+            "-f",
+            &main_tag,
+            &format!("{reg}/slurm:25.11"),
+            &format!("127.0.0.1:{ro_port}/sf-test/slurm:25.11-noble"),
+        ])
         .output();
 }
 
@@ -1557,7 +1606,7 @@ fn the_docker_engine_builds_tests_and_ships_the_image_too() {
     assert!(stderr.contains("libslurm.so.1 => not found"), "{stderr}");
 
     // The Slurm image, built and pushed with Docker, runs sinfo from PATH.
-    let (mut registry, port) = start_registry(tmp.path());
+    let (mut registry, port) = start_registry(tmp.path(), false);
     let reg = format!("127.0.0.1:{port}/sf-docker");
     let mut b = bin();
     b.args(["image", "--push", "--base-image", image, "--cell"])
