@@ -14,8 +14,18 @@ esac
 
 args=()
 if [ -n "${SF_ACTION_ARGS:-}" ]; then
-    # xargs splits on blanks and honours quotes and backslashes without any expansion.
-    mapfile -t args < <(printf '%s' "$SF_ACTION_ARGS" | xargs -r -n1 printf '%s\n')
+    # xargs splits on blanks and honours quotes and backslashes without any expansion. Its words
+    # come back NUL-separated (a word may be empty), and a string it cannot split (an unmatched
+    # quote) stops here: running the command with the words before the fault would drop the rest.
+    words=$(mktemp)
+    trap 'rm -f "$words"' EXIT
+    if ! why=$(printf '%s' "$SF_ACTION_ARGS" | xargs -r -n1 printf '%s\0' 2>&1 >"$words"); then
+        echo "::error title=slurm-factory::the args input does not split into words (${why#xargs: }); pair every ' and \" quote on one line, or escape the character with a backslash" >&2
+        exit 2
+    fi
+    mapfile -d '' -t args <"$words"
+    rm -f "$words"
+    trap - EXIT
 fi
 
 export SF_RESULTS_DIR="${SF_RESULTS_DIR:-${RUNNER_TEMP:-/tmp}/sf-results}"
