@@ -10,9 +10,18 @@
 # view (real ELF binaries compiled here: libslurm, sinfo, a plugin, linked with RPATHs into a padded
 # build prefix) so everything after it runs for real; with --engine the real Spack build runs in a
 # container. It ends by verifying what landed in the bucket and printing where everything is.
+#
+# --out (default out/local-pipeline in the checkout) is emptied first, so it must be new, empty,
+# or a directory this script made before (it leaves a .sf-local-pipeline file there); anything
+# else is refused. Only the defaults count: SF_* and GPG_* variables of the calling shell (a
+# pinned fingerprint, a key, a destination) are cleared.
 set -euo pipefail
+caller=$(pwd)
 cd "$(dirname "$0")/.."
 root=$(pwd)
+for v in $(compgen -e); do
+    case "$v" in SF_* | GPG_*) unset "$v" ;; esac
+done
 # shellcheck source=scripts/lib/small-view.sh
 source scripts/lib/small-view.sh
 
@@ -23,15 +32,30 @@ engine=""
 profile=release
 while (($#)); do
     case "$1" in
-        --out) out=$(realpath -m "$2"); shift 2 ;;
+        --out) out=$(cd "$caller" && realpath -m "$2"); shift 2 ;;
         --slurm-version) slurm_version=$2; shift 2 ;;
         --toolchain) toolchain=$2; shift 2 ;;
         --engine) engine=$2; shift 2 ;;
         --debug) profile=debug; shift ;;
-        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument '$1'; valid: --out DIR, --slurm-version V, --toolchain T, --engine E, --debug" >&2; exit 2 ;;
     esac
 done
+
+# Refused before anything is built or removed: a directory this script did not make. Its own
+# have the marker, or (made before there was one) nothing but what it writes.
+ours() {
+    [ -e "$1/.sf-local-pipeline" ] && return 0
+    local e
+    for e in "$1"/* "$1"/.[!.]*; do
+        [ -e "$e" ] || continue
+        case "${e##*/}" in bucket | results | work | summary.md) ;; *) return 1 ;; esac
+    done
+}
+if [ -e "$out" ] && { [ ! -d "$out" ] || ! ours "$out"; }; then
+    echo "error: --out $out is not empty and was not made by this script, which empties it first; give a new or empty directory" >&2
+    exit 2
+fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -46,6 +70,7 @@ export PATH="$bin:$PATH"
 
 rm -rf "$out"
 mkdir -p "$out/bucket" "$out/results" "$out/work/dist"
+echo "made by scripts/local-pipeline.sh, which empties this directory on its next run" >"$out/.sf-local-pipeline"
 work="$out/work"
 export SF_DESTINATION="file://$out/bucket"
 export SF_CDN_URL="file://$out/bucket"
