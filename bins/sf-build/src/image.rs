@@ -3,9 +3,9 @@
 //! optionally pushed.
 //!
 //! Tags, under `{registry}/{name}`: `{version}-{toolchain}` always (plus `-{variant}` for arm64 or
-//! GPU builds, as tarball keys do); `{version}` with `--tag-version` (the workflow passes it for
-//! the default toolchain); `latest` with `--tag-latest` (the newest Slurm version, default
-//! toolchain). The registry login reads its token from the environment (`SF_REGISTRY_TOKEN`, else
+//! GPU builds, as tarball keys do); `{version}` on the support matrix's recommended toolchain;
+//! `latest` there too for the Slurm version whose channel is `latest` ([`moving_tags`]).
+//! `--tag-version` / `--tag-latest` add them for any other cell. The registry login reads its token from the environment (`SF_REGISTRY_TOKEN`, else
 //! `GITHUB_TOKEN`) and hands it to the engine on stdin, never in argv.
 
 use std::io::Write;
@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 
 use sf_core::bad_input;
 use sf_core::layout::{Cell, Layout};
+use sf_core::matrix::SupportMatrix;
 
 use crate::engine::{Engine, EngineKind};
 
@@ -117,6 +118,22 @@ pub fn repository_path(flag: &str, value: &str) -> Result<String> {
         eprintln!("sf-build: {flag} {value} is used as {lower} (repository paths are lowercase)");
     }
     Ok(lower)
+}
+
+/// Which moving tags a cell's image gets by the support matrix: `{version}` on the recommended
+/// toolchain, and `latest` there for the Slurm version whose channel is `latest`.
+pub fn moving_tags(m: &SupportMatrix, cell: &Cell) -> Result<(bool, bool)> {
+    let toolchain = m.toolchain_name(cell.toolchain.as_str())?;
+    let version = cell
+        .slurm_version
+        .as_ref()
+        .ok_or_else(|| bad_input("a deps cell has no image"))?;
+    let version = m.slurm_version(version.as_str())?;
+    let recommended = m.toolchain(&toolchain).recommended;
+    Ok((
+        recommended,
+        recommended && m.release(&version).channel == "latest",
+    ))
 }
 
 /// The tags for a cell.
@@ -260,17 +277,60 @@ fn login(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
+    use sf_core::matrix::{ListArg, Pipeline, Selection, SlurmRelease, ToolchainInfo};
 
     fn cell() -> Cell {
+        cell_of("25.11", "noble")
+    }
+
+    fn cell_of(version: &str, toolchain: &str) -> Cell {
         let m = SupportMatrix::embedded();
         let sel = Selection {
-            slurm_versions: ListArg::Named(vec!["25.11".into()]),
-            toolchains: ListArg::Named(vec!["noble".into()]),
+            slurm_versions: ListArg::Named(vec![version.into()]),
+            toolchains: ListArg::Named(vec![toolchain.into()]),
             ..Default::default()
         };
-        let keys = sel.expand(&m, Pipeline::Tarball).unwrap();
+        let keys = sel.expand(&m, Pipeline::Image).unwrap();
         Layout::default().cell(&m, &keys[0])
+    }
+
+    #[test]
+    fn moving_tags_follow_the_recommended_toolchain_and_the_latest_channel() {
+        let m = SupportMatrix::embedded();
+        let recommended = m.toolchains.iter().find(|t| t.recommended).unwrap();
+        let other = m.toolchains.iter().find(|t| !t.recommended).unwrap();
+        let latest = m
+            .slurm_versions
+            .iter()
+            .find(|v| v.channel == "latest")
+            .unwrap();
+        let older = m
+            .slurm_versions
+            .iter()
+            .find(|v| v.channel != "latest")
+            .unwrap();
+        let of = |v: &SlurmRelease, t: &ToolchainInfo| {
+            moving_tags(&m, &cell_of(v.name.as_str(), t.name.as_str())).unwrap()
+        };
+        assert_eq!(of(latest, recommended), (true, true));
+        assert_eq!(of(older, recommended), (true, false));
+        assert_eq!(of(latest, other), (false, false));
+        assert_eq!(of(older, other), (false, false));
+
+        // As the image step tags the newest version on the recommended toolchain.
+        let c = cell_of(latest.name.as_str(), recommended.name.as_str());
+        let (v, l) = moving_tags(&m, &c).unwrap();
+        let t = tags(&c, "ghcr.io/vantagecompute", "slurm", v, l).unwrap();
+        let n = latest.name.as_str();
+        let tc = recommended.name.as_str();
+        assert_eq!(
+            t,
+            [
+                format!("ghcr.io/vantagecompute/slurm:{n}-{tc}"),
+                format!("ghcr.io/vantagecompute/slurm:{n}"),
+                "ghcr.io/vantagecompute/slurm:latest".to_string()
+            ]
+        );
     }
 
     #[test]

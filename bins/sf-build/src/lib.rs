@@ -23,7 +23,7 @@ use serde_json::json;
 
 use sf_archive::GzOptions;
 use sf_core::bad_input;
-use sf_core::cli::ResultsArgs;
+use sf_core::cli::{MatrixFileArgs, ResultsArgs};
 use sf_core::env;
 use sf_core::gha::Actions;
 use sf_core::record::{Artifact, Recorder};
@@ -229,12 +229,15 @@ pub struct ImageArgs {
     /// Image name under the registry (lowercased like --registry).
     #[arg(long, default_value = "slurm")]
     pub name: String,
-    /// Also tag `{version}` (the workflow sets it for the default toolchain).
+    /// Also tag `{version}` [default: only on the support matrix's recommended toolchain]
     #[arg(long)]
     pub tag_version: bool,
-    /// Also tag `latest` (the newest Slurm version on the default toolchain).
+    /// Also tag `latest` [default: only on the recommended toolchain, for the Slurm version whose
+    /// channel is latest]
     #[arg(long)]
     pub tag_latest: bool,
+    #[command(flatten)]
+    pub matrix: MatrixFileArgs,
     /// The image to build on [default: the cell's base image]
     #[arg(long, value_name = "IMAGE")]
     pub base_image: Option<String>,
@@ -713,7 +716,14 @@ fn cmd_image(
         ))
         .into());
     }
-    let tags = image::tags(&c, &a.registry, &a.name, a.tag_version, a.tag_latest)?;
+    let (version_tag, latest_tag) = image::moving_tags(&a.matrix.load()?, &c)?;
+    let tags = image::tags(
+        &c,
+        &a.registry,
+        &a.name,
+        a.tag_version || version_tag,
+        a.tag_latest || latest_tag,
+    )?;
     let token = std::env::var(env::REGISTRY_TOKEN)
         .ok()
         .or_else(|| std::env::var(env::GITHUB_TOKEN).ok())
