@@ -90,7 +90,7 @@ mkdir -p "$artifact/dist" "$artifact/cert" "$work/key" "$work/results"
     "$bin/sf-build" pack --cell "$work/matrix.json" --view "$prefix" --env-dir "$work/env" \
         --build-prefix "$prefix" --out "$artifact/dist/$tarball_name"
     env -u GPG_PASSPHRASE "$bin/sf-sign" key generate --out "$work/key/secret.asc" \
-        --uid "Slurm Factory act rehearsal <act@example.invalid>" --expires 1d
+        --uid "Slurm Factory act rehearsal <act@example.invalid>" --expires 1d >"$work/key/generated.json"
     GPG_PRIVATE_KEY=$(cat "$work/key/secret.asc")
     export GPG_PRIVATE_KEY
     "$bin/sf-sign" file "$artifact/dist/$tarball_name"
@@ -116,6 +116,8 @@ printf 'AWS_ROLE_ARN=arn:aws:iam::123456789012:role/slurm-factory-publisher\n' >
     printf 'SF_DESTINATION=s3://%s\n' "$bucket"
     printf 'SF_CDN_URL=%s/%s\n' "$moto" "$bucket"
     printf 'SF_CLOUDFRONT_DISTRIBUTION_ID=%s\n' "$distribution"
+    # The workflow publishes only against a pinned key: the rehearsal's ephemeral one.
+    printf 'SF_SIGNING_FINGERPRINT=%s\n' "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fingerprint"])' "$work/key/generated.json")"
 } >"$work/vars"
 python3 -c 'import json,sys; print(json.dumps({"inputs": {"matrix": open(sys.argv[1]).read()}}))' \
     "$work/matrix.json" >"$work/event.json"
@@ -123,23 +125,27 @@ umask 022
 
 # act with nothing of this machine's environment but what a build needs: no AWS keys, no SF_*, no
 # GitHub variables of an outer CI run. Credentials can only come from the OIDC token.
+# run_act VARS EVENT LOG: the publish workflow under act; its exit status.
+run_act() {
+    env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 \
+        ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} \
+        CARGO_INCREMENTAL=0 \
+        act workflow_call \
+        -W .github/workflows/publish-slurm-tarball.yml \
+        -e "$2" \
+        -P self-hosted=-self-hosted \
+        --secret-file "$work/secrets" \
+        --env-file "$work/runner.env" \
+        --var-file "$1" \
+        --local-repository "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093=$root/tests/act/actions/download-artifact" \
+        --local-repository "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02=$root/tests/act/actions/upload-artifact" \
+        --action-cache-path "$act_cache" \
+        --no-cache-server \
+        >"$3" 2>&1
+}
 started=$(date +%s)
 status=0
-env -i PATH="$PATH" HOME="$HOME" LANG=C.UTF-8 \
-    ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} \
-    CARGO_INCREMENTAL=0 \
-    act workflow_call \
-    -W .github/workflows/publish-slurm-tarball.yml \
-    -e "$work/event.json" \
-    -P self-hosted=-self-hosted \
-    --secret-file "$work/secrets" \
-    --env-file "$work/runner.env" \
-    --var-file "$work/vars" \
-    --local-repository "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093=$root/tests/act/actions/download-artifact" \
-    --local-repository "actions/upload-artifact@ea165f8d65b6e75b540449e92b4886f43607fa02=$root/tests/act/actions/upload-artifact" \
-    --action-cache-path "$act_cache" \
-    --no-cache-server \
-    >"$log" 2>&1 || status=$?
+run_act "$work/vars" "$work/event.json" "$log" || status=$?
 took=$(($(date +%s) - started))
 show() { echo "--- act log ($log):" >&2; cat "$log" >&2; echo "--- token endpoint:" >&2; cat "$work/token.log" >&2; }
 [ "$status" -eq 0 ] || { show; fail "act exited $status"; }
@@ -174,4 +180,28 @@ for step in sf-sign-verify-sums sf-publish-tarball sf-invalidate; do
         { show; fail "the publish job's results artifact has no $step record"; }
 done
 
-echo "act: publish-slurm-tarball.yml in host mode published $tarball_name, .asc, SHA256SUMS(.asc) to s3://$bucket via OIDC ($issued ID tokens) and invalidated the CDN in ${took}s"
+# Refusals, each leaving the bucket as it was: without a pinned signing key nothing is published;
+# a cell whose build left no tarball says so instead of failing somewhere in the download.
+before=$(python3 tests/act/moto_client.py "$moto" keys "$bucket")
+grep -v '^SF_SIGNING_FINGERPRINT=' "$work/vars" >"$work/vars-unpinned"
+status=0
+run_act "$work/vars-unpinned" "$work/event.json" "$work/act-unpinned.log" || status=$?
+[ "$status" -ne 0 ] || { cat "$work/act-unpinned.log" >&2; fail "the workflow ran without a pinned signing key"; }
+grep -q "set the repository variable SF_SIGNING_FINGERPRINT" "$work/act-unpinned.log" ||
+    { cat "$work/act-unpinned.log" >&2; fail "the unpinned run does not say what to set"; }
+! grep -q "Publish the tarball" "$work/act-unpinned.log" ||
+    { cat "$work/act-unpinned.log" >&2; fail "the unpinned run reached the publish step"; }
+python3 - "$work/matrix.json" "$work/event-lost.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["include"][0]["id"] += "-lost"
+json.dump({"inputs": {"matrix": json.dumps(m)}}, open(sys.argv[2], "w"))
+PY
+status=0
+run_act "$work/vars" "$work/event-lost.json" "$work/act-lost.log" || status=$?
+[ "$status" -ne 0 ] || { cat "$work/act-lost.log" >&2; fail "a cell without an artifact passed"; }
+grep -q "no tested tarball for cell $cell_id-lost" "$work/act-lost.log" ||
+    { cat "$work/act-lost.log" >&2; fail "a cell without an artifact does not say so"; }
+[ "$(python3 tests/act/moto_client.py "$moto" keys "$bucket")" = "$before" ] || fail "a refused run changed the bucket"
+
+echo "act: publish-slurm-tarball.yml in host mode published $tarball_name, .asc, SHA256SUMS(.asc) to s3://$bucket via OIDC ($issued ID tokens) and invalidated the CDN in ${took}s; refused an unpinned key and a cell without a tarball"
