@@ -32,10 +32,21 @@ install_apt() {
 
 install_pip() {
     mapfile -t pkgs < <(packages pip)
-    if ((${#pkgs[@]})); then
-        log "pip: ${pkgs[*]}"
-        python3 -m pip install -q --disable-pip-version-check "${pkgs[@]}"
+    ((${#pkgs[@]})) || return 0
+    # Debian's own Python refuses pip installs (PEP 668, "externally managed"): there the tools go
+    # into a virtual environment of the checkout's, whose python3 and scripts come first on PATH
+    # for everything after this.
+    if python3 -c 'import os, sys, sysconfig
+sys.exit(sys.prefix != sys.base_prefix or not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
+        local venv="$root/target/test-tools/venv"
+        if [ ! -x "$venv/bin/python3" ]; then
+            log "pip: this Python is externally managed; the tools go into $venv"
+            python3 -m venv "$venv"
+        fi
+        export PATH="$venv/bin:$PATH"
     fi
+    log "pip: ${pkgs[*]}"
+    python3 -m pip install -q --disable-pip-version-check "${pkgs[@]}"
 }
 
 install_cargo() {
