@@ -1,22 +1,53 @@
 #!/usr/bin/env bash
-# Install the sf-* binaries for this runner: from the GitHub release matching the action's ref,
-# verified against the release's SHA256SUMS before anything runs (a mismatch refuses), or, when no
-# release asset fits, built from the action's own source with cargo.
+# Install the sf-* binaries for this runner from a GitHub release, verified against the release's
+# SHA256SUMS before anything runs (a mismatch refuses), or build them from the action's own source.
 #
-# Inputs (env): SF_ACTION_VERSION (optional tag), SF_ACTION_REF, SF_ACTION_REPOSITORY,
-# SF_ACTION_PATH, RUNNER_TOOL_CACHE/RUNNER_TEMP, GITHUB_PATH, GITHUB_OUTPUT, GH_TOKEN (masked by
-# the runner). SF_RELEASE_BASE_URL overrides where releases are downloaded from (tests).
+# Which release:
+#   - the `version` input (SF_ACTION_VERSION), a release tag such as v1.2.0: exactly that release,
+#     or an error (exit 2 for a value that is not a release tag, 1 when it cannot be installed);
+#     never something else in its place;
+#   - else the action's ref (SF_ACTION_REF): a release tag names its release; a moving tag (v1,
+#     v1.2) names the release its checkout is, the workspace version in the action's Cargo.toml
+#     (scripts/action/source-version.sh), which release.yml keeps equal to the tag. When that
+#     release has no asset for this runner (or none answers), and for a branch or a commit, the
+#     binaries are built from the action's source, which is the same code.
+#
+# Inputs (env): SF_ACTION_VERSION, SF_ACTION_REF, SF_ACTION_REPOSITORY, SF_ACTION_PATH,
+# RUNNER_TOOL_CACHE/RUNNER_TEMP, GITHUB_PATH, GITHUB_OUTPUT. SF_RELEASE_BASE_URL overrides where
+# releases are downloaded from (tests). Release downloads are public: no token is sent.
 # Source builds: CARGO_TARGET_DIR is reused when set (else a target directory kept in the tool
 # cache); SF_TOOLING_CARGO_PROFILE picks the cargo profile (default release; `dev` for rehearsals
 # that already have a debug build).
 set -euo pipefail
 
 fail() { echo "::error title=slurm-factory install::$*" >&2; exit 1; }
+bad_input() { echo "::error title=slurm-factory install::$*" >&2; exit 2; }
 
-version=${SF_ACTION_VERSION:-${SF_ACTION_REF:-}}
 repository=${SF_ACTION_REPOSITORY:-vantagecompute/slurm-factory}
 action_path=${SF_ACTION_PATH:?SF_ACTION_PATH is required}
 
+# A release's tag: v, three numbers, an optional pre-release or build suffix.
+release_tag_re='^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$'
+# exact=1: only the named release will do (the `version` input).
+exact=0
+version=""
+if [ -n "${SF_ACTION_VERSION:-}" ]; then
+    [[ "$SF_ACTION_VERSION" =~ $release_tag_re ]] ||
+        bad_input "version '$SF_ACTION_VERSION' is not a release tag; give one such as v1.2.0, or leave it empty for the action's own ref"
+    version=$SF_ACTION_VERSION
+    exact=1
+elif [[ "${SF_ACTION_REF:-}" =~ $release_tag_re ]]; then
+    version=$SF_ACTION_REF
+elif [[ "${SF_ACTION_REF:-}" =~ ^v[0-9]+(\.[0-9]+)?$ ]]; then
+    # A moving tag: the release is the one its checkout's version names, if that fits the tag
+    # (v1 -> v1.x.y, v1.2 -> v1.2.y).
+    if own=$(bash "$action_path/scripts/action/source-version.sh" "$action_path") &&
+        [[ "$own" == "$SF_ACTION_REF".* ]]; then
+        version=$own
+    else
+        echo "the action's source (${own:-no version}) is not a release of $SF_ACTION_REF; building it" >&2
+    fi
+fi
 case "$(uname -s)" in
     Linux) os=unknown-linux-musl ;;
     *) fail "unsupported runner OS $(uname -s); the binaries are built for Linux" ;;
@@ -31,27 +62,26 @@ asset="slurm-factory-$target.tar.gz"
 
 cache_root=${RUNNER_TOOL_CACHE:-${RUNNER_TEMP:-/tmp}}/slurm-factory
 
-# A release tag such as v1.2.0 (or v1): what may have a release to install.
-release_tag() { [[ "$version" =~ ^v[0-9]+(\.[0-9]+){0,2}([-.+][0-9A-Za-z.-]+)?$ ]]; }
-
 # from_release: install the release's asset for this runner, setting bin_dir. The cache is keyed
-# by the asset's checksum, not the tag: a moving tag (v1) that now names a newer release is
-# installed afresh, never served from an older build. Returns 1 when the release has no asset for
-# this runner (or no release answers), so the caller builds from source.
+# by the asset's checksum, not the tag: a release replaced under the same tag is installed
+# afresh, never served from an older build. Returns 1 when the release has no asset for this
+# runner (or no release answers), so the caller builds from source; for the `version` input that
+# is an error instead.
 from_release() {
     local base=${SF_RELEASE_BASE_URL:-https://github.com/$repository/releases/download}/$version
     local work sum
     work=$(mktemp -d)
-    local auth=()
-    [ -z "${GH_TOKEN:-}" ] || auth=(-H "Authorization: Bearer $GH_TOKEN")
-    if ! curl -fsSL --retry 3 "${auth[@]}" -o "$work/SHA256SUMS" "$base/SHA256SUMS"; then
+    if ! curl -fsSL --retry 3 -o "$work/SHA256SUMS" "$base/SHA256SUMS"; then
         rm -rf "$work"
+        ((!exact)) || fail "release $version could not be read ($base/SHA256SUMS); check the version input names a published release"
+        echo "no release $version answers; building from source instead" >&2
         return 1
     fi
     sum=$(awk -v a="$asset" '$2 == a || $2 == "*" a { print $1; exit }' "$work/SHA256SUMS")
     if ! [[ "$sum" =~ ^[0-9a-f]{64}$ ]]; then
-        echo "release $version has no $asset; building from source instead" >&2
         rm -rf "$work"
+        ((!exact)) || fail "release $version has no $asset for this runner"
+        echo "release $version has no $asset; building from source instead" >&2
         return 1
     fi
     bin_dir="$cache_root/release-$sum/$target/bin"
@@ -60,7 +90,7 @@ from_release() {
         echo "slurm-factory $version ($target) already installed from the release, checksum $sum" >&2
         return 0
     fi
-    curl -fsSL --retry 3 "${auth[@]}" -o "$work/$asset" "$base/$asset" || fail "downloading $asset from $base failed"
+    curl -fsSL --retry 3 -o "$work/$asset" "$base/$asset" || fail "downloading $asset from $base failed"
     # Verify before anything from the archive runs: a mismatch is fatal, never a fallback.
     if ! (cd "$work" && printf '%s  %s\n' "$sum" "$asset" | sha256sum -c --status -); then
         rm -rf "$work"
@@ -122,7 +152,7 @@ installed() { # installed DIR: every binary is there
 }
 
 bin_dir=""
-if ! release_tag || ! from_release; then
+if [ -z "$version" ] || ! from_release; then
     # A build from source is never kept under a ref's name (a branch moves): under the commit when
     # the source is exactly a commit, else only for this job.
     if commit=$(source_commit); then

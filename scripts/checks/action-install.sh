@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The action's installer (scripts/action/install.sh) against releases served on 127.0.0.1:
-# a release asset is verified against SHA256SUMS and installed; a second run reuses it; a moved tag
-# (v1) installs the release it now names; a checksum mismatch refuses and installs nothing; a
-# release without an asset for this runner falls back to a build from source.
+# The action's installer (scripts/action/install.sh) against releases served on 127.0.0.1, laid
+# out as GitHub serves them (one folder per release tag; none for a moving tag):
+# a release asset is verified against SHA256SUMS and installed; a second run reuses it; a moving
+# tag (v0) installs the release its checkout's version names, and the newer one once the tag
+# moves; a checksum mismatch refuses and installs nothing; the `version` input gets exactly its
+# release or an error; a ref's release without an asset for this runner builds from source.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -56,19 +58,31 @@ for _ in $(seq 1 50); do
 done
 
 runs=0
-# install TAG: run the installer as the action does; sets out (its bin-dir) and err (its stderr).
+# install VERSION [REF [ACTION_PATH]]: run the installer as the action does (VERSION is the
+# `version` input); sets out (its bin-dir) and err (its stderr).
 install() {
     runs=$((runs + 1))
-    local o="$work/out-$runs" rc=0
+    local o="$work/out-$runs" rc=0 action=${3:-$root}
     : >"$o"
-    env -i PATH="$PATH" HOME="$HOME" SF_ACTION_PATH="$root" SF_ACTION_VERSION="$1" \
-        SF_RELEASE_BASE_URL="http://127.0.0.1:$port" RUNNER_TOOL_CACHE="$work/cache" \
-        RUNNER_TEMP="$work/tmp-$runs" GITHUB_OUTPUT="$o" GITHUB_PATH="$work/path-$runs" \
-        SF_TOOLING_CARGO_PROFILE=dev CARGO_TARGET_DIR="$target_dir" CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-}" \
-        bash scripts/action/install.sh 2>"$work/err-$runs" || rc=$?
+    env -i PATH="$PATH" HOME="$HOME" SF_ACTION_PATH="$action" SF_ACTION_VERSION="$1" \
+        SF_ACTION_REF="${2:-}" SF_RELEASE_BASE_URL="http://127.0.0.1:$port" \
+        RUNNER_TOOL_CACHE="$work/cache" RUNNER_TEMP="$work/tmp-$runs" GITHUB_OUTPUT="$o" \
+        GITHUB_PATH="$work/path-$runs" SF_TOOLING_CARGO_PROFILE=dev CARGO_TARGET_DIR="$target_dir" \
+        CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-}" \
+        bash "$action/scripts/action/install.sh" 2>"$work/err-$runs" || rc=$?
     err=$(cat "$work/err-$runs")
     out=$(sed -n 's/^bin-dir=//p' "$o")
     return "$rc"
+}
+
+# checkout VERSION: the action as a moving tag's checkout at workspace version VERSION (the
+# installer, and the Cargo.toml that names its release; nothing to build).
+checkout() {
+    local dir="$work/checkout-$1"
+    mkdir -p "$dir/scripts"
+    cp -r "$root/scripts/action" "$dir/scripts/"
+    sed "/^\[workspace\.package\]/,/^\[/ s/^version = .*/version = \"$1\"/" "$root/Cargo.toml" >"$dir/Cargo.toml"
+    echo "$dir"
 }
 
 # 1. A release: verified, installed under its asset's checksum, runnable, on PATH.
@@ -84,14 +98,17 @@ grep -qx "$out" "$work/path-$runs" || fail "bin-dir was not added to GITHUB_PATH
 install v1.0.0 || fail "re-installing v1.0.0: $err"
 [[ "$err" == *"already installed"* ]] || fail "the second install did not reuse the first: $err"
 
-# 3. A moving tag: v1 first names one build, then another; the second install gets the second.
-release v1 "first"
-install v1 || fail "installing v1: $err"
-first=$out
-release v1 "second"
-install v1 || fail "installing the moved v1: $err"
-[ "$out" != "$first" ] || fail "the moved tag v1 was served from the old install"
-[ "$(cat "$out/RELEASE")" = second ] || fail "the moved tag installed $(cat "$out/RELEASE")"
+# 3. A moving tag: its checkout names its release by version. v0 at 0.3.0 installs v0.3.0; moved
+# to a 0.4.0 checkout it installs v0.4.0. No release folder is named v0, as on GitHub.
+release v0.3.0 "three"
+release v0.4.0 "four"
+install "" v0 "$(checkout 0.3.0)" || fail "installing v0 at 0.3.0: $err"
+[ "$(cat "$out/RELEASE")" = three ] || fail "v0 at 0.3.0 installed $(cat "$out/RELEASE")"
+install "" v0 "$(checkout 0.4.0)" || fail "installing the moved v0: $err"
+[ "$(cat "$out/RELEASE")" = four ] || fail "the moved v0 installed $(cat "$out/RELEASE")"
+# This source's own version is what a moving tag of it installs.
+own=$(bash scripts/action/source-version.sh)
+[[ "$own" =~ ^v[0-9]+\.[0-9]+\.[0-9]+ ]] || fail "source-version.sh printed '$own'"
 
 # 4. A tampered asset: refused, nothing installed.
 release v6.6.6 "tampered"
@@ -102,11 +119,30 @@ if install v6.6.6; then fail "a tampered asset was installed"; fi
 [ ! -e "$work/cache/slurm-factory/release-$bad" ] || fail "the tampered release left files behind"
 [ -z "$out" ] || fail "a tampered release reported a bin-dir"
 
-# 5. A release without an asset for this runner: built from this source instead.
+# 5. The `version` input is exactly its release: without an asset for this runner, or with no
+# release at all, it is an error (exit 1) and nothing is built; a value that is no release tag is
+# exit 2.
 release v2.0.0 "elsewhere" "slurm-factory-riscv64-unknown-linux-musl.tar.gz"
-install v2.0.0 || fail "the source fallback failed: $err"
+rc=0
+install v2.0.0 || rc=$?
+[ "$rc" = 1 ] || fail "a version input without an asset for this runner gave exit $rc: $err"
+[[ "$err" == *"release v2.0.0 has no $asset"* ]] || fail "the error does not say why: $err"
+[[ "$err" != *"building"* ]] || fail "a version input fell back to a source build: $err"
+rc=0
+install v9.9.9 || rc=$?
+[ "$rc" = 1 ] || fail "a version input without a release gave exit $rc: $err"
+[[ "$err" == *"release v9.9.9 could not be read"* ]] || fail "the error does not say why: $err"
+for v in latest 1.2.0 v1; do
+    rc=0
+    install "$v" || rc=$?
+    [ "$rc" = 2 ] || fail "version input '$v' gave exit $rc: $err"
+    [[ "$err" == *"version '$v' is not a release tag"* ]] || fail "no reason for '$v': $err"
+done
+
+# 6. The action's own ref naming a release without an asset for this runner: this source, built.
+install "" v2.0.0 || fail "the source fallback failed: $err"
 [[ "$err" == *"has no $asset; building from source"* ]] || fail "no fallback reported: $err"
 "$out/sf-summary" --version >/dev/null || fail "the source build did not install a runnable sf-summary"
 [ ! -e "$out/RELEASE" ] || fail "the fallback installed the release's files"
 
-echo "action-install: releases verified and cached by checksum, moved tag, tamper refusal, source fallback"
+echo "action-install: releases verified and cached by checksum, moving tag by version, tamper refusal, exact version input, source fallback"
