@@ -1235,7 +1235,6 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
         "image",
         "--push",
         "--insecure-registry",
-        "--tag-version",
         "--base-image",
         BASE_IMAGE,
         "--revision",
@@ -1266,13 +1265,21 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
     assert!(!creds.contains(&format!("127.0.0.1:{port}")), "{creds}");
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let main_tag = format!("{reg}/slurm:25.11-noble");
+    // 25.11 on noble is the latest channel on the recommended toolchain: both moving tags, from
+    // the support matrix without a flag.
     assert_eq!(
         v["tags"],
-        serde_json::json!([main_tag, format!("{reg}/slurm:25.11")])
+        serde_json::json!([
+            main_tag,
+            format!("{reg}/slurm:25.11"),
+            format!("{reg}/slurm:latest")
+        ])
     );
     let tags = String::from_utf8_lossy(&listed.unwrap().stdout).into_owned();
     assert!(
-        tags.contains("\"25.11-noble\"") && tags.contains("\"25.11\""),
+        tags.contains("\"25.11-noble\"")
+            && tags.contains("\"25.11\"")
+            && tags.contains("\"latest\""),
         "{tags}"
     );
 
