@@ -1354,7 +1354,10 @@ fn the_slurm_image_is_built_with_labels_and_pushed_to_a_local_registry() {
             "-f",
             &main_tag,
             &format!("{reg}/slurm:25.11"),
+            &format!("{reg}/slurm:latest"),
             &format!("127.0.0.1:{ro_port}/sf-test/slurm:25.11-noble"),
+            &format!("127.0.0.1:{ro_port}/sf-test/slurm:25.11"),
+            &format!("127.0.0.1:{ro_port}/sf-test/slurm:latest"),
         ])
         .output();
 }
@@ -1644,6 +1647,13 @@ fn the_docker_engine_builds_tests_and_ships_the_image_too() {
         format!("slurm {}", slurm_full_version(&self::cell()))
     );
     let _ = docker()
-        .args(["rmi", "-f", &main_tag, build_image])
+        .args([
+            "rmi",
+            "-f",
+            &main_tag,
+            &format!("{reg}/slurm:25.11"),
+            &format!("{reg}/slurm:latest"),
+            build_image,
+        ])
         .output();
 }
