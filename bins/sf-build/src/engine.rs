@@ -228,35 +228,27 @@ impl Engine {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("running {shown}"))?;
-        let tail = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
-        let copiers = [
-            {
-                let f = f.clone();
-                std::thread::spawn(move || copy_lines(out, &f, None))
-            },
-            {
-                let (f, tail) = (f.clone(), tail.clone());
-                std::thread::spawn(move || copy_lines(err, &f, Some(&tail)))
-            },
-        ];
+        let pipes: [Box<dyn Read + Send>; 2] = [Box::new(out), Box::new(err)];
+        let copiers = pipes.map(|pipe| {
+            let f = f.clone();
+            std::thread::spawn(move || copy_lines(pipe, &f))
+        });
         let status = child.wait().with_context(|| format!("waiting for {shown}"));
-        let mut copied = Ok(());
-        for c in copiers {
-            let r = c
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the log copier panicked")));
-            if copied.is_ok() {
-                copied = r;
-            }
-        }
+        // Both copiers are waited for; the first log error wins, and stderr's last lines are
+        // what a failure message carries.
+        let [out, err] = copiers.map(|c| {
+            c.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the log copier panicked")))
+        });
         let status = status?;
         let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
         writeln!(f, "# {} exited with {status}", self.kind.program())?;
-        copied.with_context(|| format!("writing the log {}", log.display()))?;
+        let tail = out
+            .and(err)
+            .with_context(|| format!("writing the log {}", log.display()))?;
         if !status.success() {
-            let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
             let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
             anyhow::bail!("{shown} exited with {status}: {}", tail.join("\n").trim());
         }
@@ -267,16 +259,16 @@ impl Engine {
 /// How many of the engine's last stderr lines an error message carries.
 const TAIL_LINES: usize = 5;
 
-/// Copy a pipe to the log and our stderr a line at a time, keeping the last lines in `tail`.
-/// Reads to the end even when the log cannot be written, so the process never blocks on a full
-/// pipe; the first log error is returned.
+/// Copy a pipe to the log and our stderr a line at a time; returns its last lines. Reads to the
+/// end even when the log cannot be written, so the process never blocks on a full pipe; the
+/// first log error is returned.
 fn copy_lines(
     pipe: impl Read,
     log: &Mutex<std::fs::File>,
-    tail: Option<&Mutex<std::collections::VecDeque<String>>>,
-) -> std::io::Result<()> {
+) -> std::io::Result<std::collections::VecDeque<String>> {
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
     let mut line = Vec::new();
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
     let mut first_error = None;
     loop {
         line.clear();
@@ -291,15 +283,12 @@ fn copy_lines(
             first_error.get_or_insert(e);
         }
         let _ = std::io::stderr().lock().write_all(&line);
-        if let Some(tail) = tail {
-            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-            if t.len() == TAIL_LINES {
-                t.pop_front();
-            }
-            t.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
         }
+        tail.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
     }
-    first_error.map_or(Ok(()), Err)
+    first_error.map_or(Ok(tail), Err)
 }
 
 #[cfg(test)]
