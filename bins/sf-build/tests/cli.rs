@@ -931,14 +931,7 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
     .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // A second run gets its own work directory and reuses the build image.
-    let mut b = bin();
-    b.args(["build", "--no-pack", "--cell"])
-        .arg(&cell)
-        .arg("--env-dir")
-        .arg(&env)
-        .arg("--cache-dir")
-        .arg(&cache);
-    let o = with_engine(&mut b).output().unwrap();
+    let o = run_build(&cell, &env, &cache, None, &["--no-pack"]);
     assert!(o.status.success());
     let v2: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_ne!(v2["build"]["work_dir"], v["build"]["work_dir"]);
@@ -952,14 +945,7 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
     let mut recipe = fs::read_to_string(env.join("Dockerfile")).unwrap();
     recipe.push_str("LABEL org.slurm-factory.test=remove-image\n");
     fs::write(env.join("Dockerfile"), recipe).unwrap();
-    let mut b = bin();
-    b.args(["build", "--no-pack", "--remove-image", "--cell"])
-        .arg(&cell)
-        .arg("--env-dir")
-        .arg(&env)
-        .arg("--cache-dir")
-        .arg(&cache);
-    let o = with_engine(&mut b).output().unwrap();
+    let o = run_build(&cell, &env, &cache, None, &["--no-pack", "--remove-image"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v3: Value = serde_json::from_slice(&o.stdout).unwrap();
     let own_image = v3["build"]["image"].as_str().unwrap();
@@ -993,15 +979,8 @@ fn remove_image_leaves_an_image_another_build_is_running_on() {
     let cache = tmp.path().join("cache");
     let cell = write_cell(tmp.path(), &cell());
     let build = |extra: &[&str]| {
-        let mut b = bin();
-        b.args(["build", "--no-pack", "--cell"])
-            .arg(&cell)
-            .arg("--env-dir")
-            .arg(&env)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(extra);
-        with_engine(&mut b).output().unwrap()
+        let flags: Vec<&str> = ["--no-pack"].iter().chain(extra).copied().collect();
+        run_build(&cell, &env, &cache, None, &flags)
     };
     let o = build(&[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1072,30 +1051,10 @@ fn a_failed_container_build_keeps_a_debug_bundle() {
     let cache = tmp.path().join("cache");
     let cell = write_cell(tmp.path(), &cell());
     let results = tmp.path().join("results");
-    let mut b = bin();
-    b.args(["build", "--cell"])
-        .arg(&cell)
-        .arg("--env-dir")
-        .arg(&env)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--results-dir")
-        .arg(&results);
-    let o = with_engine(&mut b).output().unwrap();
+    let o = run_build(&cell, &env, &cache, Some(&results), &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
-    let rec: Value = serde_json::from_slice(
-        &fs::read(
-            fs::read_dir(&results)
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap()
-                .path(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let rec = only_record(&results);
     let bundle = PathBuf::from(rec["error"]["logs"].as_str().unwrap());
     assert!(stderr.contains(&bundle.display().to_string()), "{stderr}");
     assert!(fs::read_to_string(bundle.join("logs/install.log"))
@@ -1109,16 +1068,32 @@ fn a_failed_container_build_keeps_a_debug_bundle() {
         .contains("exit"));
     // A missing build script is bad input.
     fs::remove_file(env.join("build.sh")).unwrap();
-    let mut b = bin();
-    b.args(["build", "--cell"])
-        .arg(&cell)
-        .arg("--env-dir")
-        .arg(&env)
-        .arg("--cache-dir")
-        .arg(&cache);
-    let o = with_engine(&mut b).output().unwrap();
+    let o = run_build(&cell, &env, &cache, None, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no build.sh"));
+}
+
+/// `sf-build build` of a cell with an environment directory and a host cache on the test's
+/// engine; `extra` flags (`--no-pack`, `--remove-image`...) and a results directory if given.
+fn run_build(
+    cell: &Path,
+    env: &Path,
+    cache: &Path,
+    results: Option<&Path>,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut b = bin();
+    b.args(["build", "--cell"])
+        .arg(cell)
+        .arg("--env-dir")
+        .arg(env)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(extra);
+    if let Some(r) = results {
+        b.arg("--results-dir").arg(r);
+    }
+    with_engine(&mut b).output().unwrap()
 }
 
 /// The one result record a run wrote into `results`.
@@ -1140,16 +1115,7 @@ fn a_view_the_pack_refuses_after_the_build_fails_the_run_and_is_recorded() {
     let cache = tmp.path().join("cache");
     let cell = write_cell(tmp.path(), &cell());
     let results = tmp.path().join("results");
-    let mut b = bin();
-    b.args(["build", "--cell"])
-        .arg(&cell)
-        .arg("--env-dir")
-        .arg(&env)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--results-dir")
-        .arg(&results);
-    let o = with_engine(&mut b).output().unwrap();
+    let o = run_build(&cell, &env, &cache, Some(&results), &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     // The build itself ran: a failure of the run (1), recorded with its logs, not bad input.
     assert_eq!(o.status.code(), Some(1), "{stderr}");

@@ -27,6 +27,16 @@ fn sf_sign() -> Command {
     c
 }
 
+/// `sf-sign verify mirror DIR --fingerprint FPR`.
+fn verify_mirror(mirror: &Path, fingerprint: &str) -> Command {
+    let mut c = sf_sign();
+    c.arg("verify")
+        .arg("mirror")
+        .arg(mirror)
+        .args(["--fingerprint", fingerprint]);
+    c
+}
+
 fn json(out: &[u8]) -> Value {
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(out)))
@@ -652,16 +662,7 @@ fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifie
     for k in after.keys().filter(|k| k.ends_with(".spec.manifest.json")) {
         assert!(gpg.verifies(&mirror.join(k), None), "gpg --verify {k}");
     }
-    let out = sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            mirror.to_str().unwrap(),
-            "--fingerprint",
-            &key.fpr,
-        ])
-        .assert()
-        .success();
+    let out = verify_mirror(&mirror, &key.fpr).assert().success();
     assert_eq!(
         json(&out.get_output().stdout)["items"]
             .as_array()
@@ -697,16 +698,7 @@ fn the_unsigned_fixture_signed_matches_the_signed_fixtures_shape_and_gpg_verifie
 #[test]
 fn the_signed_fixture_verifies_with_its_own_key_and_fails_with_another() {
     let dir = fixture("spack-v3-signed");
-    sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            dir.to_str().unwrap(),
-            "--fingerprint",
-            SIGNED_FPR,
-        ])
-        .assert()
-        .success();
+    verify_mirror(&dir, SIGNED_FPR).assert().success();
     sf_sign()
         .args([
             "verify",
@@ -734,16 +726,7 @@ fn the_signed_fixture_verifies_with_its_own_key_and_fails_with_another() {
         err.contains("greet-1.0-vg6h5mxa7kdxvkzohnebjx3tcdjqufan.spec.manifest.json: signed by"),
         "{err}"
     );
-    let out = sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            dir.to_str().unwrap(),
-            "--fingerprint",
-            &other.fpr,
-        ])
-        .assert()
-        .code(1);
+    let out = verify_mirror(&dir, &other.fpr).assert().code(1);
     assert!(
         stderr(out.get_output()).contains("publishes no key matching"),
         "{}",
@@ -772,17 +755,7 @@ fn one_changed_byte_in_a_blob_or_a_manifest_fails_verification() {
         .env("GPG_PRIVATE_KEY", &key.secret)
         .assert()
         .success();
-    let verify = || {
-        sf_sign()
-            .args([
-                "verify",
-                "mirror",
-                mirror.to_str().unwrap(),
-                "--fingerprint",
-                &key.fpr,
-            ])
-            .assert()
-    };
+    let verify = || verify_mirror(&mirror, &key.fpr).assert();
     verify().success();
 
     let blob = mirror
@@ -950,16 +923,7 @@ fn our_own_signature_that_no_longer_verifies_is_named_as_such_not_as_another_sig
             .any(|k| k.as_str().unwrap().ends_with(name)),
         "{signed}"
     );
-    sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            mirror.to_str().unwrap(),
-            "--fingerprint",
-            &key.fpr,
-        ])
-        .assert()
-        .success();
+    verify_mirror(&mirror, &key.fpr).assert().success();
 
     // A manifest signed by another key keeps its message.
     let other = new_key();
@@ -1010,26 +974,8 @@ fn resigning_merges_the_key_index_and_is_needed_for_another_keys_manifests() {
             key.fpr
         )
     );
-    sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            mirror.to_str().unwrap(),
-            "--fingerprint",
-            &key.fpr,
-        ])
-        .assert()
-        .success();
-    sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            mirror.to_str().unwrap(),
-            "--fingerprint",
-            SIGNED_FPR,
-        ])
-        .assert()
-        .code(1);
+    verify_mirror(&mirror, &key.fpr).assert().success();
+    verify_mirror(&mirror, SIGNED_FPR).assert().code(1);
 }
 
 #[test]
@@ -1071,16 +1017,7 @@ fn bad_mirrors_are_refused_with_exit_2_and_left_untouched() {
         stderr(out.get_output())
     );
     assert_eq!(snapshot(&v2), before);
-    sf_sign()
-        .args([
-            "verify",
-            "mirror",
-            v2.to_str().unwrap(),
-            "--fingerprint",
-            &key.fpr,
-        ])
-        .assert()
-        .code(2);
+    verify_mirror(&v2, &key.fpr).assert().code(2);
 
     let empty = tempfile::tempdir().unwrap();
     sf_sign()

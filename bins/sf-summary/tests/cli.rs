@@ -566,15 +566,7 @@ fn release_is_created_then_updated_with_its_sums_as_assets() {
     let b = bucket(tmp.path());
     let dest = format!("file://{}", b.display());
     let gh = FakeGitHub::start(|s| s.rate_limit_first = 1);
-    let run = || {
-        sf_summary()
-            .args(["catalog", &dest, "--release", "cache-2026.11", "--strict"])
-            .env("GITHUB_TOKEN", TOKEN)
-            .env("GITHUB_API_URL", &gh.url)
-            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
-            .assert()
-            .success()
-    };
+    let run = || catalog_release(&dest, &gh).assert().success();
     run();
     assert_eq!(gh.violations(), Vec::<String>::new());
     {
@@ -645,6 +637,16 @@ fn release_is_created_then_updated_with_its_sums_as_assets() {
     assert_eq!(st.releases[0]["assets"].as_array().unwrap().len(), 5);
 }
 
+/// `sf-summary catalog DEST --release cache-2026.11 --strict` against the local GitHub.
+fn catalog_release(dest: &str, gh: &FakeGitHub) -> Command {
+    let mut c = sf_summary();
+    c.args(["catalog", dest, "--release", "cache-2026.11", "--strict"])
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_API_URL", &gh.url)
+        .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"));
+    c
+}
+
 /// The first release's assets: name -> (id, state, the bytes the server holds).
 fn release_assets(
     gh: &FakeGitHub,
@@ -675,12 +677,8 @@ fn a_changed_asset_is_replaced_only_once_its_new_bytes_are_uploaded() {
     let dest = format!("file://{}", b.display());
     let gh = FakeGitHub::start(|_| {});
     let run = || {
-        sf_summary()
-            .args(["catalog", &dest, "--release", "cache-2026.11", "--strict"])
+        catalog_release(&dest, &gh)
             .args(["--github-attempts", "2", "--github-backoff", "10ms"])
-            .env("GITHUB_TOKEN", TOKEN)
-            .env("GITHUB_API_URL", &gh.url)
-            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
             .assert()
     };
     run().success();
@@ -767,15 +765,7 @@ fn without_digests_assets_are_uploaded_again_and_end_under_their_own_names() {
     let b = bucket(tmp.path());
     let dest = format!("file://{}", b.display());
     let gh = FakeGitHub::start(|s| s.no_digests = true);
-    let run = || {
-        sf_summary()
-            .args(["catalog", &dest, "--release", "cache-2026.11", "--strict"])
-            .env("GITHUB_TOKEN", TOKEN)
-            .env("GITHUB_API_URL", &gh.url)
-            .env("GITHUB_REPOSITORY", format!("{OWNER}/{REPO}"))
-            .assert()
-            .success()
-    };
+    let run = || catalog_release(&dest, &gh).assert().success();
     run();
     let first = release_assets(&gh);
     run();
