@@ -140,6 +140,22 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The host inputs sf-spackenv recorded for the environment (none when it recorded none).
+pub fn local_inputs(env_dir: &Path) -> Result<container::LocalInputs> {
+    let path = env_dir.join(container::LOCAL_INPUTS_FILE);
+    if !path.exists() {
+        return Ok(container::LocalInputs::default());
+    }
+    let text = fs::read_to_string(&path)
+        .map_err(|e| bad_input(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        bad_input(format!(
+            "{} is not the local-inputs file sf-spackenv writes: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// Check the request before anything is created.
 pub fn check(req: &BuildRequest) -> Result<()> {
     for f in ["Dockerfile", "build.sh"] {
@@ -149,6 +165,14 @@ pub fn check(req: &BuildRequest) -> Result<()> {
                 "{} has no {f}: give --env-dir the directory sf-spackenv wrote for cell {}",
                 req.env_dir.display(),
                 req.cell.id
+            )));
+        }
+    }
+    if let Some(dir) = local_inputs(&req.env_dir)?.source_mirror {
+        if !dir.is_dir() {
+            return Err(bad_input(format!(
+                "the local source mirror {} that sf-spackenv was given is not a directory here",
+                dir.display()
             )));
         }
     }
@@ -244,6 +268,12 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
                 &req.cache_dir.join(c),
                 &format!("{}/{c}", container::CACHE_DIR),
             ),
+        ]);
+    }
+    if let Some(dir) = local_inputs(&req.env_dir)?.source_mirror {
+        args.extend([
+            "--volume".into(),
+            format!("{}:{}:ro", dir.display(), container::SOURCE_MIRROR_DIR),
         ]);
     }
     if let Some(j) = req.jobs {

@@ -75,6 +75,9 @@ pub struct Engine {
     pub kind: EngineKind,
     pub program: PathBuf,
     pub global_args: Vec<String>,
+    /// Options for every image build (`--squash-all --layers=false` for Podman on vfs storage,
+    /// where every layer is a full copy).
+    pub build_args: Vec<String>,
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -106,6 +109,7 @@ impl Engine {
             kind,
             program,
             global_args,
+            build_args: Vec::new(),
         };
         let out = engine
             .command(["info"])
@@ -196,6 +200,12 @@ impl Engine {
             "--file".into(),
             dockerfile.display().to_string(),
         ];
+        if self.kind == EngineKind::Podman {
+            // The recipes' SHELL (bash with pipefail) is a Docker-format instruction: Podman's
+            // default OCI format drops it, and every pipe in a RUN would then hide failures.
+            args.push("--format=docker".into());
+        }
+        args.extend(self.build_args.iter().cloned());
         for t in tags {
             args.push("--tag".into());
             args.push(t.clone());
@@ -301,6 +311,7 @@ mod tests {
             kind: EngineKind::Podman,
             program: PathBuf::from("/bin/sh"),
             global_args: Vec::new(),
+            build_args: Vec::new(),
         }
     }
 

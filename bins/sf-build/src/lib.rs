@@ -75,25 +75,24 @@ pub struct EngineArgs {
     /// An option for every container run (repeatable), e.g. --run-arg=--ulimit=nofile=20000:20000.
     #[arg(long = "run-arg", env = env::RUN_ARGS, value_delimiter = ' ', allow_hyphen_values = true, value_name = "ARG")]
     pub run_args: Vec<String>,
+    /// An option for every image build (repeatable), e.g. --image-build-arg=--squash-all for
+    /// Podman on vfs storage, where each layer is a full copy.
+    #[arg(long = "image-build-arg", env = env::IMAGE_BUILD_ARGS, value_delimiter = ' ', allow_hyphen_values = true, value_name = "ARG")]
+    pub image_build_args: Vec<String>,
+}
+
+fn non_empty(args: &[String]) -> Vec<String> {
+    args.iter().filter(|a| !a.is_empty()).cloned().collect()
 }
 
 impl EngineArgs {
     fn engine(&self) -> Result<Engine> {
-        Engine::find(
-            self.engine,
-            self.engine_args
-                .iter()
-                .filter(|a| !a.is_empty())
-                .cloned()
-                .collect(),
-        )
+        let mut engine = Engine::find(self.engine, non_empty(&self.engine_args))?;
+        engine.build_args = non_empty(&self.image_build_args);
+        Ok(engine)
     }
     fn run_args(&self) -> Vec<String> {
-        self.run_args
-            .iter()
-            .filter(|a| !a.is_empty())
-            .cloned()
-            .collect()
+        non_empty(&self.run_args)
     }
 }
 

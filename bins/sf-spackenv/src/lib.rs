@@ -9,6 +9,7 @@
 //! bytes. Plan first, then write: `--dry-run` lists the plan, `--print` shows one file of it.
 
 pub mod cell;
+pub mod inputs;
 pub mod plan;
 pub mod render;
 pub mod spack_yaml;
@@ -82,6 +83,8 @@ pub struct Cli {
     /// Stack data file (pins) to use instead of the embedded one.
     #[arg(long, env = env::STACK_FILE, value_name = "FILE")]
     pub stack_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub local_inputs: stack::LocalInputArgs,
     #[command(flatten)]
     pub matrix_file: MatrixFileArgs,
     #[command(flatten)]
@@ -227,7 +230,9 @@ pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
 }
 
 fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
-    let stack = Stack::load(cli.stack_file.as_deref())?;
+    let stack = cli
+        .local_inputs
+        .apply(Stack::load(cli.stack_file.as_deref())?)?;
     let checked = resolve_cell(cli)?;
     rec.record.cell = Some(checked.id().to_string());
     let options = plan::Options {
@@ -279,10 +284,15 @@ fn generate(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<Done> {
         ("image_tag".into(), tag.clone()),
     ];
     for file in &plan.files {
-        outputs.push((
-            file.kind.output_name().into(),
-            out_dir.join(&file.rel_path).display().to_string(),
-        ));
+        // The inputs are many files: their folder is the one output.
+        let path = match file.kind {
+            FileKind::Input => out_dir.join(inputs::INPUTS_DIR),
+            _ => out_dir.join(&file.rel_path),
+        };
+        let entry = (file.kind.output_name().into(), path.display().to_string());
+        if !outputs.contains(&entry) {
+            outputs.push(entry);
+        }
     }
     let pairs: Vec<(&str, &str)> = outputs
         .iter()

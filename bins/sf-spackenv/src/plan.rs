@@ -17,6 +17,7 @@ use sf_core::fsutil::{AtomicFile, Undoable};
 use sha2::{Digest, Sha256};
 
 use crate::cell::CheckedCell;
+use crate::inputs;
 use crate::render;
 use crate::spack_yaml;
 use crate::stack::Stack;
@@ -40,6 +41,14 @@ pub enum FileKind {
     #[value(name = "modulefile")]
     #[serde(rename = "modulefile")]
     Modulefile,
+    /// An air-gapped input of the image build (a local archive or wheel), under `inputs/`.
+    #[value(name = "input")]
+    #[serde(rename = "input")]
+    Input,
+    /// The host inputs sf-build mounts (a local source mirror): `local-inputs.json`.
+    #[value(name = "local-inputs")]
+    #[serde(rename = "local-inputs")]
+    LocalInputs,
 }
 
 impl FileKind {
@@ -50,6 +59,8 @@ impl FileKind {
             FileKind::Dockerfile => "dockerfile",
             FileKind::BuildScript => "build-script",
             FileKind::Modulefile => "modulefile",
+            FileKind::Input => "input",
+            FileKind::LocalInputs => "local-inputs",
         }
     }
 
@@ -60,6 +71,8 @@ impl FileKind {
             FileKind::Dockerfile => "dockerfile",
             FileKind::BuildScript => "build_script",
             FileKind::Modulefile => "modulefile",
+            FileKind::Input => "inputs_dir",
+            FileKind::LocalInputs => "local_inputs",
         }
     }
 }
@@ -131,6 +144,27 @@ pub fn plan(cell: &CheckedCell, stack: &Stack, options: &Options) -> Result<Plan
             kind: FileKind::Modulefile,
             rel_path: path,
             bytes: text.into_bytes(),
+            executable: false,
+        });
+    }
+    for input in inputs::stage(stack)? {
+        files.push(PlannedFile {
+            kind: FileKind::Input,
+            rel_path: input.rel_path,
+            bytes: input.bytes,
+            executable: false,
+        });
+    }
+    if let Some(dir) = stack.local_source_mirror() {
+        let local = sf_core::container::LocalInputs {
+            source_mirror: Some(dir),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&local).expect("serialises");
+        bytes.push(b'\n');
+        files.push(PlannedFile {
+            kind: FileKind::LocalInputs,
+            rel_path: sf_core::container::LOCAL_INPUTS_FILE.into(),
+            bytes,
             executable: false,
         });
     }

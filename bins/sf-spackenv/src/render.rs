@@ -9,6 +9,7 @@ use sf_core::bad_input;
 use sf_core::matrix::OsFamily;
 
 use crate::cell::CheckedCell;
+use crate::inputs;
 use crate::spack_yaml;
 use crate::stack::Stack;
 use crate::template;
@@ -42,6 +43,130 @@ fn plain(what: &str, s: &str) -> Result<String> {
     }
 }
 
+/// `git init` + fetch of one commit by id into `dir` (a moved tag or branch cannot change it).
+fn git_fetch(url: &str, commit: &str, dir: &str) -> String {
+    format!(
+        "git init --quiet {dir} \\\n \
+         && git -C {dir} fetch --quiet --depth 1 {url} {commit} \\\n \
+         && git -C {dir} checkout --quiet FETCH_HEAD \\\n \
+         && test \"$(git -C {dir} rev-parse HEAD)\" = \"{commit}\""
+    )
+}
+
+/// Unpack a local archive of the build context into `dir`, checking its sha256 first.
+fn unpack(rel: &str, sha256: &str, dir: &str) -> String {
+    let file = format!(
+        "{}/{}",
+        inputs::CONTEXT_MOUNT,
+        rel.trim_start_matches(&format!("{}/", inputs::INPUTS_DIR))
+    );
+    format!(
+        "echo \"{sha256}  {file}\" | sha256sum --check --quiet - \\\n \
+         && mkdir -p {dir} \\\n \
+         && tar -xzf {file} -C {dir} --strip-components=1 --no-same-owner"
+    )
+}
+
+/// The Spack part of a build image, the same for every OS family: Spack and the package
+/// repositories at their pins (cloned, or unpacked from the local archives of the build
+/// context), Spack's solver in a Python of its own, and the site configuration every user of the
+/// image shares (the repositories, no bootstrapping, a build stage without the user's name, the
+/// OS compiler).
+fn spack_section(stack: &Stack) -> Result<String> {
+    let root = container::SPACK_ROOT;
+    let mut out = String::new();
+    let staged = stack.spack.archive.is_some()
+        || stack.python_wheels.is_some()
+        || stack.repos.iter().any(|r| r.archive.is_some());
+    if staged {
+        out.push_str(&format!(
+            "# The air-gapped inputs sf-spackenv checked and put next to this recipe.\n\
+             COPY {}/ {}/\n\n",
+            inputs::INPUTS_DIR,
+            inputs::CONTEXT_MOUNT
+        ));
+    }
+    let spack = &stack.spack;
+    let (how, fetch) = match &spack.archive {
+        Some(a) => (
+            "from the local archive of that commit".to_string(),
+            unpack(&inputs::spack_archive_name(), a.sha256.as_str(), root),
+        ),
+        None => (
+            format!("cloned from {}", plain("spack git URL", &spack.git)?),
+            git_fetch(&spack.git, spack.commit.as_str(), root),
+        ),
+    };
+    out.push_str(&format!(
+        "# Spack {release} (commit {commit}), {how}.\n\
+         RUN {fetch} \\\n \
+         && grep -qx '__version__ = \"{version}\"' {root}/lib/spack/spack/__init__.py\n\n",
+        release = plain("spack release", &spack.release)?,
+        commit = spack.commit,
+        version = plain("spack version", spack.version())?,
+    ));
+    let mut repos_yaml = vec!["'repos::'".to_string()];
+    for r in &stack.repos {
+        let dir = format!("{}/{}", container::REPOS_ROOT, r.namespace);
+        let (how, fetch) = match &r.archive {
+            Some(a) => (
+                "from the local archive of that commit".to_string(),
+                unpack(&inputs::repo_archive_name(r), a.sha256.as_str(), &dir),
+            ),
+            None => (
+                format!("cloned from {}", plain("repo git URL", &r.git)?),
+                git_fetch(&r.git, r.commit.as_str(), &dir),
+            ),
+        };
+        let repo_dir = format!("{dir}/{}", r.path);
+        out.push_str(&format!(
+            "# Package repository {ns} (commit {commit}), {how}.\n\
+             RUN {fetch} \\\n \
+             && grep -Eq \"^ *namespace: *['\\\"]?{ns}['\\\"]? *$\" {repo_dir}/repo.yaml\n\n",
+            ns = r.namespace,
+            commit = r.commit,
+        ));
+        repos_yaml.push(format!("'  {}: {repo_dir}'", r.namespace));
+    }
+    let python = container::SPACK_PYTHON_ROOT;
+    let (from, pip_source) = match &stack.python_wheels {
+        Some(_) => (
+            "the wheels given with the inputs",
+            format!(" --no-index --find-links {}/wheels", inputs::CONTEXT_MOUNT),
+        ),
+        None => ("the Python package index", String::new()),
+    };
+    out.push_str(&format!(
+        "ENV PATH={root}/bin:$PATH \\\n    SPACK_PYTHON={python}/bin/python3\n\n\
+         # Spack's solver (clingo {clingo}) from {from}, in a Python of its own: Spack never\n\
+         # bootstraps anything from GitHub.\n\
+         RUN python3 -m venv {python} \\\n \
+         && {python}/bin/pip install --no-cache-dir --disable-pip-version-check{pip_source} clingo=={clingo} \\\n \
+         && {python}/bin/python3 -c 'import clingo'\n\n",
+        clingo = spack.clingo,
+    ));
+    out.push_str(&format!(
+        "# Site configuration for every user of the image: the pinned repositories only, no\n\
+         # bootstrapping, a build stage without the user's name in it, and the OS compiler. Spack's\n\
+         # code is byte-compiled here, since no build user can write next to it.\n\
+         RUN printf '%s\\n' {repos} >{root}/etc/spack/repos.yaml \\\n \
+         && printf '%s\\n' 'bootstrap:' '  enable: false' >{root}/etc/spack/bootstrap.yaml \\\n \
+         && printf '%s\\n' 'config:' '  build_stage::' '  - /tmp/spack-stage' >{root}/etc/spack/config.yaml \\\n \
+         && export SPACK_USER_CONFIG_PATH=/tmp/spack-image-user SPACK_USER_CACHE_PATH=/tmp/spack-image-user \\\n \
+         && spack compiler find --scope site \\\n \
+         && spack compiler list \\\n \
+         && {python}/bin/python3 -m compileall -q {root}/lib/spack >/dev/null \\\n \
+         && rm -rf /tmp/spack-image-user{cleanup}",
+        repos = repos_yaml.join(" "),
+        cleanup = if staged {
+            format!(" {}", inputs::CONTEXT_MOUNT)
+        } else {
+            String::new()
+        },
+    ));
+    Ok(out)
+}
+
 /// The Dockerfile of the cell's build image. It depends on the toolchain only (and the Spack
 /// pin), so every cell of a toolchain shares one image.
 pub fn dockerfile(cell: &CheckedCell, stack: &Stack) -> Result<String> {
@@ -58,13 +183,9 @@ pub fn dockerfile(cell: &CheckedCell, stack: &Stack) -> Result<String> {
             "spack_release",
             plain("spack release", &stack.spack.release)?,
         ),
-        ("spack_git", plain("spack git URL", &stack.spack.git)?),
         ("spack_commit", stack.spack.commit.to_string()),
         ("spack_root", container::SPACK_ROOT.to_string()),
-        (
-            "bootstrap_root",
-            format!("{}-bootstrap", container::SPACK_ROOT),
-        ),
+        ("spack_section", spack_section(stack)?),
         ("build_home", container::BUILD_HOME.to_string()),
         ("build_uid", container::BUILD_UID.to_string()),
         ("env_dir", container::ENV_DIR.to_string()),
@@ -106,6 +227,7 @@ pub fn build_script(cell: &CheckedCell, options: &crate::plan::Options) -> Resul
             ("env_dir", container::ENV_DIR.to_string()),
             ("log_dir", container::LOG_DIR.to_string()),
             ("out_mirror", container::OUT_MIRROR_DIR.to_string()),
+            ("view_root", container::VIEW_ROOT.to_string()),
             ("expected_gcc", gcc.clone()),
             ("builds_slurm", cell.builds_slurm().to_string()),
             ("build_jobs", options.build_jobs.to_string()),

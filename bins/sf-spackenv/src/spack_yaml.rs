@@ -76,18 +76,26 @@ pub fn specs(cell: &CheckedCell, stack: &Stack) -> Vec<String> {
     specs
 }
 
+/// Where a package repository is in the build image: its tree at the pinned commit, put there by
+/// the image recipe (cloned, or from a local archive), so no build ever clones it again.
+pub fn repo_dir(repo: &crate::stack::RepoPin) -> String {
+    format!("{}/{}/{}", container::REPOS_ROOT, repo.namespace, repo.path)
+}
+
 fn repos(stack: &Stack) -> Value {
     let mut m = Mapping::new();
     for r in &stack.repos {
-        m.insert(
-            Value::from(r.namespace.as_str()),
-            map([
-                ("git", r.git.as_str().into()),
-                ("commit", r.commit.as_str().into()),
-            ]),
-        );
+        m.insert(Value::from(r.namespace.as_str()), repo_dir(r).into());
     }
     Value::Mapping(m)
+}
+
+/// The source mirror as the build container sees it: a local one is mounted by sf-build.
+fn source_mirror(stack: &Stack) -> String {
+    match stack.local_source_mirror() {
+        Some(_) => format!("file://{}", container::SOURCE_MIRROR_DIR),
+        None => layout::source_mirror_url(&stack.source_mirror),
+    }
 }
 
 fn mirrors(cell: &CheckedCell, stack: &Stack) -> Value {
@@ -116,10 +124,7 @@ fn mirrors(cell: &CheckedCell, stack: &Stack) -> Value {
     m.insert(
         SOURCE_MIRROR_NAME.into(),
         map([
-            (
-                "url",
-                layout::source_mirror_url(&stack.source_mirror).into(),
-            ),
+            ("url", source_mirror(stack).into()),
             ("binary", false.into()),
             ("source", true.into()),
         ]),
@@ -213,7 +218,9 @@ fn modules(module: &str, core_compiler: String) -> Value {
                 "lmod",
                 map([
                     ("core_compilers", strings([core_compiler])),
-                    ("hierarchy", Value::Sequence(vec![])),
+                    // `hierarchy::` (the key `hierarchy:`): a plain `hierarchy: []` merges with
+                    // Spack's default list instead of clearing it.
+                    ("hierarchy:", Value::Sequence(vec![])),
                     ("hash_length", 0.into()),
                     // Only Slurm gets a modulefile: nothing else is shipped as a module, so nothing
                     // else may be autoloaded.
@@ -271,7 +278,9 @@ pub fn render(cell: &CheckedCell, stack: &Stack, options: &Options) -> String {
         serde_yaml::to_string(&document(cell, stack, options)).expect("a YAML value serialises");
     // serde_yaml quotes a key ending in ':'; write it the way Spack's documentation does. Both
     // spellings parse to the same key.
-    let body = body.replacen("\n  'repos:':\n", "\n  repos::\n", 1);
+    let body = body
+        .replacen("\n  'repos:':\n", "\n  repos::\n", 1)
+        .replacen("'hierarchy:': []", "hierarchy:: []", 1);
     format!(
         "# Spack environment of cell {id}.\n\
          # Written by sf-spackenv from data/matrix.yaml and data/spack-stack.yaml (Spack {release});\n\
@@ -371,7 +380,10 @@ mod tests {
     fn the_repos_section_replaces_spacks_defaults() {
         let stack = Stack::embedded();
         let text = render(&cell(Pipeline::Deps, None, "amd64", "cpu"), &stack, &OPTS);
-        assert!(text.contains("\n  repos::\n    slurm_factory:\n"), "{text}");
+        assert!(
+            text.contains("\n  repos::\n    slurm_factory: /opt/spack-repos/slurm_factory/"),
+            "{text}"
+        );
         // Parsed as YAML (as Spack parses it), the key is `repos:`: Spack strips the colon and
         // marks the section as an override.
         let doc: Value = serde_yaml::from_str(&text).unwrap();
@@ -421,8 +433,8 @@ mod tests {
             Some("x86_64_v3")
         );
         assert_eq!(
-            doc["spack"][REPOS_OVERRIDE_KEY]["builtin"]["commit"].as_str(),
-            Some(stack.repos[1].commit.as_str())
+            doc["spack"][REPOS_OVERRIDE_KEY]["builtin"].as_str(),
+            Some("/opt/spack-repos/builtin/repos/spack_repo/builtin")
         );
     }
 

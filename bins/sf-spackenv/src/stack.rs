@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
-use sf_core::bad_input;
+use sf_core::{bad_input, env};
 
 /// The data file compiled into the binary.
 pub const EMBEDDED: &str = include_str!("../../../data/spack-stack.yaml");
@@ -53,6 +53,51 @@ impl fmt::Display for GitCommit {
     }
 }
 
+/// A sha256 digest: 64 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sha256Hex {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        let s = s.to_ascii_lowercase();
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(Sha256Hex(s))
+        } else {
+            Err(format!("{s:?} is not a sha256 (64 hex digits)"))
+        }
+    }
+}
+
+impl From<Sha256Hex> for String {
+    fn from(c: Sha256Hex) -> String {
+        c.0
+    }
+}
+
+impl fmt::Display for Sha256Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A local copy of a pinned tree, for builds that cannot reach its git server: a `.tar.gz` (or
+/// `.tar`) holding the tree of the pinned commit under one top folder, as
+/// `git archive --prefix=NAME/ COMMIT | gzip` writes it, checked against `sha256` before use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalArchive {
+    pub file: PathBuf,
+    pub sha256: Sha256Hex,
+}
+
 /// Spack itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +106,20 @@ pub struct SpackPin {
     /// The release the commit is, for people and labels.
     pub release: String,
     pub commit: GitCommit,
+    /// The version of Spack's solver, clingo, installed from the Python package index (or the
+    /// wheels of `python_wheels`) so that Spack never bootstraps it from GitHub.
+    pub clingo: String,
+    /// Air-gapped: the image takes Spack from this archive instead of cloning `git`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<LocalArchive>,
+}
+
+impl SpackPin {
+    /// The version Spack reports (`spack --version`, `spack.__version__`): the release without
+    /// its `v`.
+    pub fn version(&self) -> &str {
+        self.release.trim_start_matches('v')
+    }
 }
 
 /// One Spack package repository, pinned.
@@ -70,6 +129,12 @@ pub struct RepoPin {
     pub namespace: String,
     pub git: String,
     pub commit: GitCommit,
+    /// Where the package repository (its `repo.yaml`) is inside the git tree, as the tree's
+    /// `spack-repo-index.yaml` says.
+    pub path: String,
+    /// Air-gapped: the image takes the tree from this archive instead of cloning `git`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<LocalArchive>,
 }
 
 /// A package at a pinned version, with optional variants: `name@version variants`.
@@ -143,7 +208,13 @@ pub struct Stack {
     pub schema: u32,
     pub spack: SpackPin,
     pub repos: Vec<RepoPin>,
+    /// Where sources come from: an https mirror, or (air-gapped) a local directory in Spack's
+    /// `spack mirror create` layout, given as an absolute path or a `file://` URL.
     pub source_mirror: String,
+    /// Air-gapped: a directory of Python wheels (clingo and what it needs, for the image's
+    /// Python) that the image installs Spack's solver from instead of the package index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_wheels: Option<PathBuf>,
     pub slurm: SlurmSpec,
     pub with_slurm: Vec<PinnedSpec>,
     pub dependencies: Vec<PinnedSpec>,
@@ -188,7 +259,28 @@ fn is_https_url(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '-' | '_' | '~'))
 }
 
+/// A path inside a repository: plain relative components only.
+fn is_repo_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        })
+}
+
 impl Stack {
+    /// The local source mirror directory, when `source_mirror` names one.
+    pub fn local_source_mirror(&self) -> Option<PathBuf> {
+        let s = self.source_mirror.trim();
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        let p = Path::new(path);
+        (p.is_absolute() && !path.contains(['\n', '"', '\'', '$', '`'])).then(|| p.to_path_buf())
+    }
+
     /// The embedded data file.
     pub fn embedded() -> Self {
         Self::parse(EMBEDDED, "data/spack-stack.yaml").expect("the embedded stack file is valid")
@@ -229,6 +321,14 @@ impl Stack {
                 self.spack.release
             ));
         }
+        if !is_version(&self.spack.clingo)
+            || !self.spack.clingo.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!(
+                "spack.clingo {:?} is not one exact version like 5.8.3",
+                self.spack.clingo
+            ));
+        }
         if self.repos.is_empty() {
             return Err("repos is empty; it needs at least Spack's builtin repository".into());
         }
@@ -246,11 +346,38 @@ impl Stack {
                 ));
             }
         }
-        if !is_https_url(&self.source_mirror) {
+        if !is_https_url(&self.source_mirror) && self.local_source_mirror().is_none() {
             return Err(format!(
-                "source_mirror {:?} must be an https URL",
+                "source_mirror {:?} must be an https URL, or an absolute path (or file:// URL) of a local source mirror",
                 self.source_mirror
             ));
+        }
+        for (what, archive) in std::iter::once(("spack", &self.spack.archive)).chain(
+            self.repos
+                .iter()
+                .map(|r| (r.namespace.as_str(), &r.archive)),
+        ) {
+            if let Some(a) = archive {
+                if !a.file.is_absolute() {
+                    return Err(format!(
+                        "{what}: archive file {:?} must be an absolute path",
+                        a.file
+                    ));
+                }
+            }
+        }
+        for r in &self.repos {
+            if !is_repo_path(&r.path) {
+                return Err(format!(
+                    "repos.{}: path {:?} must be a relative path inside the repository, like spack_repo/{}",
+                    r.namespace, r.path, r.namespace
+                ));
+            }
+        }
+        if let Some(w) = &self.python_wheels {
+            if !w.is_absolute() {
+                return Err(format!("python_wheels {w:?} must be an absolute path"));
+            }
         }
         if !self
             .repos
@@ -340,6 +467,92 @@ impl Stack {
     }
 }
 
+/// Air-gapped inputs named on the command line (or `SF_*` variables), over the stack file's.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct LocalInputArgs {
+    /// Take a pinned tree from a local archive instead of its git URL: NAME is `spack` or a
+    /// repo namespace (e.g. `builtin`), FILE a .tar.gz of the pinned commit's tree under one top
+    /// folder (`git archive --prefix=NAME/ COMMIT | gzip`). Needs --archive-sha256 NAME=HEX.
+    #[arg(long = "archive", env = env::ARCHIVES, value_name = "NAME=FILE", value_delimiter = ',')]
+    pub archives: Vec<String>,
+    /// The sha256 each --archive must have.
+    #[arg(long = "archive-sha256", env = env::ARCHIVE_SHA256S, value_name = "NAME=HEX", value_delimiter = ',')]
+    pub archive_sha256s: Vec<String>,
+    /// Sources from a local mirror (`spack mirror create` layout: an absolute directory or
+    /// file:// URL) or another https mirror, instead of the stack file's.
+    #[arg(long, env = env::SOURCE_MIRROR, value_name = "DIR|URL")]
+    pub source_mirror: Option<String>,
+    /// Install Spack's solver (clingo) in the image from this directory of wheels instead of
+    /// the package index.
+    #[arg(long, env = env::PYTHON_WHEELS, value_name = "DIR")]
+    pub python_wheels: Option<PathBuf>,
+}
+
+fn name_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
+    s.split_once('=')
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .ok_or_else(|| bad_input(format!("{flag} {s:?} is not NAME=VALUE")))
+}
+
+impl LocalInputArgs {
+    /// The stack with these inputs in place of its own; bad input names the flag and what is
+    /// valid.
+    pub fn apply(&self, mut stack: Stack) -> Result<Stack> {
+        let mut sums = BTreeMap::new();
+        for s in &self.archive_sha256s {
+            let (name, hex) = name_value("--archive-sha256", s)?;
+            let sha = Sha256Hex::try_from(hex.to_string())
+                .map_err(|e| bad_input(format!("--archive-sha256 {name}: {e}")))?;
+            sums.insert(name.to_string(), sha);
+        }
+        let namespaces: Vec<&str> = stack.repos.iter().map(|r| r.namespace.as_str()).collect();
+        let valid = format!("valid: spack, {}", namespaces.join(", "));
+        let mut used = std::collections::BTreeSet::new();
+        for a in &self.archives {
+            let (name, file) = name_value("--archive", a)?;
+            let Some(sha256) = sums.get(name).cloned() else {
+                return Err(bad_input(format!(
+                    "--archive {name}={file} has no sha256: give --archive-sha256 {name}=HEX too"
+                )));
+            };
+            let archive = Some(LocalArchive {
+                file: std::path::absolute(file)?,
+                sha256,
+            });
+            if name == "spack" {
+                stack.spack.archive = archive;
+            } else if let Some(r) = stack.repos.iter_mut().find(|r| r.namespace == name) {
+                r.archive = archive;
+            } else {
+                return Err(bad_input(format!(
+                    "--archive {name}: no such input in the stack ({valid})"
+                )));
+            }
+            used.insert(name.to_string());
+        }
+        if let Some(unused) = sums.keys().find(|n| !used.contains(*n)) {
+            return Err(bad_input(format!(
+                "--archive-sha256 {unused}=... has no --archive {unused}=FILE"
+            )));
+        }
+        if let Some(m) = &self.source_mirror {
+            stack.source_mirror = match m.strip_prefix("file://").unwrap_or(m) {
+                p if Path::new(p).is_relative() && !m.starts_with("https://") => {
+                    std::path::absolute(p)?.display().to_string()
+                }
+                _ => m.clone(),
+            };
+        }
+        if let Some(w) = &self.python_wheels {
+            stack.python_wheels = Some(std::path::absolute(w)?);
+        }
+        stack
+            .validate()
+            .map_err(|msg| bad_input(format!("the stack with the local inputs given: {msg}")))?;
+        Ok(stack)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +610,7 @@ mod tests {
             .to_string()
             .contains("twice"));
 
-        let unknown = EMBEDDED.replacen("source_mirror:", "colour: red\nsource_mirror:", 1);
+        let unknown = EMBEDDED.replacen("\nsource_mirror:", "\ncolour: red\nsource_mirror:", 1);
         assert!(Stack::parse(&unknown, "s.yaml")
             .unwrap_err()
             .to_string()

@@ -32,12 +32,31 @@ pub const VIEW_ROOT: &str = "/opt/slurm/view";
 pub const MODULES_ROOT: &str = "/opt/slurm/modules";
 /// Spack's checkout in the image.
 pub const SPACK_ROOT: &str = "/opt/spack";
+/// The package repositories' trees in the image, one folder per namespace.
+pub const REPOS_ROOT: &str = "/opt/spack-repos";
+/// The Python Spack runs with (a venv holding its solver, clingo): `SPACK_PYTHON`.
+pub const SPACK_PYTHON_ROOT: &str = "/opt/spack-python";
+/// A local source mirror (air-gapped builds), mounted read-only by sf-build.
+pub const SOURCE_MIRROR_DIR: &str = "/opt/slurm-factory-sources";
+/// The file in a cell's environment directory that tells sf-build which host inputs to mount
+/// (see [`LocalInputs`]).
+pub const LOCAL_INPUTS_FILE: &str = "local-inputs.json";
 /// The build user's home: writable by any uid, because the uid is chosen at run time.
 pub const BUILD_HOME: &str = "/home/build";
 /// The image's default build user and group id (outside the system range; any uid works).
 pub const BUILD_UID: u32 = 10001;
 /// Name of the local mirror in spack.yaml (what `spack buildcache push` names).
 pub const LOCAL_MIRROR_NAME: &str = "local-buildcache";
+
+/// Host inputs a build mounts, as sf-spackenv recorded them next to the environment: the contract
+/// between the two for air-gapped builds. Absent file: nothing to mount.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalInputs {
+    /// The local source mirror, mounted read-only at [`SOURCE_MIRROR_DIR`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_mirror: Option<std::path::PathBuf>,
+}
 
 /// The paths above as data, for the JSON sf-build reads.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -48,6 +48,13 @@ pub const CELL_ID: &str = "SF_CELL_ID";
 pub const OUT_DIR: &str = "SF_OUT_DIR";
 /// sf-spackenv: a stack data file to use instead of the embedded `data/spack-stack.yaml`.
 pub const STACK_FILE: &str = "SF_STACK_FILE";
+/// Air-gapped inputs over the stack file's: local archives of Spack and the package repos
+/// (`NAME=FILE`, comma-separated), their sha256s (`NAME=HEX`), a local source mirror and a
+/// directory of Python wheels for Spack's solver.
+pub const ARCHIVES: &str = "SF_ARCHIVES";
+pub const ARCHIVE_SHA256S: &str = "SF_ARCHIVE_SHA256S";
+pub const SOURCE_MIRROR: &str = "SF_SOURCE_MIRROR";
+pub const PYTHON_WHEELS: &str = "SF_PYTHON_WHEELS";
 /// sf-build: the folder sf-spackenv wrote for the cell.
 pub const ENV_DIR: &str = "SF_ENV_DIR";
 /// sf-build: the container engine, podman or docker.
@@ -56,6 +63,8 @@ pub const ENGINE: &str = "SF_ENGINE";
 pub const ENGINE_ARGS: &str = "SF_ENGINE_ARGS";
 /// sf-build: space-separated options for every container `run` (e.g. `--ulimit nofile=20000:20000`).
 pub const RUN_ARGS: &str = "SF_RUN_ARGS";
+/// Extra options for every image build, space-separated.
+pub const IMAGE_BUILD_ARGS: &str = "SF_IMAGE_BUILD_ARGS";
 /// sf-build: the Slurm tarball to write, test or put into an image.
 pub const TARBALL: &str = "SF_TARBALL";
 /// sf-build: reproducible-builds clamp for file mtimes and the build date (seconds since 1970).

@@ -12,6 +12,7 @@ readonly CELL_ID="version-23.11-noble-amd64-cpu"
 readonly ENV_DIR="${SF_ENV_DIR:-/opt/slurm-factory/env}"
 readonly LOG_DIR="${SF_LOG_DIR:-/opt/slurm-factory/env/logs}"
 readonly OUT_MIRROR="/opt/slurm-factory/mirror"
+readonly VIEW_ROOT="/opt/slurm/view"
 readonly EXPECTED_GCC="13"
 readonly BUILDS_SLURM=true
 # Build jobs: the runner's cores as sf-spackenv counted them (the same number is spack.yaml's
@@ -72,6 +73,15 @@ run spack_env buildcache push --unsigned --update-index --with-build-dependencie
 if [[ "$BUILDS_SLURM" == true ]]; then
     step view
     run spack_env env view regenerate
+    # Spack makes the view a symlink to ._view/<hash> beside it, an absolute path that only this
+    # container knows: put the tree itself at the view's path, so the host sees a directory.
+    if [[ -L "$VIEW_ROOT" ]]; then
+        target=$(readlink -f "$VIEW_ROOT")
+        rm "$VIEW_ROOT"
+        mv "$target" "$VIEW_ROOT"
+        rm -rf "$(dirname "$target")"
+        echo "view: moved $target to $VIEW_ROOT" | tee -a "$step_log" >&2
+    fi
 
     step modules
     run spack_env module lmod refresh --delete-tree --yes-to-all
