@@ -129,12 +129,28 @@ install_nextest() {
     fi
 }
 
+# The real-Spack tests build from local copies of the pinned upstream trees (Spack, its package
+# repositories) and clingo's wheels: $SF_OFFLINE_DIR, else ~/.slurm-factory/offline (see
+# scripts/offline-inputs.sh). Gathered here when missing; where they cannot be, those tests fail
+# and say how to provide them.
+offline_inputs() {
+    if ! bash scripts/offline-inputs.sh >/dev/null; then
+        log "the offline inputs are incomplete: the real-Spack tests will fail (scripts/offline-inputs.sh --help)"
+    fi
+}
+
 install_apt
 install_pip
 install_cargo
 install_nextest
+offline_inputs
 start_moto
 start_dockerd
+# What the real-Spack tests share within this run (the host Spack, each cell's concretization),
+# and their report.
+export SF_TEST_RUN_DIR="$root/target/real-spack-run"
+rm -rf "$SF_TEST_RUN_DIR"
+mkdir -p "$SF_TEST_RUN_DIR"
 
 # Incremental state is of no use to a one-off run and doubles the target folder's size.
 export CARGO_INCREMENTAL=0
@@ -153,6 +169,11 @@ for check in scripts/checks/*.sh; do
     bash "$check"
     checks=$((checks + 1))
 done
+
+if [ -f "$SF_TEST_RUN_DIR/report.txt" ]; then
+    log "what the real Spack did:"
+    sort "$SF_TEST_RUN_DIR/report.txt" >&2
+fi
 
 # One closing line for people and CI: Rust tests and script checks together (any failure has
 # already stopped the script with a non-zero exit).

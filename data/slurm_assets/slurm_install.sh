@@ -23,7 +23,18 @@ Options:
   --cluster-name NAME   cluster name for slurm.conf (default: slurm-cluster)
   --conf-dir DIR        where configs go (default /etc/slurm)
   --systemd-dir DIR     where units go (default /etc/systemd/system)
-  --force               replace existing configs and units
+  --auth munge|slurm    authentication: munge (default; needs munged running) or Slurm's own
+                        auth/slurm with a key generated into the conf dir (no munge needed)
+  --no-cgroup           track and confine jobs without cgroups (proctrack/linuxproc, no task
+                        or accounting-gather plugin): containers and hosts without cgroup v2
+  --accounting slurmdbd|none
+                        job accounting through slurmdbd (default) or none
+  --state-dir DIR       spool, log and pid files under DIR (default: /var/spool, /var/log/slurm
+                        and /run)
+  --slurm-user NAME     the user slurmctld runs as (default slurm, created when missing; an
+                        existing user is used as it is)
+  --ports CTLD,SLURMD   slurmctld's and slurmd's ports (default 6817,6818)
+  --force               replace existing configs, keys and units
   --dry-run             print what would be done, change nothing
   -h, --help            this help
 
@@ -49,6 +60,12 @@ conf_dir=/etc/slurm
 systemd_dir=/etc/systemd/system
 force=false
 dry_run=false
+auth=munge
+cgroup=true
+accounting=slurmdbd
+state_dir=''
+slurm_user=slurm
+ports=6817,6818
 
 while (($#)); do
     case "$1" in
@@ -61,6 +78,17 @@ while (($#)); do
     --conf-dir=*) conf_dir=${1#*=}; shift ;;
     --systemd-dir) systemd_dir=${2:?--systemd-dir needs a directory}; shift 2 ;;
     --systemd-dir=*) systemd_dir=${1#*=}; shift ;;
+    --auth) auth=${2:?--auth needs munge or slurm}; shift 2 ;;
+    --auth=*) auth=${1#*=}; shift ;;
+    --no-cgroup) cgroup=false; shift ;;
+    --accounting) accounting=${2:?--accounting needs slurmdbd or none}; shift 2 ;;
+    --accounting=*) accounting=${1#*=}; shift ;;
+    --state-dir) state_dir=${2:?--state-dir needs a directory}; shift 2 ;;
+    --state-dir=*) state_dir=${1#*=}; shift ;;
+    --slurm-user) slurm_user=${2:?--slurm-user needs a user name}; shift 2 ;;
+    --slurm-user=*) slurm_user=${1#*=}; shift ;;
+    --ports) ports=${2:?--ports needs CTLD,SLURMD}; shift 2 ;;
+    --ports=*) ports=${1#*=}; shift ;;
     --force) force=true; shift ;;
     --dry-run) dry_run=true; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -73,6 +101,22 @@ done
 prefix=${prefix%/}
 [[ "$cluster_name" =~ ^[a-z0-9][a-z0-9_-]{0,39}$ ]] ||
     die "--cluster-name '$cluster_name' is not valid: lowercase letters, digits, '-' and '_', at most 40 characters"
+case "$auth" in munge | slurm) ;; *) die "--auth '$auth' is not valid: munge or slurm" ;; esac
+case "$accounting" in slurmdbd | none) ;; *) die "--accounting '$accounting' is not valid: slurmdbd or none" ;; esac
+[[ "$slurm_user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "--slurm-user '$slurm_user' is not a user name"
+[[ "$ports" =~ ^([0-9]{1,5}),([0-9]{1,5})$ ]] || die "--ports '$ports' is not two port numbers: CTLD,SLURMD"
+ctld_port=${BASH_REMATCH[1]} slurmd_port=${BASH_REMATCH[2]}
+for port in "$ctld_port" "$slurmd_port"; do
+    ((port >= 1 && port <= 65535)) || die "--ports '$ports': $port is not a port number (1-65535)"
+done
+if [ -n "$state_dir" ]; then
+    [[ "$state_dir" == /* ]] || die "--state-dir must be an absolute path, got '$state_dir'"
+    state_dir=${state_dir%/}
+    slurmd_spool=$state_dir/spool/slurmd ctld_state=$state_dir/spool/slurmctld
+    log_dir=$state_dir/log run_dir=$state_dir/run
+else
+    slurmd_spool=/var/spool/slurmd ctld_state=/var/spool/slurmctld log_dir=/var/log/slurm run_dir=/run
+fi
 [ -x "$source_root/view/bin/sinfo" ] || die "$source_root/view/bin/sinfo is missing: run this script from an extracted tarball"
 [ -d "$source_root/modules" ] || die "$source_root/modules is missing: run this script from an extracted tarball"
 for f in defaults/slurmd.service defaults/slurmctld.service defaults/slurmdbd.service \
@@ -93,7 +137,9 @@ if $full_init; then
     if ! $dry_run && [ "$(id -u)" -ne 0 ]; then
         die "--full-init creates the slurm user and writes $conf_dir and $systemd_dir: run it as root (or add --dry-run)"
     fi
-    for f in slurm.conf slurmdbd.conf cgroup.conf topology.conf; do
+    conf_files=(slurm.conf slurmdbd.conf cgroup.conf topology.conf)
+    [ "$auth" = slurm ] && conf_files+=(slurm.key)
+    for f in "${conf_files[@]}"; do
         if [ -e "$conf_dir/$f" ] && ! $force; then
             die "$conf_dir/$f already exists; pass --force to replace it"
         fi
@@ -114,6 +160,35 @@ if $full_init; then
     threads=${threads:-1}
     cores_per_socket=$((cpus / sockets / threads))
     ((cores_per_socket > 0)) || cores_per_socket=1
+    # What slurmd itself sees, when it can tell (slurmd -C needs no configuration): its CPU
+    # layout is the one it will register with.
+    if node=$("$source_root/view/sbin/slurmd" -C 2>/dev/null | grep '^NodeName='); then
+        field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$node"; }
+        cpus=$(field CPUs) sockets=$(field Sockets) cores_per_socket=$(field CoresPerSocket)
+        threads=$(field ThreadsPerCore)
+        slurmd_memory=$(field RealMemory)
+        if [ -n "$slurmd_memory" ]; then real_memory=$((slurmd_memory * 95 / 100)); fi
+        node_source="slurmd -C"
+    else
+        node_source="nproc, lscpu and /proc/meminfo"
+    fi
+    if [ "$auth" = slurm ]; then
+        auth_type=auth/slurm cred_type=cred/slurm
+    else
+        auth_type=auth/munge cred_type=cred/munge
+    fi
+    if $cgroup; then
+        proctrack=proctrack/cgroup task_plugin=task/cgroup,task/affinity
+        jobacct=jobacct_gather/cgroup cgroup_plugin=autodetect
+    else
+        proctrack=proctrack/linuxproc task_plugin=task/none
+        jobacct=jobacct_gather/none cgroup_plugin=disabled
+    fi
+    if [ "$accounting" = slurmdbd ]; then
+        accounting_type=accounting_storage/slurmdbd
+    else
+        accounting_type=accounting_storage/none
+    fi
     if $dry_run; then
         db_password='<generated at install>'
     else
@@ -140,26 +215,42 @@ replace_tree() { # replace_tree SRC DEST: copy beside DEST, then swap, so DEST i
     mv "$2.new" "$2"
 }
 
-render() { # render TEMPLATE DEST MODE
-    local tmp
-    if $dry_run; then
-        echo "would: write $2 (mode $3) from $(basename "$1")"
-        sed -e "s|@CLUSTER_NAME@|$cluster_name|g" -e "s|@HOSTNAME@|$host|g" -e "s|@CPUS@|$cpus|g" \
-            -e "s|@REAL_MEMORY@|$real_memory|g" -e "s|@SOCKETS@|$sockets|g" \
-            -e "s|@CORES_PER_SOCKET@|$cores_per_socket|g" -e "s|@THREADS_PER_CORE@|$threads|g" \
-            -e "s|@PREFIX@|$prefix|g" -e "s|@CONF_DIR@|$conf_dir|g" -e "s|@DB_PASSWORD@|$db_password|g" \
-            "$1" | grep -v '^#' | sed 's/^/    | /'
-        return
-    fi
-    echo "==> write $2"
-    tmp=$(mktemp "$2.XXXXXX")
+fill() { # fill TEMPLATE: the template with this host's values
     sed -e "s|@CLUSTER_NAME@|$cluster_name|g" -e "s|@HOSTNAME@|$host|g" -e "s|@CPUS@|$cpus|g" \
         -e "s|@REAL_MEMORY@|$real_memory|g" -e "s|@SOCKETS@|$sockets|g" \
         -e "s|@CORES_PER_SOCKET@|$cores_per_socket|g" -e "s|@THREADS_PER_CORE@|$threads|g" \
         -e "s|@PREFIX@|$prefix|g" -e "s|@CONF_DIR@|$conf_dir|g" -e "s|@DB_PASSWORD@|$db_password|g" \
-        "$1" >"$tmp"
+        -e "s|@AUTH_TYPE@|$auth_type|g" -e "s|@CRED_TYPE@|$cred_type|g" \
+        -e "s|@PROCTRACK_TYPE@|$proctrack|g" -e "s|@TASK_PLUGIN@|$task_plugin|g" \
+        -e "s|@JOBACCT_GATHER_TYPE@|$jobacct|g" -e "s|@CGROUP_PLUGIN@|$cgroup_plugin|g" \
+        -e "s|@ACCOUNTING_STORAGE_TYPE@|$accounting_type|g" \
+        -e "s|@SLURMD_SPOOL_DIR@|$slurmd_spool|g" -e "s|@STATE_SAVE_LOCATION@|$ctld_state|g" \
+        -e "s|@LOG_DIR@|$log_dir|g" -e "s|@RUN_DIR@|$run_dir|g" -e "s|@SLURM_USER@|$slurm_user|g" \
+        -e "s|@SLURMCTLD_PORT@|$ctld_port|g" -e "s|@SLURMD_PORT@|$slurmd_port|g" \
+        "$1"
+}
+
+render() { # render TEMPLATE DEST MODE
+    local tmp
+    if $dry_run; then
+        echo "would: write $2 (mode $3) from $(basename "$1")"
+        fill "$1" | grep -v '^#' | sed 's/^/    | /'
+        return
+    fi
+    echo "==> write $2"
+    tmp=$(mktemp "$2.XXXXXX")
+    fill "$1" >"$tmp"
     chmod "$3" "$tmp"
     mv -f "$tmp" "$2"
+}
+
+write_key() { # write_key DEST: a new auth/slurm key, readable by the slurm user only
+    local tmp
+    tmp=$(mktemp "$1.XXXXXX")
+    chmod 600 "$tmp"
+    head -c 1024 /dev/urandom >"$tmp"
+    chown "$slurm_user:" "$tmp"
+    mv -f "$tmp" "$1"
 }
 
 if $copy_tree; then
@@ -172,18 +263,21 @@ else
 fi
 
 if $full_init; then
-    if ! id slurm >/dev/null 2>&1; then
-        act "create the system user slurm" useradd --system --no-create-home --shell /usr/sbin/nologin slurm
+    if ! id "$slurm_user" >/dev/null 2>&1; then
+        act "create the system user $slurm_user" useradd --system --no-create-home --shell /usr/sbin/nologin "$slurm_user"
     fi
-    act "create $conf_dir, /var/spool/slurmd, /var/spool/slurmctld, /var/log/slurm" \
-        mkdir -p "$conf_dir" /var/spool/slurmd /var/spool/slurmctld /var/log/slurm
-    act "give /var/spool/slurmctld and /var/log/slurm to slurm" chown slurm:slurm /var/spool/slurmctld /var/log/slurm
-    echo "cluster $cluster_name on $host: $cpus CPUs ($sockets sockets x $cores_per_socket cores x $threads threads), RealMemory=$real_memory MiB"
+    act "create $conf_dir, $slurmd_spool, $ctld_state, $log_dir, $run_dir" \
+        mkdir -p "$conf_dir" "$slurmd_spool" "$ctld_state" "$log_dir" "$run_dir"
+    act "give $ctld_state and $log_dir to $slurm_user" chown "$slurm_user:" "$ctld_state" "$log_dir"
+    echo "cluster $cluster_name on $host: $cpus CPUs ($sockets sockets x $cores_per_socket cores x $threads threads), RealMemory=$real_memory MiB (from $node_source); $auth_type, $proctrack, $accounting_type"
+    if [ "$auth" = slurm ]; then
+        act "generate the auth/slurm key $conf_dir/slurm.key (mode 600, owner slurm)" write_key "$conf_dir/slurm.key"
+    fi
     render "$here/slurm/slurm.conf.template" "$conf_dir/slurm.conf" 644
     render "$here/slurm/cgroup.conf.template" "$conf_dir/cgroup.conf" 644
     render "$here/slurm/topology.conf.template" "$conf_dir/topology.conf" 644
     render "$here/slurm/slurmdbd.conf.template" "$conf_dir/slurmdbd.conf" 600
-    act "give $conf_dir/slurmdbd.conf to slurm" chown slurm:slurm "$conf_dir/slurmdbd.conf"
+    act "give $conf_dir/slurmdbd.conf to $slurm_user" chown "$slurm_user:" "$conf_dir/slurmdbd.conf"
     act "create $systemd_dir" mkdir -p "$systemd_dir"
     for u in slurmd slurmctld slurmdbd; do
         render "$here/defaults/$u.service" "$systemd_dir/$u.service" 644
@@ -191,8 +285,13 @@ if $full_init; then
     if [ -d /run/systemd/system ]; then
         act "reload systemd" systemctl daemon-reload
     fi
-    echo "next: create the accounting database with"
-    echo "  sed 's/@DB_PASSWORD@/<StoragePass from $conf_dir/slurmdbd.conf>/' $here/mysql/slurm_acct_db.sql | mysql -u root"
-    echo "then: systemctl enable --now munge slurmdbd slurmctld slurmd"
+    daemons="slurmctld slurmd"
+    if [ "$accounting" = slurmdbd ]; then
+        echo "next: create the accounting database with"
+        echo "  sed 's/@DB_PASSWORD@/<StoragePass from $conf_dir/slurmdbd.conf>/' $here/mysql/slurm_acct_db.sql | mysql -u root"
+        daemons="slurmdbd $daemons"
+    fi
+    [ "$auth" = munge ] && daemons="munge $daemons"
+    echo "then: systemctl enable --now $daemons"
 fi
 echo "done: export MODULEPATH=$prefix/modules:\$MODULEPATH SLURM_INSTALL_PREFIX=$prefix/view; module avail slurm"

@@ -38,6 +38,8 @@ work=$(mktemp -d)
 export SPACK_DISABLE_LOCAL_CONFIG=1
 export SPACK_USER_CONFIG_PATH="$work/user-config"
 export SPACK_USER_CACHE_PATH="$work/user-cache"
+# Its own GnuPG home: the keys it trusts are the ones the mirrors publish, nothing else.
+export SPACK_GNUPGHOME="$work/gnupg"
 
 senv() { spack --env-dir "$work/env" "$@"; }
 
@@ -57,6 +59,10 @@ senv install --cache-only >&2 || fail "installing from the signed mirror(s) fail
 count=$(senv find --format '{name}' | wc -l)
 if [[ -n "$version" ]]; then
     prefix=$(senv location --install-dir slurm) || fail "slurm is not installed"
+    # Slurm's clients want a configuration even for --version: a minimal one of the test's own.
+    printf '%s\n' 'ClusterName=sf-version-check' 'SlurmctldHost=localhost' \
+        'NodeName=localhost CPUs=1 State=UNKNOWN' 'PartitionName=p Nodes=ALL' >"$work/slurm.conf"
+    export SLURM_CONF="$work/slurm.conf"
     got=$("$prefix/bin/sinfo" --version 2>&1) || fail "$prefix/bin/sinfo --version failed: $got"
     [[ "$got" == "slurm $version" || "$got" == "slurm $version "* ]] ||
         fail "sinfo reports '$got', expected slurm $version"

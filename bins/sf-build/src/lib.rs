@@ -184,6 +184,14 @@ pub struct TestArgs {
     /// The image to test in [default: the cell's base image]
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// Check the version and the libraries only, without starting a cluster (for cells whose
+    /// daemons cannot run where the test runs).
+    #[arg(long)]
+    pub quick: bool,
+    /// How the test cluster authenticates: Slurm's own auth/slurm with a generated key, or munge
+    /// (munged must already run where the test runs).
+    #[arg(long, value_enum, default_value_t = tarball_test::ClusterAuth::Slurm)]
+    pub auth: tarball_test::ClusterAuth,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -579,8 +587,14 @@ fn cmd_test(a: &TestArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_jso
     };
     let scratch = tarball_test::scratch_dir(None)?;
     let started = std::time::Instant::now();
-    let outcome = tarball_test::run(&a.tarball, &module, &version, &place, &scratch)?;
+    let options = tarball_test::TestOptions {
+        quick: a.quick,
+        auth: a.auth,
+    };
+    rec.input("quick", a.quick);
+    let outcome = tarball_test::run(&a.tarball, &module, &version, &options, &place, &scratch)?;
     rec.timing("test", started.elapsed());
+    rec.output("steps", outcome.steps());
     report_verdict(
         &outcome,
         &format!("the tarball test of {}", a.tarball.display()),

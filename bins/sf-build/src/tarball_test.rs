@@ -4,7 +4,9 @@
 //! the test script (`scripts/test-tarball.sh`, embedded) runs either in a clean container of the
 //! cell's base image with the tarball mounted read-only, or on this host (`--local`) against a
 //! fresh prefix extracted by us: it loads the modulefile with Lmod, checks `sinfo --version`
-//! against the cell's Slurm version and runs `ldd` on every ELF file of the view.
+//! against the cell's Slurm version and runs `ldd` on every ELF file of the view; then (unless
+//! `--quick`) it installs the tarball with its own `slurm_install.sh --full-init`, starts
+//! slurmctld and slurmd, and runs jobs on that one-node cluster.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,6 +33,42 @@ pub enum Where<'a> {
     },
 }
 
+/// How the test cluster authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClusterAuth {
+    /// auth/slurm with a key slurm_install.sh generates: nothing else needed.
+    Slurm,
+    /// auth/munge: munged must already run where the test runs.
+    Munge,
+}
+
+impl ClusterAuth {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClusterAuth::Slurm => "slurm",
+            ClusterAuth::Munge => "munge",
+        }
+    }
+}
+
+/// What the test does beyond the version and library checks.
+#[derive(Clone, Copy, Debug)]
+pub struct TestOptions {
+    /// Only the version and the libraries: no cluster.
+    pub quick: bool,
+    pub auth: ClusterAuth,
+}
+
+impl TestOptions {
+    fn script_args(&self) -> Vec<String> {
+        let mut args = vec!["--auth".to_string(), self.auth.as_str().to_string()];
+        if self.quick {
+            args.push("--quick".into());
+        }
+        args
+    }
+}
+
 /// The outcome of a tarball test.
 #[derive(Debug)]
 pub struct TestOutcome {
@@ -42,6 +80,15 @@ pub struct TestOutcome {
 }
 
 impl TestOutcome {
+    /// The steps the script announced (`==> ...` lines), in order: what the record keeps.
+    pub fn steps(&self) -> Vec<String> {
+        self.log
+            .lines()
+            .filter_map(|l| l.strip_prefix("==> "))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The verdict of a test script: it passed if it exited 0 and said `PASS:`.
     pub fn from_output(output: &std::process::Output) -> Self {
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -65,6 +112,7 @@ pub fn run(
     tarball: &Path,
     module: &str,
     version: &str,
+    options: &TestOptions,
     place: &Where,
     scratch: &Path,
 ) -> Result<TestOutcome> {
@@ -79,15 +127,23 @@ pub fn run(
     std::fs::write(&script, SCRIPT).with_context(|| format!("writing {}", script.display()))?;
     let output = match place {
         Where::Local => {
-            let prefix = scratch.join("prefix");
+            // Deeper than the build prefix and named otherwise: nothing may find its way back.
+            let prefix = scratch.join("relocated/elsewhere/slurm-under-test");
             sf_archive::extract(tarball, &prefix)?;
             let mut c = Command::new("bash");
-            c.arg(&script).arg("--prefix").arg(&prefix).args([
-                "--module",
-                module,
-                "--version",
-                version,
-            ]);
+            c.arg(&script)
+                .arg("--prefix")
+                .arg(&prefix)
+                .args(["--module", module, "--version", version])
+                .args(options.script_args());
+            if !options.quick {
+                // This host's own Slurm, if it has one, keeps its ports and its user.
+                let (ctld, slurmd) = two_free_ports()?;
+                c.arg("--ports")
+                    .arg(format!("{ctld},{slurmd}"))
+                    .arg("--slurm-user")
+                    .arg(current_user());
+            }
             // A clean environment: what the user's shell would have, nothing of ours.
             c.env_clear();
             for k in ["PATH", "HOME", "LANG", "TERM"] {
@@ -123,6 +179,7 @@ pub fn run(
                 "--version".into(),
                 version.into(),
             ]);
+            args.extend(options.script_args());
             engine
                 .command(&args)
                 .stdin(Stdio::null())
@@ -131,6 +188,24 @@ pub fn run(
         }
     };
     Ok(TestOutcome::from_output(&output))
+}
+
+/// Two different TCP ports nothing listens on now.
+fn two_free_ports() -> Result<(u16, u16)> {
+    let bind = || std::net::TcpListener::bind(("0.0.0.0", 0)).context("finding a free port");
+    let (a, b) = (bind()?, bind()?);
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
+
+/// The name of the user this runs as (what the test cluster runs as on a host).
+fn current_user() -> String {
+    Command::new("id")
+        .arg("-un")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "root".into())
 }
 
 /// A scratch directory for one test run, kept on failure.

@@ -14,20 +14,10 @@ use sf_core::layout::{Cell, Layout};
 use sf_core::matrix::{ListArg, Pipeline, Selection, SupportMatrix};
 use sf_testkit::require_tool;
 
-const SLURM_VERSION: &str = "25.11";
-/// The local base image the container tests use (debootstrap + podman import, cached under target/).
-const BASE_IMAGE: &str = "localhost/sf-test-base:bookworm";
+mod support;
+use support::{base_image, podman, podman_args, sh, short_hash, with_engine, BASE_IMAGE};
 
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+const SLURM_VERSION: &str = "25.11";
 
 /// Lmod is a shell function, not a command: its init script must be there.
 fn require_lmod() {
@@ -228,7 +218,7 @@ fn pack_and_test_locally_with_real_lmod() {
     // The build tree never existed on disk: the test passes on relocation alone.
     assert!(!tmp.path().join("software").exists());
     let o = bin()
-        .args(["test", "--local", "--cell"])
+        .args(["test", "--local", "--quick", "--cell"])
         .arg(&cell)
         .arg("--tarball")
         .arg(&out)
@@ -262,7 +252,7 @@ fn a_tarball_missing_a_library_fails_the_test() {
     pack(tmp.path(), &cell, &view, &modulefile, &prefix, &out);
     let results = tmp.path().join("results-test");
     let o = bin()
-        .args(["test", "--local", "--cell"])
+        .args(["test", "--local", "--quick", "--cell"])
         .arg(&cell)
         .arg("--tarball")
         .arg(&out)
@@ -304,7 +294,7 @@ fn a_wrong_version_fails_the_test() {
     let other = tmp.path().join("other.json");
     fs::write(&other, serde_json::to_vec(&c).unwrap()).unwrap();
     let o = bin()
-        .args(["test", "--local", "--cell"])
+        .args(["test", "--local", "--quick", "--cell"])
         .arg(&other)
         .arg("--tarball")
         .arg(&out)
@@ -312,6 +302,137 @@ fn a_wrong_version_fails_the_test() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected Slurm 24.11.6"));
+}
+
+/// A real `--full-init` into scratch folders, as the invoking user (no user is created, nothing
+/// of this host is touched): the configuration, the auth/slurm key and the units it writes, and
+/// a second run that refuses to overwrite an edited configuration without --force.
+#[test]
+fn install_script_full_init_writes_a_working_configuration_and_keeps_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let out = tmp.path().join("t.tar.gz");
+    pack(tmp.path(), &cell, &view, &modulefile, &prefix, &out);
+    let x = tmp.path().join("deeper/extracted/here");
+    fs::create_dir_all(&x).unwrap();
+    sh(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(&x));
+    let script = x.join("data/slurm_assets/slurm_install.sh");
+    let help = sh(Command::new(&script).arg("--help"));
+    for opt in [
+        "--full-init",
+        "--auth munge|slurm",
+        "--no-cgroup",
+        "--state-dir",
+        "--force",
+    ] {
+        assert!(help.contains(opt), "{opt} not in --help:\n{help}");
+    }
+    let user = sh(Command::new("id").arg("-un")).trim().to_string();
+    let (conf, units, state) = (
+        tmp.path().join("etc"),
+        tmp.path().join("units"),
+        tmp.path().join("state"),
+    );
+    let full_init = || {
+        let mut c = Command::new(&script);
+        c.args(["--prefix"])
+            .arg(&x)
+            .args([
+                "--full-init",
+                "--cluster-name",
+                "sf-test",
+                "--auth",
+                "slurm",
+            ])
+            .args(["--no-cgroup", "--accounting", "none", "--slurm-user", &user])
+            .args(["--ports", "16817,16818", "--conf-dir"])
+            .arg(&conf)
+            .arg("--systemd-dir")
+            .arg(&units)
+            .arg("--state-dir")
+            .arg(&state);
+        c
+    };
+    let said = sh(&mut full_init());
+    assert!(said.contains("note: the tarball is already at"), "{said}");
+    let slurm_conf = fs::read_to_string(conf.join("slurm.conf")).unwrap();
+    for want in [
+        "ClusterName=sf-test".to_string(),
+        format!("SlurmUser={user}"),
+        "SlurmctldPort=16817".into(),
+        "SlurmdPort=16818".into(),
+        "AuthType=auth/slurm".into(),
+        "CredType=cred/slurm".into(),
+        "ProctrackType=proctrack/linuxproc".into(),
+        "TaskPlugin=task/none".into(),
+        "JobAcctGatherType=jobacct_gather/none".into(),
+        "AccountingStorageType=accounting_storage/none".into(),
+        format!("PluginDir={}/view/lib/slurm", x.display()),
+        format!("SlurmdSpoolDir={}/spool/slurmd", state.display()),
+        format!("SlurmctldLogFile={}/log/slurmctld.log", state.display()),
+    ] {
+        assert!(
+            slurm_conf.contains(&want),
+            "{want} not in slurm.conf:\n{slurm_conf}"
+        );
+    }
+    assert!(
+        !slurm_conf.contains('@'),
+        "a placeholder is left:\n{slurm_conf}"
+    );
+    let cgroup = fs::read_to_string(conf.join("cgroup.conf")).unwrap();
+    assert!(cgroup.contains("CgroupPlugin=disabled"), "{cgroup}");
+    let key = fs::metadata(conf.join("slurm.key")).unwrap();
+    assert_eq!(key.len(), 1024);
+    assert_eq!(key.mode() & 0o777, 0o600);
+    let unit = fs::read_to_string(units.join("slurmd.service")).unwrap();
+    assert!(
+        unit.contains(&format!("ExecStart={}/view/sbin/slurmd", x.display()))
+            && unit.contains(&format!("SLURM_CONF={}/slurm.conf", conf.display())),
+        "{unit}"
+    );
+    for d in ["spool/slurmd", "spool/slurmctld", "log", "run"] {
+        assert!(state.join(d).is_dir(), "{d}");
+    }
+
+    // An edited configuration survives a second --full-init without --force, which changes
+    // nothing at all; with --force it is replaced.
+    let edited = format!("{slurm_conf}# edited by the admin\n");
+    fs::write(conf.join("slurm.conf"), &edited).unwrap();
+    let key_before = fs::read(conf.join("slurm.key")).unwrap();
+    let o = full_init().output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("slurm.conf already exists; pass --force"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(conf.join("slurm.conf")).unwrap(), edited);
+    assert_eq!(fs::read(conf.join("slurm.key")).unwrap(), key_before);
+    sh(full_init().arg("--force"));
+    assert_eq!(
+        fs::read_to_string(conf.join("slurm.conf")).unwrap(),
+        slurm_conf
+    );
+    assert_ne!(fs::read(conf.join("slurm.key")).unwrap(), key_before);
+
+    // Bad values are refused before anything is written.
+    for (flag, value, says) in [
+        ("--auth", "kerberos", "munge or slurm"),
+        ("--accounting", "files", "slurmdbd or none"),
+        ("--ports", "6817", "two port numbers"),
+        ("--state-dir", "relative/dir", "absolute path"),
+    ] {
+        let o = Command::new(&script)
+            .args(["--dry-run", "--full-init", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(says),
+            "{flag} {value}"
+        );
+    }
 }
 
 #[test]
@@ -636,76 +757,6 @@ fn every_base_image_names_its_registry() {
 // ---------------------------------------------------------------------------------------------
 // The engine path: real Podman.
 
-/// Global options for every podman call: runc, vfs storage kept under target/ (so the base image
-/// survives between runs), cgroupfs and file events (no systemd here).
-fn podman_args() -> Vec<String> {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
-    vec![
-        format!("--root={}", root.join("storage").display()),
-        // Short (socket paths have a length limit) and one per storage root.
-        format!(
-            "--runroot=/tmp/sf-build-podman-run-{}",
-            short_hash(&root.display().to_string())
-        ),
-        "--storage-driver=vfs".into(),
-        "--runtime=runc".into(),
-        "--cgroup-manager=cgroupfs".into(),
-        "--events-backend=file".into(),
-    ]
-}
-
-fn short_hash(s: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    format!("{:08x}", h.finish() as u32)
-}
-
-const RUN_ARGS: [&str; 2] = [
-    "--run-arg=--ulimit=nofile=20000:20000",
-    "--run-arg=--ulimit=nproc=32768:32768",
-];
-
-fn podman() -> Command {
-    require_tool("podman");
-    require_tool("runc");
-    let mut c = Command::new("podman");
-    c.args(podman_args());
-    c
-}
-
-/// The Debian base image: `debootstrap --variant=minbase bookworm` (with Lmod, which the
-/// toolchains' images get from their package manager) imported into the test storage once.
-fn base_image() -> &'static str {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        require_tool("debootstrap");
-        require_tool("flock");
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
-        fs::create_dir_all(&root).unwrap();
-        // One process builds it; concurrent test processes wait on the lock, then find it.
-        let script = format!(
-            "set -e; rc=0; podman {args} image exists {BASE_IMAGE} || rc=$?; \
-             case $rc in 0) exit 0 ;; 1) ;; *) exit \"$rc\" ;; esac; \
-             d=$(mktemp -d {root}/debootstrap.XXXXXX); \
-             debootstrap --variant=minbase --include=lmod bookworm \"$d/root\" http://deb.debian.org/debian >\"$d.log\" 2>&1 || {{ cat \"$d.log\" >&2; exit 1; }}; \
-             tar -C \"$d/root\" -c . | podman {args} import - {BASE_IMAGE} >/dev/null; rm -rf \"$d\" \"$d.log\"",
-            args = podman_args().join(" "),
-            root = root.display()
-        );
-        sh(Command::new("flock").arg(root.join("base.lock")).args(["bash", "-c", &script]));
-    });
-    BASE_IMAGE
-}
-
-fn with_engine(b: &mut Bin) -> &mut Bin {
-    b.args(["--engine", "podman"]);
-    for a in podman_args() {
-        b.arg(format!("--engine-arg={a}"));
-    }
-    b.args(RUN_ARGS)
-}
-
 #[test]
 fn test_in_a_clean_container_passes_on_a_good_tarball_and_fails_on_a_broken_one() {
     let image = base_image();
@@ -718,7 +769,7 @@ fn test_in_a_clean_container_passes_on_a_good_tarball_and_fails_on_a_broken_one(
         pack(&dir, &cell, &view, &modulefile, &prefix, &out);
         let o = with_engine(
             bin()
-                .args(["test", "--image", image, "--cell"])
+                .args(["test", "--quick", "--image", image, "--cell"])
                 .arg(&cell)
                 .arg("--tarball")
                 .arg(&out),
@@ -922,7 +973,7 @@ fn a_container_build_yields_a_working_tarball_owned_by_the_runner_and_sees_no_se
     );
     let o = with_engine(
         bin()
-            .args(["test", "--image", BASE_IMAGE, "--cell"])
+            .args(["test", "--quick", "--image", BASE_IMAGE, "--cell"])
             .arg(&cell)
             .arg("--tarball")
             .arg(&tarball),
@@ -1555,7 +1606,7 @@ fn the_docker_engine_builds_tests_and_ships_the_image_too() {
     let tarball = PathBuf::from(v["tarball"]["tarball"].as_str().unwrap());
     let o = with_docker(
         bin()
-            .args(["test", "--image", image, "--cell"])
+            .args(["test", "--quick", "--image", image, "--cell"])
             .arg(&cell)
             .arg("--tarball")
             .arg(&tarball),
@@ -1570,7 +1621,7 @@ fn the_docker_engine_builds_tests_and_ships_the_image_too() {
     pack(&broken_dir, &bcell, &bview, &bmod, &bprefix, &broken);
     let o = with_docker(
         bin()
-            .args(["test", "--image", image, "--cell"])
+            .args(["test", "--quick", "--image", image, "--cell"])
             .arg(&bcell)
             .arg("--tarball")
             .arg(&broken),

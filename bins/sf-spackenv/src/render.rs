@@ -70,7 +70,7 @@ fn unpack(rel: &str, sha256: &str, dir: &str) -> String {
 /// The Spack part of a build image, the same for every OS family: Spack and the package
 /// repositories at their pins (cloned, or unpacked from the local archives of the build
 /// context), Spack's solver in a Python of its own, and the site configuration every user of the
-/// image shares (the repositories, no bootstrapping, a build stage without the user's name, the
+/// image shares (the repositories, no bootstrap sources, a build stage without the user's name, the
 /// OS compiler).
 fn spack_section(stack: &Stack) -> Result<String> {
     let root = container::SPACK_ROOT;
@@ -146,11 +146,12 @@ fn spack_section(stack: &Stack) -> Result<String> {
         clingo = spack.clingo,
     ));
     out.push_str(&format!(
-        "# Site configuration for every user of the image: the pinned repositories only, no\n\
-         # bootstrapping, a build stage without the user's name in it, and the OS compiler. Spack's\n\
-         # code is byte-compiled here, since no build user can write next to it.\n\
+        "# Site configuration for every user of the image: the pinned repositories only, no source\n\
+         # to bootstrap from (clingo and gpg are here; disabling bootstrapping itself would also\n\
+         # disable Spack's GnuPG), a build stage without the user's name in it, and the OS\n\
+         # compiler. Spack's code is byte-compiled here, since no build user can write next to it.\n\
          RUN printf '%s\\n' {repos} >{root}/etc/spack/repos.yaml \\\n \
-         && printf '%s\\n' 'bootstrap:' '  enable: false' >{root}/etc/spack/bootstrap.yaml \\\n \
+         && printf '%s\\n' 'bootstrap:' '  sources:: []' >{root}/etc/spack/bootstrap.yaml \\\n \
          && printf '%s\\n' 'config:' '  build_stage::' '  - /tmp/spack-stage' >{root}/etc/spack/config.yaml \\\n \
          && export SPACK_USER_CONFIG_PATH=/tmp/spack-image-user SPACK_USER_CACHE_PATH=/tmp/spack-image-user \\\n \
          && spack compiler find --scope site \\\n \

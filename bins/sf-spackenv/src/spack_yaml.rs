@@ -161,7 +161,30 @@ fn config(cell: &CheckedCell, options: &Options) -> Value {
     Value::Mapping(m)
 }
 
-fn packages(cell: &CheckedCell) -> Value {
+fn packages(cell: &CheckedCell, stack: &Stack) -> Value {
+    let mut m = match packages_common(cell) {
+        Value::Mapping(m) => m,
+        _ => unreachable!("a mapping"),
+    };
+    for e in &stack.externals {
+        m.insert(
+            e.name.as_str().into(),
+            map([
+                ("buildable", false.into()),
+                (
+                    "externals",
+                    Value::Sequence(vec![map([
+                        ("spec", format!("{}@{}", e.name, e.version).into()),
+                        ("prefix", e.prefix.as_str().into()),
+                    ])]),
+                ),
+            ]),
+        );
+    }
+    Value::Mapping(m)
+}
+
+fn packages_common(cell: &CheckedCell) -> Value {
     map([
         (
             "all",
@@ -258,7 +281,7 @@ pub fn document(cell: &CheckedCell, stack: &Stack, options: &Options) -> Value {
         // One consistent DAG, reusing installed and cached binaries (the deps mirror's above all).
         map([("unify", true.into()), ("reuse", true.into())]),
     );
-    put("packages", packages(cell));
+    put("packages", packages(cell, stack));
     put("config", config(cell, options));
     put("mirrors", mirrors(cell, stack));
     match module_name(cell) {

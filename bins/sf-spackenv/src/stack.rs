@@ -167,6 +167,16 @@ impl PinnedSpec {
     }
 }
 
+/// A package the build image's OS provides, used as is (never built): Spack's `externals`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct External {
+    pub name: String,
+    pub version: String,
+    /// Where the OS installed it (`/usr` for distribution packages).
+    pub prefix: String,
+}
+
 /// How Slurm itself is specified (its version comes from the support matrix).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +230,10 @@ pub struct Stack {
     pub dependencies: Vec<PinnedSpec>,
     #[serde(default)]
     pub gpu_dependencies: Vec<PinnedSpec>,
+    /// Packages taken from the build image's OS instead of being built (build tools, or
+    /// libraries a site provides itself); none in the published stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<External>,
     #[serde(default)]
     pub view_exclude: Vec<String>,
     #[serde(default)]
@@ -446,6 +460,22 @@ impl Stack {
                 if !seen.insert(p.name.as_str()) {
                     return Err(format!("{section}: {} is pinned twice", p.name));
                 }
+            }
+        }
+        for e in &self.externals {
+            if !is_package_name(&e.name) || !is_version(&e.version) {
+                return Err(format!(
+                    "externals: {:?}@{:?} is not a package name and one exact version",
+                    e.name, e.version
+                ));
+            }
+            let absolute =
+                e.prefix == "/" || (e.prefix.starts_with('/') && is_repo_path(&e.prefix[1..]));
+            if !absolute {
+                return Err(format!(
+                    "externals.{}: prefix {:?} must be an absolute path",
+                    e.name, e.prefix
+                ));
             }
         }
         if let Some(bad) = self.view_exclude.iter().find(|n| !is_package_name(n)) {
