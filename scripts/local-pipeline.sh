@@ -8,8 +8,11 @@
 # The chain is the workflow's: sf-matrix (one cell) -> sf-spackenv -> the build -> sf-build test ->
 # sf-sign -> sf-publish -> sf-summary. Without --engine the build step packs a small built-in
 # view (real ELF binaries compiled here: libslurm, sinfo, a plugin, linked with RPATHs into a padded
-# build prefix) so everything after it runs for real; with --engine the real Spack build runs in a
-# container. It ends by verifying what landed in the bucket and printing where everything is.
+# build prefix) so everything after it runs for real, and the tarball test checks its version and
+# libraries (--quick: the small view is no Slurm to start); with --engine the real Spack build runs
+# in a container (from the offline copies in ~/.slurm-factory/offline when they are there, see
+# scripts/offline-inputs.sh), and the tarball test runs a one-node cluster from it. It ends by
+# verifying what landed in the bucket and printing where everything is.
 #
 # --out (default out/local-pipeline in the checkout) is emptied first, so it must be new, empty,
 # or a directory this script made before (it leaves a .sf-local-pipeline file there); anything
@@ -37,7 +40,7 @@ while (($#)); do
         --toolchain) toolchain=$2; shift 2 ;;
         --engine) engine=$2; shift 2 ;;
         --debug) profile=debug; shift ;;
-        -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument '$1'; valid: --out DIR, --slurm-version V, --toolchain T, --engine E, --debug" >&2; exit 2 ;;
     esac
 done
@@ -89,6 +92,19 @@ export SF_CELL_ID
 tarball="$work/dist/$tarball_name"
 
 step "sf-spackenv: Spack environment, build recipe and modulefile"
+if [ -n "$engine" ]; then
+    # The build's upstream inputs: local copies when this machine has them (they were cleared with
+    # the calling shell's SF_* variables above, so they are read from their one documented place).
+    offline=${SLURM_FACTORY_CACHE_DIR:-$HOME/.slurm-factory}/offline
+    if [ -f "$offline/inputs.env" ]; then
+        echo "building from the offline copies of Spack, its repositories and clingo in $offline" >&2
+        while IFS='=' read -r k v; do
+            case "$k" in SF_ARCHIVES | SF_ARCHIVE_SHA256S | SF_PYTHON_WHEELS) export "$k=$v" ;; esac
+        done <"$offline/inputs.env"
+    else
+        echo "cloning Spack and its repositories from GitHub: no offline copies in $offline (scripts/offline-inputs.sh makes them; docs/air-gapped.md)" >&2
+    fi
+fi
 sf-spackenv --cell "$work/matrix.json" --out "$work/env" >/dev/null
 
 if [ -n "$engine" ]; then

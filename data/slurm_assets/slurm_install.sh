@@ -23,8 +23,11 @@ Options:
   --cluster-name NAME   cluster name for slurm.conf (default: slurm-cluster)
   --conf-dir DIR        where configs go (default /etc/slurm)
   --systemd-dir DIR     where units go (default /etc/systemd/system)
-  --auth munge|slurm    authentication: munge (default; needs munged running) or Slurm's own
-                        auth/slurm with a key generated into the conf dir (no munge needed)
+  --auth munge|slurm|none
+                        authentication: munge (default; needs munged running), Slurm's own
+                        auth/slurm with a key generated into the conf dir (no munge needed; a
+                        Slurm built with libjwt), or none (no authentication at all: a
+                        throw-away test cluster only)
   --no-cgroup           track and confine jobs without cgroups (proctrack/linuxproc, no task
                         or accounting-gather plugin): containers and hosts without cgroup v2
   --accounting slurmdbd|none
@@ -101,7 +104,10 @@ done
 prefix=${prefix%/}
 [[ "$cluster_name" =~ ^[a-z0-9][a-z0-9_-]{0,39}$ ]] ||
     die "--cluster-name '$cluster_name' is not valid: lowercase letters, digits, '-' and '_', at most 40 characters"
-case "$auth" in munge | slurm) ;; *) die "--auth '$auth' is not valid: munge or slurm" ;; esac
+case "$auth" in munge | slurm | none) ;; *) die "--auth '$auth' is not valid: munge, slurm or none" ;; esac
+if [ "$auth" != munge ] && [ ! -e "$source_root/view/lib/slurm/auth_$auth.so" ]; then
+    die "--auth $auth: this Slurm has no auth_$auth plugin (view/lib/slurm/auth_$auth.so)"
+fi
 case "$accounting" in slurmdbd | none) ;; *) die "--accounting '$accounting' is not valid: slurmdbd or none" ;; esac
 [[ "$slurm_user" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]] || die "--slurm-user '$slurm_user' is not a user name"
 [[ "$ports" =~ ^([0-9]{1,5}),([0-9]{1,5})$ ]] || die "--ports '$ports' is not two port numbers: CTLD,SLURMD"
@@ -163,20 +169,18 @@ if $full_init; then
     # What slurmd itself sees, when it can tell (slurmd -C needs no configuration): its CPU
     # layout is the one it will register with.
     if node=$("$source_root/view/sbin/slurmd" -C 2>/dev/null | grep '^NodeName='); then
-        field() { sed -n "s/.* $1=\([0-9]*\).*/\1/p" <<<"$node"; }
-        cpus=$(field CPUs) sockets=$(field Sockets) cores_per_socket=$(field CoresPerSocket)
-        threads=$(field ThreadsPerCore)
+        field() { sed -n "s/.* $1=\([0-9][0-9]*\).*/\1/p" <<<"$node"; }
+        # (slurmd -C says SocketsPerBoard, with Boards=1 on ordinary hosts.)
+        cpus=$(field CPUs) cores_per_socket=$(field CoresPerSocket) threads=$(field ThreadsPerCore)
+        sockets=$(field Sockets)
+        [ -n "$sockets" ] || sockets=$(field SocketsPerBoard)
         slurmd_memory=$(field RealMemory)
         if [ -n "$slurmd_memory" ]; then real_memory=$((slurmd_memory * 95 / 100)); fi
         node_source="slurmd -C"
     else
         node_source="nproc, lscpu and /proc/meminfo"
     fi
-    if [ "$auth" = slurm ]; then
-        auth_type=auth/slurm cred_type=cred/slurm
-    else
-        auth_type=auth/munge cred_type=cred/munge
-    fi
+    auth_type=auth/$auth cred_type=cred/$auth
     if $cgroup; then
         proctrack=proctrack/cgroup task_plugin=task/cgroup,task/affinity
         jobacct=jobacct_gather/cgroup cgroup_plugin=autodetect

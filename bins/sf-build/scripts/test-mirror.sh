@@ -60,8 +60,9 @@ count=$(senv find --format '{name}' | wc -l)
 if [[ -n "$version" ]]; then
     prefix=$(senv location --install-dir slurm) || fail "slurm is not installed"
     # Slurm's clients want a configuration even for --version: a minimal one of the test's own.
-    printf '%s\n' 'ClusterName=sf-version-check' 'SlurmctldHost=localhost' \
-        'NodeName=localhost CPUs=1 State=UNKNOWN' 'PartitionName=p Nodes=ALL' >"$work/slurm.conf"
+    printf '%s\n' 'ClusterName=sf-version-check' 'SlurmctldHost=localhost' "PluginDir=$prefix/lib/slurm" \
+        'AuthType=auth/none' 'CredType=cred/none' 'NodeName=localhost CPUs=1 State=UNKNOWN' 'PartitionName=p Nodes=ALL' \
+        >"$work/slurm.conf"
     export SLURM_CONF="$work/slurm.conf"
     got=$("$prefix/bin/sinfo" --version 2>&1) || fail "$prefix/bin/sinfo --version failed: $got"
     [[ "$got" == "slurm $version" || "$got" == "slurm $version "* ]] ||

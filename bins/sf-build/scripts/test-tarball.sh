@@ -9,8 +9,11 @@
 # config` names the plugin directory inside the prefix, and the daemons are stopped again.
 #
 #   test-tarball.sh (--tarball FILE | --prefix DIR) --module slurm/V-TC --version V
-#                   [--quick] [--auth slurm|munge] [--state-dir DIR] [--slurm-user NAME]
-#                   [--ports CTLD,SLURMD]
+#                   [--quick] [--auth slurm|munge|none] [--state-dir DIR] [--slurm-user NAME]
+#                   [--ports CTLD,SLURMD] [--install-lmod]
+#
+# --install-lmod (a throw-away container only: never on a host) installs Lmod when the image
+# lacks it.
 #
 # On a host (sf-build test --local) the cluster runs as the invoking user on free ports, with its
 # configuration, state and logs in the test's scratch folder: nothing of the host is changed.
@@ -19,6 +22,7 @@
 set -o pipefail
 
 tarball='' prefix='' module='' version='' quick=false auth=slurm state='' install_opts=()
+install_lmod=false
 while (($#)); do
     case "$1" in
     --tarball) tarball=$2; shift 2 ;;
@@ -29,6 +33,7 @@ while (($#)); do
     --auth) auth=$2; shift 2 ;;
     --state-dir) state=$2; shift 2 ;;
     --slurm-user | --ports) install_opts+=("$1" "$2"); shift 2 ;;
+    --install-lmod) install_lmod=true; shift ;;
     *) echo "error: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -62,7 +67,7 @@ lmod_init=''
 for f in /usr/share/lmod/lmod/init/bash /usr/share/lmod/lmod/init/profile /etc/profile.d/lmod.sh /etc/profile.d/z00_lmod.sh; do
     if [ -f "$f" ]; then lmod_init=$f; break; fi
 done
-if [ -z "$lmod_init" ] && [ "$(id -u)" -eq 0 ]; then
+if [ -z "$lmod_init" ] && $install_lmod && [ "$(id -u)" -eq 0 ]; then
     echo "==> Lmod is not in this image; installing it" >&2
     if command -v apt-get >/dev/null; then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lmod; } >&2
@@ -73,9 +78,11 @@ if [ -z "$lmod_init" ] && [ "$(id -u)" -eq 0 ]; then
         if [ -f "$f" ]; then lmod_init=$f; break; fi
     done
 fi
-[ -n "$lmod_init" ] || fail "Lmod is not installed here and could not be installed"
+[ -n "$lmod_init" ] || fail "Lmod is not installed here: install it (apt-get install lmod, or dnf install Lmod from EPEL), or test in a container"
 # shellcheck source=/dev/null
 source "$lmod_init" || fail "sourcing $lmod_init failed"
+# A leftover init file without a working Lmod behind it would only fail later, less clearly.
+module --version >/dev/null 2>&1 || fail "$lmod_init is there but gives no working 'module' command: reinstall Lmod"
 
 export MODULEPATH="$prefix/modules"
 export SLURM_INSTALL_PREFIX="$prefix/view"
@@ -87,8 +94,10 @@ echo "==> module $module loaded" >&2
 # Slurm's clients want a configuration even for --version: a minimal one of the test's own.
 work=$(mktemp -d /tmp/sf-tarball-work.XXXXXX)
 mkdir -p "$work/min"
+# (auth/none and cred/none: the plugins every Slurm build has.)
 printf '%s\n' 'ClusterName=sf-version-check' 'SlurmctldHost=localhost' "PluginDir=$prefix/view/lib/slurm" \
-    'NodeName=localhost CPUs=1 State=UNKNOWN' 'PartitionName=p Nodes=ALL' >"$work/min/slurm.conf"
+    'AuthType=auth/none' 'CredType=cred/none' 'NodeName=localhost CPUs=1 State=UNKNOWN' 'PartitionName=p Nodes=ALL' \
+    >"$work/min/slurm.conf"
 export SLURM_CONF="$work/min/slurm.conf"
 
 got=''
@@ -114,7 +123,17 @@ missing=0
 while IFS= read -r -d '' f; do
     if [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" != '177ELF' ]; then continue; fi
     checked=$((checked + 1))
-    if ldd_out=$(ldd "$f" 2>&1) && grep -q 'not found' <<<"$ldd_out"; then
+    ldd_out=$(ldd "$f" 2>&1) || continue
+    unresolved=$(grep 'not found' <<<"$ldd_out" | awk '{ print $1 }')
+    # A shared library without an RPATH of its own (the compiler's runtime libraries) finds its
+    # neighbours through the RPATH of the program that loads it (Spack links with DT_RPATH,
+    # which reaches the whole chain): a library it needs right beside it is found.
+    if [[ "$f" == *.so* ]] && [ -n "$unresolved" ]; then
+        beside=''
+        for lib in $unresolved; do [ -e "$(dirname "$f")/$lib" ] || beside+=" $lib"; done
+        unresolved=$beside
+    fi
+    if [ -n "${unresolved// /}" ]; then
         missing=$((missing + 1))
         echo "missing libraries in ${f#"$prefix"/}:" >&2
         grep 'not found' <<<"$ldd_out" >&2
@@ -174,6 +193,9 @@ cluster_fail() {
 }
 
 step "slurm_install.sh --full-init"
+# slurmctld drops to SlurmUser: it must reach the prefix, the configuration and its state, which
+# lie in folders mktemp made for root alone.
+chmod 755 "$work" "${prefix%/relocated/elsewhere/slurm-under-test}" 2>/dev/null
 module load "$module" || cluster_fail "module load $module failed"
 bash "$prefix/data/slurm_assets/slurm_install.sh" --prefix "$prefix" --full-init \
     --cluster-name sf-test --auth "$auth" --no-cgroup --accounting none \
@@ -187,13 +209,16 @@ grep -q "ExecStart=$prefix/view/sbin/slurmd" "$work/systemd/slurmd.service" ||
 step "start slurmctld"
 slurmctld -i >&2 || cluster_fail "slurmctld exited $?"
 step "start slurmd"
-slurmd >&2 || cluster_fail "slurmd exited $?"
+# slurmd runs jobs through slurmstepd, found at its compiled-in path unless told (-d): the
+# relocated one, beside it.
+slurmd -d "$prefix/view/sbin/slurmstepd" >&2 || cluster_fail "slurmd exited $?"
 
 step "the node is idle in sinfo"
 node_state=''
 for _ in $(seq 1 60); do
-    node_state=$(sinfo -h -N -o %T 2>/dev/null | head -n 1)
+    node_state=$(timeout 10 sinfo -h -N -o %T 2>/dev/null | head -n 1)
     [ "$node_state" = idle ] && break
+    [ "$(daemon_pids | wc -l)" -ge 2 ] || cluster_fail "a daemon is gone (running: $(daemon_pids | wc -l) of 2)"
     sleep 1
 done
 [ "$node_state" = idle ] || cluster_fail "the node is '${node_state:-not listed}' after 60 s, not idle"

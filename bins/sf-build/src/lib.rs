@@ -107,7 +107,8 @@ pub struct PackOpts {
     /// The modulefile to ship [default: {env-dir}/modules/slurm/{version}-{toolchain}.lua]
     #[arg(long, value_name = "FILE")]
     pub modulefile: Option<PathBuf>,
-    /// A build-time prefix to relocate away from (repeatable) [default: /opt/slurm/software, /opt/slurm/view]
+    /// A build-time prefix to relocate away from (repeatable) [default: /opt/slurm/software,
+    /// /opt/slurm/view, /opt/slurm/._view]
     #[arg(long = "build-prefix", value_name = "DIR")]
     pub build_prefixes: Vec<String>,
     /// Clamp mtimes here (seconds) [default: the newest mtime in the view]
@@ -188,8 +189,9 @@ pub struct TestArgs {
     /// daemons cannot run where the test runs).
     #[arg(long)]
     pub quick: bool,
-    /// How the test cluster authenticates: Slurm's own auth/slurm with a generated key, or munge
-    /// (munged must already run where the test runs).
+    /// How the test cluster authenticates: Slurm's own auth/slurm with a generated key, munge
+    /// (munged must already run where the test runs), or none (a Slurm built without munge
+    /// and libjwt).
     #[arg(long, value_enum, default_value_t = tarball_test::ClusterAuth::Slurm)]
     pub auth: tarball_test::ClusterAuth,
     #[command(flatten)]

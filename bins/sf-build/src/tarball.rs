@@ -14,9 +14,10 @@ use sf_core::layout::Cell;
 
 /// The install tree and view paths inside the build container: RPATHs and links under them are
 /// relocated.
-pub const CONTAINER_BUILD_PREFIXES: [&str; 2] = [
+pub const CONTAINER_BUILD_PREFIXES: [&str; 3] = [
     sf_core::container::INSTALL_ROOT,
     sf_core::container::VIEW_ROOT,
+    sf_core::container::VIEW_STORE,
 ];
 
 /// The assets every tarball carries under `data/slurm_assets/`, embedded so the binary works

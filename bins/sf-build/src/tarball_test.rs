@@ -40,6 +40,8 @@ pub enum ClusterAuth {
     Slurm,
     /// auth/munge: munged must already run where the test runs.
     Munge,
+    /// auth/none: no authentication, for a Slurm built without munge and libjwt.
+    None,
 }
 
 impl ClusterAuth {
@@ -47,6 +49,7 @@ impl ClusterAuth {
         match self {
             ClusterAuth::Slurm => "slurm",
             ClusterAuth::Munge => "munge",
+            ClusterAuth::None => "none",
         }
     }
 }
@@ -180,6 +183,8 @@ pub fn run(
                 version.into(),
             ]);
             args.extend(options.script_args());
+            // A throw-away container may get the Lmod its image lacks; a host never does.
+            args.push("--install-lmod".into());
             engine
                 .command(&args)
                 .stdin(Stdio::null())

@@ -317,10 +317,22 @@ fn install_script_full_init_writes_a_working_configuration_and_keeps_edits() {
     fs::create_dir_all(&x).unwrap();
     sh(Command::new("tar").arg("-xzf").arg(&out).arg("-C").arg(&x));
     let script = x.join("data/slurm_assets/slurm_install.sh");
+    // The stand-in view has no auth plugins: auth/slurm is refused until it has one.
+    let o = Command::new(&script)
+        .args(["--dry-run", "--full-init", "--auth", "slurm"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("this Slurm has no auth_slurm plugin"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fs::write(x.join("view/lib/slurm/auth_slurm.so"), b"").unwrap();
     let help = sh(Command::new(&script).arg("--help"));
     for opt in [
         "--full-init",
-        "--auth munge|slurm",
+        "--auth munge|slurm|none",
         "--no-cgroup",
         "--state-dir",
         "--force",
@@ -418,7 +430,7 @@ fn install_script_full_init_writes_a_working_configuration_and_keeps_edits() {
 
     // Bad values are refused before anything is written.
     for (flag, value, says) in [
-        ("--auth", "kerberos", "munge or slurm"),
+        ("--auth", "kerberos", "munge, slurm or none"),
         ("--accounting", "files", "slurmdbd or none"),
         ("--ports", "6817", "two port numbers"),
         ("--state-dir", "relative/dir", "absolute path"),

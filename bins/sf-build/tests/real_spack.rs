@@ -86,6 +86,8 @@ struct Offline {
     /// NAME -> (archive, sha256) for spack and each pinned repository.
     archives: BTreeMap<String, (PathBuf, String)>,
     wheels: PathBuf,
+    /// A Spack source mirror holding the Slurm release the tests build (from Debian).
+    test_sources: PathBuf,
 }
 
 fn offline() -> &'static Offline {
@@ -138,9 +140,16 @@ fn offline() -> &'static Offline {
                 (k, (path, sha))
             })
             .collect();
+        let test_sources = PathBuf::from(vars["SF_TEST_SOURCE_MIRROR"]);
+        assert!(
+            test_sources.join("_source-cache").is_dir(),
+            "{} holds no Slurm source: run scripts/offline-inputs.sh",
+            test_sources.display()
+        );
         Offline {
             wheels: PathBuf::from(vars["SF_PYTHON_WHEELS"]),
             archives,
+            test_sources,
         }
     })
 }
@@ -584,7 +593,12 @@ fn test_repos_archive() -> (PathBuf, String) {
     (out, sha)
 }
 
-/// The support matrix with a Debian 12 toolchain whose base image is the tests' own.
+/// The Slurm release the tests build (the one Debian's source package carries).
+const TEST_SLURM: &str = "24.11";
+const TEST_SLURM_RELEASE: &str = "24.11.5";
+
+/// The support matrix with a Debian 12 toolchain whose base image is the tests' own, and Slurm
+/// 24.11 at the release the tests build.
 fn test_matrix(dir: &Path) -> PathBuf {
     let text = fs::read_to_string(repo_root().join("data/matrix.yaml")).unwrap();
     let bookworm = format!(
@@ -592,7 +606,13 @@ fn test_matrix(dir: &Path) -> PathBuf {
          gcc: \"12\"\n    glibc: \"2.36\"\n    spack_os: debian12\n    default: false\n"
     );
     let path = dir.join("matrix.yaml");
-    fs::write(&path, text.replacen("toolchains:\n", &bookworm, 1)).unwrap();
+    assert!(text.contains("spack_version: \"24-11-6-1\""));
+    let text = text.replacen("toolchains:\n", &bookworm, 1).replacen(
+        "spack_version: \"24-11-6-1\"",
+        "spack_version: \"24-11-5-1\"",
+        1,
+    );
+    fs::write(&path, text).unwrap();
     path
 }
 
@@ -614,8 +634,8 @@ fn ok(what: &str, o: Output) -> Output {
     o
 }
 
-/// The engine flags every sf-build call of these tests takes: Podman on vfs, squashed image
-/// builds, no network in the build containers, and no passwd entry for the build uid.
+/// The engine flags every sf-build call of these tests takes: Podman on vfs and squashed image
+/// builds. (Builds add no network; a test cluster needs one, if only to resolve its host.)
 fn engine(c: &mut Command) -> &mut Command {
     c.args(["--engine", "podman"]);
     for a in podman_args() {
@@ -624,7 +644,6 @@ fn engine(c: &mut Command) -> &mut Command {
     c.args([
         "--run-arg=--ulimit=nofile=20000:20000",
         "--run-arg=--ulimit=nproc=32768:32768",
-        "--run-arg=--network=none",
         "--image-build-arg=--squash-all",
         "--image-build-arg=--layers=false",
     ])
@@ -674,7 +693,7 @@ fn build_cell(dir: &Path, cache: &Path, pipeline: &str) -> Built {
     ])
     .arg(&matrix);
     if pipeline != "deps" {
-        m.args(["--slurm-versions", "25.11"]);
+        m.args(["--slurm-versions", TEST_SLURM]);
     }
     let cell = dir.join(format!("{pipeline}.json"));
     fs::write(&cell, ok("sf-matrix", run(&mut m)).stdout).unwrap();
@@ -706,7 +725,8 @@ fn build_cell(dir: &Path, cache: &Path, pipeline: &str) -> Built {
             .args(["--build-jobs", "2"])
             .env("SF_ARCHIVES", archives.join(","))
             .env("SF_ARCHIVE_SHA256S", sums.join(","))
-            .env("SF_PYTHON_WHEELS", &off.wheels)),
+            .env("SF_PYTHON_WHEELS", &off.wheels)
+            .env("SF_SOURCE_MIRROR", &off.test_sources)),
     );
 
     let start = Instant::now();
@@ -715,6 +735,7 @@ fn build_cell(dir: &Path, cache: &Path, pipeline: &str) -> Built {
             .args(["build", "--user"])
             .arg(format!("{BUILD_UID}:{BUILD_UID}"))
             .arg("--run-arg=--passwd=false")
+            .arg("--run-arg=--network=none")
             .arg("--cell")
             .arg(&cell)
             .arg("--env-dir")
@@ -786,28 +807,36 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
     );
     assert_eq!(fs::metadata(&deps_mirror).unwrap().uid(), BUILD_UID);
 
-    // The tarball cell after it: only Slurm is built; the rest comes from the runner's cache.
+    // The tarball cell after it: only Slurm is built (the real one, from its release source in
+    // the local source mirror); the rest comes from the runner's cache.
     let tarball = build_cell(&dir, &cache, "tarball");
     assert_eq!(tarball.built_from_source(), names(&["slurm"]));
     let view = tarball.path("view");
     for f in [
         "bin/sinfo",
+        "bin/srun",
+        "bin/sbatch",
+        "bin/scontrol",
         "sbin/slurmctld",
-        "lib/libslurm.so.1",
-        "lib/slurm/select_stand_in.so",
+        "sbin/slurmd",
+        "lib/libslurm.so",
+        "lib/slurm/auth_none.so",
+        "lib/slurm/select_cons_tres.so",
     ] {
         assert!(
-            view.join(f).is_file(),
+            view.join(f).exists(),
             "{f} is not in the view {}",
             view.display()
         );
     }
     assert!(!view.is_symlink());
-    let modulefile = tarball.path("modules").join("slurm/25.11-bookworm.lua");
+    let modulefile = tarball
+        .path("modules")
+        .join(format!("slurm/{TEST_SLURM}-bookworm.lua"));
     assert!(
         walk(&tarball.path("modules"))
             .iter()
-            .any(|p| p.ends_with("slurm/25.11-bookworm.lua")),
+            .any(|p| p.ends_with(format!("slurm/{TEST_SLURM}-bookworm.lua"))),
         "no modulefile {} under {:?}",
         modulefile.display(),
         walk(&tarball.path("modules"))
@@ -875,14 +904,20 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
     );
     let said = String::from_utf8_lossy(&t.stderr);
     assert!(said.contains("PASS: "), "{said}");
-    assert!(said.contains("slurm 25.11.6"), "{said}");
+    assert!(
+        said.contains(&format!("slurm {TEST_SLURM_RELEASE}")),
+        "{said}"
+    );
 
     // Published to a file:// bucket (each mirror where the layout puts it), installed from there
     // by a fresh Spack on this host: Slurm from its version mirror, its dependencies from deps.
     let bucket = dir.join("bucket");
     let published = [
         (deps_mirror.clone(), bucket.join("bookworm/slurm/deps")),
-        (tarball.path("mirror"), bucket.join("bookworm/slurm/25.11")),
+        (
+            tarball.path("mirror"),
+            bucket.join(format!("bookworm/slurm/{TEST_SLURM}")),
+        ),
     ];
     for (m, dest) in &published {
         ok(
@@ -896,8 +931,22 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
         );
     }
     let slurm = install_from_published(&[&published[0].1, &published[1].1], "slurm", &dir);
-    let sinfo = sh_ok(Command::new(slurm.join("bin/sinfo")).arg("--version"));
-    assert_eq!(String::from_utf8_lossy(&sinfo.stdout), "slurm 25.11.6\n");
+    // Slurm's clients want a configuration even for --version.
+    let conf = dir.join("client/slurm.conf");
+    fs::write(
+        &conf,
+        "ClusterName=c\nSlurmctldHost=localhost\nAuthType=auth/none\nCredType=cred/none\nNodeName=localhost CPUs=1\nPartitionName=p Nodes=ALL\n",
+    )
+    .unwrap();
+    let sinfo = sh_ok(
+        Command::new(slurm.join("bin/sinfo"))
+            .arg("--version")
+            .env("SLURM_CONF", &conf),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&sinfo.stdout),
+        format!("slurm {TEST_SLURM_RELEASE}\n")
+    );
     let hello = install_from_published(&[&published[0].1], "sf-hello", &dir);
     let said = sh_ok(&mut Command::new(hello.join("bin/sf-hello")));
     assert_eq!(
@@ -911,20 +960,42 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
         "{recorded}"
     );
 
-    // The tarball the build packed passes its test in a clean container of the base image.
-    let t = ok(
-        "sf-build test",
-        run(engine(
-            Command::new(cargo_bin("sf-build"))
-                .args(["test", "--quick", "--image", BASE_IMAGE, "--cell"])
-                .arg(&tarball.cell)
-                .arg("--tarball")
-                .arg(&tarball_file),
-        )),
-    );
-    let said = String::from_utf8_lossy(&t.stderr);
-    assert!(said.contains("sinfo --version: slurm 25.11.6"), "{said}");
-    assert!(said.contains(", 0 with missing libraries"), "{said}");
+    // The tarball the build packed runs a one-node cluster from another prefix: in a clean
+    // container of the base image, and on this host (--local: as the invoking user, on free
+    // ports, everything in a scratch folder).
+    for place in [&["--image", BASE_IMAGE][..], &["--local"][..]] {
+        let start = Instant::now();
+        let t = ok(
+            &format!("sf-build test {place:?}"),
+            run(engine(
+                Command::new(cargo_bin("sf-build"))
+                    .arg("test")
+                    .args(place)
+                    // The test stack's Slurm has neither munge nor libjwt (auth/slurm needs it).
+                    .args(["--auth", "none"])
+                    .arg("--cell")
+                    .arg(&tarball.cell)
+                    .arg("--tarball")
+                    .arg(&tarball_file),
+            )),
+        );
+        let said = String::from_utf8_lossy(&t.stderr);
+        for want in [
+            format!("sinfo --version: slurm {TEST_SLURM_RELEASE}"),
+            ", 0 with missing libraries".to_string(),
+            "(from slurmd -C)".to_string(),
+            "auth/none, proctrack/linuxproc".to_string(),
+            "==> cluster: srun -N1 hostname".to_string(),
+            "a one-node cluster ran srun and sbatch jobs from /".to_string(),
+        ] {
+            assert!(said.contains(&want), "{want:?} not in:\n{said}");
+        }
+        report(&format!(
+            "real Slurm: the cluster test {place:?} of a {} MB tarball took {:.0} s",
+            fs::metadata(&tarball_file).unwrap().len() / 1_000_000,
+            start.elapsed().as_secs_f64()
+        ));
+    }
 
     // The same cell again on the same cache: nothing is built from source.
     let again = build_cell(&dir, &cache, "tarball");

@@ -57,7 +57,9 @@ impl<'a> Relocator<'a> {
     }
 
     fn map_from(&self, path: &str, own: Option<&str>) -> Mapped {
-        let path = path.trim_end_matches('/');
+        // Spack pads relocated paths with slashes (`////opt/slurm/...`) to keep their length.
+        let collapsed = collapse_slashes(path);
+        let path = collapsed.trim_end_matches('/');
         let Some(rest) = self.prefixes.iter().find_map(|p| {
             path.strip_prefix(p.as_str())
                 .filter(|r| r.is_empty() || r.starts_with('/'))
@@ -114,6 +116,17 @@ impl<'a> Relocator<'a> {
         }
         (out.join(":"), dropped)
     }
+}
+
+/// `path` with every run of slashes made one.
+fn collapse_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c != '/' || !out.ends_with('/') {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `$ORIGIN` plus the relative path from view-relative directory `from` to `to`.
@@ -263,6 +276,24 @@ mod tests {
             r.rewrite_rpath("bin/sinfo", &old),
             ("$ORIGIN/../lib:/usr/lib:$ORIGIN".to_string(), 1)
         );
+    }
+
+    /// What a Spack view's binaries carry: RPATHs into `._view/<hash>` (where Spack keeps the
+    /// view's tree), padded at the front with slashes to the length of the install prefix.
+    #[test]
+    fn slash_padded_view_store_paths_map_into_the_view() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/slurm")).unwrap();
+        let r = Relocator::new(dir.path(), &["/opt/slurm/._view".into()]);
+        let pad = "/".repeat(96);
+        let old = format!(
+            "{pad}opt/slurm/._view/ltgjs4fv/lib/slurm:{pad}opt/slurm/._view/ltgjs4fv/lib:/opt/slurm/._view/ltgjs4fv/lib"
+        );
+        assert_eq!(
+            r.rewrite_rpath("bin/sinfo", &old),
+            ("$ORIGIN/../lib/slurm:$ORIGIN/../lib".to_string(), 0)
+        );
+        assert_eq!(r.map("//usr//lib"), Mapped::Outside);
     }
 
     fn links(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {

@@ -28,6 +28,9 @@ pub const SLURM_ROOT: &str = "/opt/slurm";
 pub const INSTALL_ROOT: &str = "/opt/slurm/software";
 /// The merged view the tarball is made from; also the modulefile's fallback prefix.
 pub const VIEW_ROOT: &str = "/opt/slurm/view";
+/// Where Spack keeps a view's tree (`view/` is a symlink to `._view/<hash>` beside it, and the
+/// view's binaries carry RPATHs into it): a build-time prefix like the view itself.
+pub const VIEW_STORE: &str = "/opt/slurm/._view";
 /// Where Spack writes Lmod modulefiles.
 pub const MODULES_ROOT: &str = "/opt/slurm/modules";
 /// Spack's checkout in the image.
