@@ -338,6 +338,14 @@ fn for_this_host(spack_yaml: &str, h: &HostSpack, scratch: &Path) -> String {
     );
     config.remove("source_cache");
     config.remove("misc_cache");
+    // Spack writes the (empty) view when it concretizes: never into this host's /opt.
+    if let Some(root) = spack
+        .get_mut("view")
+        .and_then(|v| v.get_mut("default"))
+        .and_then(|d| d.get_mut("root"))
+    {
+        *root = scratch.join("view").display().to_string().into();
+    }
     serde_yaml::to_string(&doc)
         .unwrap()
         .replacen("'mirrors:': {}", "mirrors:: {}", 1)
@@ -1068,7 +1076,8 @@ fn install_from_published(mirrors: &[&Path], package: &str, dir: &Path) -> PathB
         ok(&format!("spack {args:?}"), run(&mut c))
     };
     spack(&["buildcache", "keys", "--install", "--trust"]);
-    let list = spack(&["buildcache", "list", "--long", package]);
+    // --allarch: the mirror's target (x86_64_v3) need not be this host's own.
+    let list = spack(&["buildcache", "list", "--long", "--allarch", package]);
     let text = String::from_utf8_lossy(&list.stdout);
     let hash = text
         .split_whitespace()

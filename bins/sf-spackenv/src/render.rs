@@ -147,7 +147,7 @@ fn spack_section(stack: &Stack) -> Result<String> {
     ));
     out.push_str(&format!(
         "# Site configuration for every user of the image: the pinned repositories only, no source\n\
-         # to bootstrap from (clingo and gpg are here; disabling bootstrapping itself would also\n\
+         # to bootstrap from (clingo and GnuPG are here; disabling bootstrapping itself would also\n\
          # disable Spack's GnuPG), a build stage without the user's name in it, and the OS\n\
          # compiler. Spack's code is byte-compiled here, since no build user can write next to it.\n\
          RUN printf '%s\\n' {repos} >{root}/etc/spack/repos.yaml \\\n \
