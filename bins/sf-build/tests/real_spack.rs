@@ -688,7 +688,7 @@ impl Built {
 
 /// sf-matrix, sf-spackenv (the test stack, every tree from its local archive) and sf-build build
 /// for one cell of the test matrix.
-fn build_cell(dir: &Path, cache: &Path, pipeline: &str) -> Built {
+fn build_cell(dir: &Path, cache: &Path, pipeline: &str, extra: &[&str]) -> Built {
     let off = offline();
     let matrix = test_matrix(dir);
     let mut m = Command::new(cargo_bin("sf-matrix"));
@@ -749,7 +749,8 @@ fn build_cell(dir: &Path, cache: &Path, pipeline: &str) -> Built {
             .arg("--env-dir")
             .arg(&env)
             .arg("--cache-dir")
-            .arg(cache),
+            .arg(cache)
+            .args(extra),
     ));
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let o = ok(&format!("sf-build build of the {pipeline} cell"), o);
@@ -797,7 +798,7 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
     let cache = dir.join("cache");
 
     // The deps cell: everything from source, as the runner's uid, pushed unsigned.
-    let deps = build_cell(&dir, &cache, "deps");
+    let deps = build_cell(&dir, &cache, "deps", &[]);
     let deps_mirror = deps.path("mirror");
     assert_eq!(
         mirror_specs(&deps_mirror),
@@ -817,7 +818,7 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
 
     // The tarball cell after it: only Slurm is built (the real one, from its release source in
     // the local source mirror); the rest comes from the runner's cache.
-    let tarball = build_cell(&dir, &cache, "tarball");
+    let tarball = build_cell(&dir, &cache, "tarball", &[]);
     assert_eq!(tarball.built_from_source(), names(&["slurm"]));
     let view = tarball.path("view");
     for f in [
@@ -1006,7 +1007,14 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
     }
 
     // The same cell again on the same cache: nothing is built from source.
-    let again = build_cell(&dir, &cache, "tarball");
+    let again_out = dir.join("again.tar.gz");
+    let again = build_cell(
+        &dir,
+        &cache,
+        "tarball",
+        &["--out", again_out.to_str().unwrap()],
+    );
+    assert!(again_out.is_file());
     assert_eq!(
         again.built_from_source(),
         BTreeSet::new(),
