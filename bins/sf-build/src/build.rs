@@ -156,8 +156,8 @@ pub fn local_inputs(env_dir: &Path) -> Result<container::LocalInputs> {
     })
 }
 
-/// Check the request before anything is created.
-pub fn check(req: &BuildRequest) -> Result<()> {
+/// Check the request before anything is created; the host inputs the build mounts.
+pub fn check(req: &BuildRequest) -> Result<container::LocalInputs> {
     for f in ["Dockerfile", "build.sh"] {
         let p = req.env_dir.join(f);
         if !p.is_file() {
@@ -168,7 +168,8 @@ pub fn check(req: &BuildRequest) -> Result<()> {
             )));
         }
     }
-    if let Some(dir) = local_inputs(&req.env_dir)?.source_mirror {
+    let inputs = local_inputs(&req.env_dir)?;
+    if let Some(dir) = &inputs.source_mirror {
         if !dir.is_dir() {
             return Err(bad_input(format!(
                 "the local source mirror {} that sf-spackenv was given is not a directory here",
@@ -176,12 +177,12 @@ pub fn check(req: &BuildRequest) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(inputs)
 }
 
 /// Run the build.
 pub fn build(req: &BuildRequest) -> std::result::Result<BuildOutcome, BuildFailure> {
-    check(req).map_err(|error| BuildFailure {
+    let inputs = check(req).map_err(|error| BuildFailure {
         error,
         bundle: None,
     })?;
@@ -189,7 +190,7 @@ pub fn build(req: &BuildRequest) -> std::result::Result<BuildOutcome, BuildFailu
         error,
         bundle: None,
     })?;
-    match run_in(req, &work) {
+    match run_in(req, &inputs, &work) {
         Ok(outcome) => Ok(outcome),
         Err(error) => {
             let bundle = debug_bundle(&work).ok();
@@ -225,7 +226,11 @@ fn prepare(req: &BuildRequest) -> Result<PathBuf> {
     Ok(work)
 }
 
-fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
+fn run_in(
+    req: &BuildRequest,
+    inputs: &container::LocalInputs,
+    work: &Path,
+) -> Result<BuildOutcome> {
     let image = ensure_build_image(
         req.engine,
         req.cell,
@@ -270,7 +275,7 @@ fn run_in(req: &BuildRequest, work: &Path) -> Result<BuildOutcome> {
             ),
         ]);
     }
-    if let Some(dir) = local_inputs(&req.env_dir)?.source_mirror {
+    if let Some(dir) = &inputs.source_mirror {
         args.extend([
             "--volume".into(),
             format!("{}:{}:ro", dir.display(), container::SOURCE_MIRROR_DIR),

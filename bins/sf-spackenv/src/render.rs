@@ -107,7 +107,7 @@ fn spack_section(stack: &Stack) -> Result<String> {
     ));
     let mut repos_yaml = vec!["'repos::'".to_string()];
     for r in &stack.repos {
-        let dir = format!("{}/{}", container::REPOS_ROOT, r.namespace);
+        let dir = spack_yaml::repo_tree(r);
         let (how, fetch) = match &r.archive {
             Some(a) => (
                 "from the local archive of that commit".to_string(),
@@ -118,7 +118,7 @@ fn spack_section(stack: &Stack) -> Result<String> {
                 git_fetch(&r.git, r.commit.as_str(), &dir),
             ),
         };
-        let repo_dir = format!("{dir}/{}", r.path);
+        let repo_dir = spack_yaml::repo_dir(r);
         out.push_str(&format!(
             "# Package repository {ns} (commit {commit}), {how}.\n\
              RUN {fetch} \\\n \

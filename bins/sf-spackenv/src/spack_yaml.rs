@@ -76,10 +76,15 @@ pub fn specs(cell: &CheckedCell, stack: &Stack) -> Vec<String> {
     specs
 }
 
-/// Where a package repository is in the build image: its tree at the pinned commit, put there by
-/// the image recipe (cloned, or from a local archive), so no build ever clones it again.
+/// Where a repository's git tree is in the build image, at the pinned commit: put there by the
+/// image recipe (cloned, or from a local archive), so no build ever clones it again.
+pub fn repo_tree(repo: &crate::stack::RepoPin) -> String {
+    format!("{}/{}", container::REPOS_ROOT, repo.namespace)
+}
+
+/// The package repository (its `repo.yaml`) inside that tree: what Spack is pointed at.
 pub fn repo_dir(repo: &crate::stack::RepoPin) -> String {
-    format!("{}/{}/{}", container::REPOS_ROOT, repo.namespace, repo.path)
+    format!("{}/{}", repo_tree(repo), repo.path)
 }
 
 fn repos(stack: &Stack) -> Value {
@@ -162,10 +167,25 @@ fn config(cell: &CheckedCell, options: &Options) -> Value {
 }
 
 fn packages(cell: &CheckedCell, stack: &Stack) -> Value {
-    let mut m = match packages_common(cell) {
-        Value::Mapping(m) => m,
-        _ => unreachable!("a mapping"),
-    };
+    let mut m = Mapping::new();
+    m.insert(
+        "all".into(),
+        map([
+            ("target", strings([cell.cell.spack_target.as_str()])),
+            (
+                "providers",
+                map([
+                    ("c", strings(["gcc"])),
+                    ("cxx", strings(["gcc"])),
+                    ("fortran", strings(["gcc"])),
+                    ("mpi", strings(["openmpi"])),
+                ]),
+            ),
+        ]),
+    );
+    // The toolchain's own compiler, registered in the image by `spack compiler find`; Spack
+    // must never build another one.
+    m.insert("gcc".into(), map([("buildable", false.into())]));
     for e in &stack.externals {
         m.insert(
             e.name.as_str().into(),
@@ -182,29 +202,6 @@ fn packages(cell: &CheckedCell, stack: &Stack) -> Value {
         );
     }
     Value::Mapping(m)
-}
-
-fn packages_common(cell: &CheckedCell) -> Value {
-    map([
-        (
-            "all",
-            map([
-                ("target", strings([cell.cell.spack_target.as_str()])),
-                (
-                    "providers",
-                    map([
-                        ("c", strings(["gcc"])),
-                        ("cxx", strings(["gcc"])),
-                        ("fortran", strings(["gcc"])),
-                        ("mpi", strings(["openmpi"])),
-                    ]),
-                ),
-            ]),
-        ),
-        // The toolchain's own compiler, registered in the image by `spack compiler find`; Spack
-        // must never build another one.
-        ("gcc", map([("buildable", false.into())])),
-    ])
 }
 
 fn view(stack: &Stack) -> Value {
