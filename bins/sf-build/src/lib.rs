@@ -594,7 +594,10 @@ fn cmd_test(a: &TestArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_jso
         auth: a.auth,
     };
     rec.input("quick", a.quick);
-    let outcome = tarball_test::run(&a.tarball, &module, &version, &options, &place, &scratch)?;
+    let outcome = refused_leaves_nothing(
+        tarball_test::run(&a.tarball, &module, &version, &options, &place, &scratch),
+        &scratch,
+    )?;
     rec.timing("test", started.elapsed());
     rec.output("steps", outcome.steps());
     report_verdict(
@@ -611,6 +614,17 @@ fn cmd_test(a: &TestArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_jso
         "expected_version": version,
         "where": if a.local { "local".to_string() } else { image },
     }))
+}
+
+/// A refusal (bad input, exit 2) after the scratch folder was made removes it: refused input
+/// leaves nothing behind. A failure of the work keeps it, as its logs.
+fn refused_leaves_nothing<T>(r: Result<T>, scratch: &Path) -> Result<T> {
+    if let Err(e) = &r {
+        if sf_core::exit::code_for(e) == 2 {
+            let _ = std::fs::remove_dir_all(scratch);
+        }
+    }
+    r
 }
 
 /// Show a test script's log, set the `passed`/`summary` outputs, and fail with the scratch folder
@@ -679,21 +693,27 @@ fn cmd_test_mirror(
     let scratch = tarball_test::scratch_dir(None)?;
     let image = match &a.image {
         Some(i) => i.clone(),
-        None => build::ensure_build_image(&engine, &c, &a.env_dir, &scratch.join("engine.log"))?,
+        None => refused_leaves_nothing(
+            build::ensure_build_image(&engine, &c, &a.env_dir, &scratch.join("engine.log")),
+            &scratch,
+        )?,
     };
     let started = std::time::Instant::now();
     let outcome = {
         let _g = gha.group(&format!("test-mirror {}", c.id));
-        mirror_test::run(
-            &mirror_test::MirrorTest {
-                engine: &engine,
-                image: image.clone(),
-                run_args: a.engine.run_args(),
-                lock,
-                mirrors: a.mirrors.clone(),
-                upstream: upstream.clone(),
-                version: version.clone(),
-            },
+        refused_leaves_nothing(
+            mirror_test::run(
+                &mirror_test::MirrorTest {
+                    engine: &engine,
+                    image: image.clone(),
+                    run_args: a.engine.run_args(),
+                    lock,
+                    mirrors: a.mirrors.clone(),
+                    upstream: upstream.clone(),
+                    version: version.clone(),
+                },
+                &scratch,
+            ),
             &scratch,
         )?
     };

@@ -304,6 +304,29 @@ fn a_wrong_version_fails_the_test() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected Slurm 24.11.6"));
 }
 
+#[test]
+fn a_refused_tarball_leaves_no_scratch_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scratch_base = tmp.path().join("tmp");
+    fs::create_dir_all(&scratch_base).unwrap();
+    let cell_file = tmp.path().join("cell.json");
+    fs::write(&cell_file, serde_json::to_vec(&cell()).unwrap()).unwrap();
+    let junk = tmp.path().join("junk.tar.gz");
+    fs::write(&junk, b"not a gzip stream at all").unwrap();
+    let o = bin()
+        .args(["test", "--local", "--quick", "--cell"])
+        .arg(&cell_file)
+        .arg("--tarball")
+        .arg(&junk)
+        .env("TMPDIR", &scratch_base)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("junk.tar.gz"));
+    let left: Vec<_> = fs::read_dir(&scratch_base).unwrap().collect();
+    assert!(left.is_empty(), "the refusal left {left:?}");
+}
+
 /// A real `--full-init` into scratch folders, as the invoking user (no user is created, nothing
 /// of this host is touched): the configuration, the auth/slurm key and the units it writes, and
 /// a second run that refuses to overwrite an edited configuration without --force.

@@ -116,6 +116,10 @@ pub enum Command {
         /// Check the source and print the objects in upload order; upload nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Create a file:// destination directory that does not exist yet (a mistyped path is
+        /// refused otherwise, as a missing bucket is).
+        #[arg(long)]
+        create: bool,
     },
     /// Rebuild a mirror's package index and key index from its spec and key manifests.
     Reindex {
@@ -134,6 +138,10 @@ pub enum Command {
         /// The destination root: s3://bucket[/prefix] or file:///dir.
         #[arg(value_name = "DEST")]
         dest: String,
+        /// Create a file:// destination directory that does not exist yet (a mistyped path is
+        /// refused otherwise, as a missing bucket is).
+        #[arg(long)]
+        create: bool,
         #[command(flatten)]
         trust: TrustArgs,
         #[command(flatten)]
@@ -196,6 +204,16 @@ pub(crate) fn missing_dir(dest: &Destination) -> Option<&str> {
     }
 }
 
+/// A file:// destination must exist unless `create` (a mistyped path would publish a new tree).
+fn refuse_missing_dir(dest: &Destination, create: bool) -> Result<()> {
+    match missing_dir(dest) {
+        Some(path) if !create => Err(bad_input(format!(
+            "{dest}: directory {path} does not exist; nothing was published (--create makes it, for a first publish there)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Run with a given Actions context (tests pass their own).
 pub fn run(cli: Cli, gha: &Actions) -> Result<()> {
     let step = match &cli.command {
@@ -247,11 +265,12 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             trust,
             allow_unsigned,
             dry_run,
+            create,
         } => {
             rec.input("source", src.display().to_string())
                 .input("destination", dest)
                 .input("allow_unsigned", allow_unsigned);
-            Destination::parse(dest)?;
+            refuse_missing_dir(&Destination::parse(dest)?, *create || *dry_run)?;
             sf_spack::Mirror::open(src)?.require_v3()?;
             let trust = if *allow_unsigned {
                 None
@@ -301,6 +320,7 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
         Command::Tarball {
             files,
             dest,
+            create,
             trust,
             storage,
             matrix_file,
@@ -308,7 +328,19 @@ fn execute(cli: &Cli, gha: &Actions, rec: &mut Recorder) -> Result<()> {
             rec.input("files", files).input("destination", dest);
             let m = matrix_file.load()?;
             let mut layout = storage.layout()?;
-            layout.destination = Destination::parse(dest)?;
+            let dest_parsed = Destination::parse(dest)?;
+            // The layout's destination (--destination / SF_DESTINATION) places the keys; DEST is
+            // where they are written. Two different ones would publish where nobody looks.
+            if let Some(given) = storage.destination.as_deref() {
+                if Destination::parse(given)? != dest_parsed {
+                    return Err(bad_input(format!(
+                        "--destination (or {}) {given} and DEST {dest} differ: give the destination once, or the same in both; nothing was published",
+                        sf_core::env::DESTINATION
+                    )));
+                }
+            }
+            refuse_missing_dir(&dest_parsed, *create)?;
+            layout.destination = dest_parsed;
             let trust = Trust::load(trust, |pin| {
                 Err(bad_input(format!(
                     "no certificate for {pin}: give --cert FILE with the public key"

@@ -276,13 +276,14 @@ fn listing(store: &Store) -> Vec<String> {
         .collect()
 }
 
-/// `mirror SRC DEST`, pinned to a key.
+/// `mirror SRC DEST --create`, pinned to a key (`--create`: the tests' file:// destinations are
+/// new directories).
 fn mirror(src: &Path, dest: &str, fingerprint: &str) -> Command {
     let mut c = sf_publish();
     c.args(["mirror"])
         .arg(src)
         .arg(dest)
-        .args(["--fingerprint", fingerprint]);
+        .args(["--create", "--fingerprint", fingerprint]);
     c
 }
 
@@ -290,13 +291,13 @@ fn publish_mirror(src: &Path, dest: &str, key: &Key) -> assert_cmd::assert::Asse
     mirror(src, dest, &key.fingerprint).assert()
 }
 
-/// `tarball FILE DEST`, pinned to `key` and checked with its certificate.
+/// `tarball FILE DEST --create`, pinned to `key` and checked with its certificate.
 fn tarball(file: &Path, dest: &str, key: &Key) -> Command {
     let mut c = sf_publish();
     c.arg("tarball")
         .arg(file)
         .arg(dest)
-        .args(["--fingerprint", &key.fingerprint, "--cert"])
+        .args(["--create", "--fingerprint", &key.fingerprint, "--cert"])
         .arg(key.cert_file.path());
     c
 }
@@ -489,7 +490,7 @@ fn concurrent_publishers_lose_no_spec() {
                     c.arg("mirror")
                         .arg(dir.path())
                         .arg(&dest)
-                        .args(["--fingerprint", &key.fingerprint])
+                        .args(["--create", "--fingerprint", &key.fingerprint])
                         .stdout(Stdio::null())
                         .stderr(Stdio::piped());
                     c.spawn().unwrap()
@@ -768,7 +769,7 @@ fn a_failed_check_uploads_nothing() {
         .args(["mirror"])
         .arg(fixture("spack-v3-unsigned"))
         .arg(b.url("u"))
-        .arg("--allow-unsigned")
+        .args(["--create", "--allow-unsigned"])
         .assert()
         .success();
     assert_eq!(read_index(&b.store("u")).0.len(), 3);
@@ -789,6 +790,65 @@ fn bad_destinations_are_named() {
         2,
     );
     assert!(err.contains("no AWS credentials"));
+
+    // A file:// directory that does not exist: refused (a typo would publish a new tree), and
+    // not made; --create makes it.
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = tmp.path().join("bukcet");
+    let dest = format!("file://{}", typo.display());
+    let mut c = sf_publish();
+    c.arg("mirror")
+        .arg(src.path())
+        .arg(&dest)
+        .args(["--fingerprint", &key.fingerprint]);
+    let err = fails(&mut c, 2);
+    assert!(
+        err.contains(&format!("directory {} does not exist", typo.display()))
+            && err.contains("--create"),
+        "{err}"
+    );
+    assert!(!typo.exists());
+    publish_mirror(src.path(), &dest, &key).success();
+    assert!(typo.join("v3").is_dir());
+}
+
+#[test]
+fn a_tarball_destination_given_twice_must_agree() {
+    let key = new_key();
+    let cell = cells_at("file:///b", [&["noble"], &["25.11"], &[], &[]], &[Pipeline::Tarball])
+        .remove(0);
+    let bytes = tarball_bytes(&buildinfo_of(&cell, None), 1 << 20);
+    let (_dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let (url_a, url_b) = (
+        format!("file://{}", a.display()),
+        format!("file://{}", b.display()),
+    );
+    for how in ["flag", "env"] {
+        let mut c = tarball(&file, &url_a, &key);
+        if how == "flag" {
+            c.args(["--destination", &url_b]);
+        } else {
+            c.env("SF_DESTINATION", &url_b);
+        }
+        let err = fails(&mut c, 2);
+        assert!(
+            err.contains(&url_a) && err.contains(&url_b) && err.contains("differ"),
+            "{how}: {err}"
+        );
+    }
+    for d in [&a, &b] {
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 0, "{}", d.display());
+    }
+    // The same destination twice is one destination.
+    tarball(&file, &url_a, &key)
+        .env("SF_DESTINATION", &url_a)
+        .assert()
+        .success();
 }
 
 /// The signed fixture's objects, without its indexes, put straight into `store`.

@@ -38,7 +38,7 @@ fn noise_tarball(key: &Key) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
 /// three-part multipart upload).
 fn tarball_args(file: &Path, dest: &str, key: &Key) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["tarball".into(), file.into(), dest.into()];
-    a.extend(["--fingerprint", &key.fingerprint, "--cert"].map(OsString::from));
+    a.extend(["--create", "--fingerprint", &key.fingerprint, "--cert"].map(OsString::from));
     a.push(key.cert_file.path().into());
     a.extend(["--multipart-threshold-mib", "5", "--part-size-mib", "5"].map(OsString::from));
     a
@@ -261,7 +261,7 @@ fn bad_progress_intervals_are_refused_before_anything_is_opened() {
             .args(["mirror"])
             .arg(&src)
             .arg(format!("file://{}", dest.display()))
-            .args(["--allow-unsigned", "--progress-secs", secs])
+            .args(["--create", "--allow-unsigned", "--progress-secs", secs])
             .assert()
     };
     for bad in ["nan", "-1", "0", "inf", "3600.5", "soon"] {

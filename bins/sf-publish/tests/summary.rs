@@ -110,6 +110,7 @@ fn the_summary_row_of_a_cell_has_its_fingerprint_and_cdn_url() {
         .arg("tarball")
         .arg(&tarball)
         .arg(&dest)
+        .arg("--create")
         .arg("--cert")
         .arg(&public)
         .assert()
