@@ -8,9 +8,10 @@
 #                                                        image's Python, from the package index
 #   inputs.env                                           SF_ARCHIVES, SF_ARCHIVE_SHA256S and
 #                                                        SF_PYTHON_WHEELS for sf-spackenv
-#   test-sources/                                        a Spack source mirror with the Slurm
-#                                                        release the tests build (from Debian's
-#                                                        source package: SchedMD's tag archive)
+#   rehearsal-sources/                                   a Spack source mirror with the Slurm
+#                                                        release the rehearsal stack builds
+#                                                        (data/rehearsal; from Debian's source
+#                                                        package: SchedMD's tag archive)
 #
 #   scripts/offline-inputs.sh [--dir DIR] [--git-dir NAME=BARE_GIT_DIR]... [--python-version X.Y]
 #
@@ -89,13 +90,15 @@ if ! ls "$dir/wheels/clingo-$clingo-"*.whl >/dev/null 2>&1; then
         missing+=("wheels: clingo==$clingo for Python $python_version from the package index")
 fi
 
-# The Slurm source the real-Slurm tests build (tests/spack-test-repos' slurm recipe pins it),
+# The Slurm source the rehearsal stack builds (data/rehearsal's slurm recipe pins it),
 # from Debian's source package, whose .orig.tar.gz is SchedMD's tag archive: fetched with a
 # private apt configuration (a deb-src line for trixie on the mirror this machine uses), placed
 # where Spack's source mirror layout looks for it.
 slurm_orig=slurm-wlm_24.11.5.orig.tar.gz
 slurm_sha256=e1a5547edd212c38b5e3230a284133f777b32746551f094aaa81cc4af375e332
-slurm_mirror_file="$dir/test-sources/_source-cache/archive/${slurm_sha256:0:2}/$slurm_sha256.tar.gz"
+# (Kept in test-sources/ by earlier versions of this script.)
+[ -d "$dir/test-sources" ] && [ ! -e "$dir/rehearsal-sources" ] && mv "$dir/test-sources" "$dir/rehearsal-sources"
+slurm_mirror_file="$dir/rehearsal-sources/_source-cache/archive/${slurm_sha256:0:2}/$slurm_sha256.tar.gz"
 if [ ! -s "$slurm_mirror_file" ]; then
     log "Slurm source: $slurm_orig from Debian's source packages"
     apt_dir=$(mktemp -d)
@@ -110,11 +113,11 @@ if [ ! -s "$slurm_mirror_file" ]; then
     apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 || true
     (cd "$apt_dir/dl" && apt-get "${apt_opts[@]}" source --download-only slurm-wlm >/dev/null 2>&1) || true
     if [ -s "$apt_dir/dl/$slurm_orig" ] && [ "$(sha256sum "$apt_dir/dl/$slurm_orig" | cut -d' ' -f1)" = "$slurm_sha256" ]; then
-        mkdir -p "$(dirname "$slurm_mirror_file")" "$dir/test-sources/slurm"
+        mkdir -p "$(dirname "$slurm_mirror_file")" "$dir/rehearsal-sources/slurm"
         mv "$apt_dir/dl/$slurm_orig" "$slurm_mirror_file"
-        ln -f "$slurm_mirror_file" "$dir/test-sources/slurm/slurm-24-11-5-1.tar.gz"
+        ln -f "$slurm_mirror_file" "$dir/rehearsal-sources/slurm/slurm-24-11-5-1.tar.gz"
     else
-        missing+=("test-sources: $slurm_orig (sha256 $slurm_sha256) from Debian's source packages (deb-src trixie)")
+        missing+=("rehearsal-sources: $slurm_orig (sha256 $slurm_sha256) from Debian's source packages (deb-src trixie)")
     fi
     rm -rf "$apt_dir"
 fi
@@ -130,7 +133,7 @@ fi
     echo "SF_ARCHIVES=$(IFS=,; echo "${archives[*]}")"
     echo "SF_ARCHIVE_SHA256S=$(IFS=,; echo "${sums[*]}")"
     echo "SF_PYTHON_WHEELS=$dir/wheels"
-    echo "SF_TEST_SOURCE_MIRROR=$dir/test-sources"
+    echo "SF_REHEARSAL_SOURCE_MIRROR=$dir/rehearsal-sources"
 } >"$dir/inputs.env"
 log "ready: $dir (inputs.env names them for sf-spackenv)"
 echo "$dir"

@@ -11,8 +11,8 @@
 //!   concretized by the real Spack on this host; the version cells must reuse every hash of the
 //!   deps cell.
 //! - A real containerised build through `sf-build build` (Podman, runc, vfs, no network) of a
-//!   test stack: the real Spack and builtin repository with the tests' own small packages
-//!   (`tests/spack-test-repos`), then signing, the clean-container mirror test, publishing, a
+//!   test stack: the rehearsal stack (`data/rehearsal`: the real Slurm 24.11.5 with the OS's
+//!   libraries) plus the tests' own small packages (`tests/spack-test-repos`), then signing, the clean-container mirror test, publishing, a
 //!   fresh Spack client installing from the published mirror, the tarball and its test, and a
 //!   rebuild that builds nothing from source.
 //!
@@ -86,7 +86,7 @@ struct Offline {
     /// NAME -> (archive, sha256) for spack and each pinned repository.
     archives: BTreeMap<String, (PathBuf, String)>,
     wheels: PathBuf,
-    /// A Spack source mirror holding the Slurm release the tests build (from Debian).
+    /// A Spack source mirror holding the Slurm release the rehearsal stack builds (from Debian).
     test_sources: PathBuf,
 }
 
@@ -140,7 +140,7 @@ fn offline() -> &'static Offline {
                 (k, (path, sha))
             })
             .collect();
-        let test_sources = PathBuf::from(vars["SF_TEST_SOURCE_MIRROR"]);
+        let test_sources = PathBuf::from(vars["SF_REHEARSAL_SOURCE_MIRROR"]);
         assert!(
             test_sources.join("_source-cache").is_dir(),
             "{} holds no Slurm source: run scripts/offline-inputs.sh",
@@ -576,11 +576,35 @@ fn real_spack_names_a_pin_that_does_not_exist() {
 // ---------------------------------------------------------------------------------------------
 // A real containerised build of the test stack.
 
+/// The test stack: the rehearsal stack (data/rehearsal: the real Slurm with the OS's libraries)
+/// plus the tests' own `sf_test` repository, whose two packages the deps cell builds. Written
+/// once per run.
 fn test_stack() -> PathBuf {
-    repo_root().join("tests/spack-test-stack.yaml")
+    let out = run_dir().join("spack-test-stack.yaml");
+    locked(&run_dir().join("test-stack.lock"), || {
+        if out.is_file() {
+            return;
+        }
+        let text = fs::read_to_string(repo_root().join("data/rehearsal/spack-stack.yaml")).unwrap();
+        let mut doc: Yaml = serde_yaml::from_str(&text).unwrap();
+        let repos = doc["repos"].as_sequence_mut().unwrap();
+        let mut sf_test = repos[0].clone();
+        assert_eq!(sf_test["namespace"], Yaml::from("slurm_factory"));
+        sf_test["namespace"] = "sf_test".into();
+        sf_test["path"] = "spack_repo/sf_test".into();
+        repos.insert(1, sf_test);
+        doc["dependencies"] = serde_yaml::from_str(
+            "[{ name: sf-hello-lib, version: \"1.0\" }, { name: sf-hello, version: \"1.0\" }]",
+        )
+        .unwrap();
+        let tmp = out.with_extension("tmp");
+        fs::write(&tmp, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        fs::rename(&tmp, &out).unwrap();
+    });
+    out
 }
 
-/// The tests' package repositories as one archive of the kind the stack takes, made once per
+/// The rehearsal Slurm recipe and the tests' package repository as one archive of the kind the stack takes, made once per
 /// run (gzip without a timestamp, so the same tree gives the same sha256).
 fn test_repos_archive() -> (PathBuf, String) {
     let out = run_dir().join("sf-test-repos.tar.gz");
@@ -588,9 +612,11 @@ fn test_repos_archive() -> (PathBuf, String) {
         if !out.is_file() {
             let tmp = out.with_extension("tmp");
             sh_ok(Command::new("bash").arg("-c").arg(format!(
-                "set -o pipefail; tar -C {src} --sort=name --owner=0 --group=0 --numeric-owner \
-                 --mtime=@0 --transform 's,^,sf-test-repos/,' -c spack_repo | gzip -n >{tmp}",
-                src = repo_root().join("tests/spack-test-repos").display(),
+                "set -o pipefail; tar --sort=name --owner=0 --group=0 --numeric-owner \
+                 --mtime=@0 --transform 's,^,sf-test-repos/,' -c -C {rehearsal} \
+                 spack_repo/slurm_factory -C {tests} spack_repo/sf_test | gzip -n >{tmp}",
+                rehearsal = repo_root().join("data/rehearsal").display(),
+                tests = repo_root().join("tests/spack-test-repos").display(),
                 tmp = tmp.display()
             )));
             fs::rename(&tmp, &out).unwrap();
@@ -605,23 +631,9 @@ fn test_repos_archive() -> (PathBuf, String) {
 const TEST_SLURM: &str = "24.11";
 const TEST_SLURM_RELEASE: &str = "24.11.5";
 
-/// The support matrix with a Debian 12 toolchain whose base image is the tests' own, and Slurm
-/// 24.11 at the release the tests build.
-fn test_matrix(dir: &Path) -> PathBuf {
-    let text = fs::read_to_string(repo_root().join("data/matrix.yaml")).unwrap();
-    let bookworm = format!(
-        "toolchains:\n  - name: bookworm\n    os: Debian 12\n    family: apt\n    base_image: {BASE_IMAGE}\n    \
-         gcc: \"12\"\n    glibc: \"2.36\"\n    spack_os: debian12\n    default: false\n"
-    );
-    let path = dir.join("matrix.yaml");
-    assert!(text.contains("spack_version: \"24-11-6-1\""));
-    let text = text.replacen("toolchains:\n", &bookworm, 1).replacen(
-        "spack_version: \"24-11-6-1\"",
-        "spack_version: \"24-11-5-1\"",
-        1,
-    );
-    fs::write(&path, text).unwrap();
-    path
+/// The rehearsal matrix: Debian 12 on the locally made base image, Slurm 24.11 at 24.11.5.
+fn test_matrix() -> PathBuf {
+    repo_root().join("data/rehearsal/matrix.yaml")
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -690,7 +702,7 @@ impl Built {
 /// for one cell of the test matrix.
 fn build_cell(dir: &Path, cache: &Path, pipeline: &str, extra: &[&str]) -> Built {
     let off = offline();
-    let matrix = test_matrix(dir);
+    let matrix = test_matrix();
     let mut m = Command::new(cargo_bin("sf-matrix"));
     m.args([
         "--pipeline",
@@ -830,6 +842,9 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
         "sbin/slurmd",
         "lib/libslurm.so",
         "lib/slurm/auth_none.so",
+        // built only with libjwt: the OS's, an external of the rehearsal stack
+        "lib/slurm/auth_slurm.so",
+        "lib/slurm/cred_slurm.so",
         "lib/slurm/select_cons_tres.so",
     ] {
         assert!(
@@ -935,6 +950,7 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
                 .arg("mirror")
                 .arg(m)
                 .arg(format!("file://{}", dest.display()))
+                .arg("--create")
                 .arg("--cert")
                 .arg(key.join("public.asc"))),
         );
@@ -980,8 +996,8 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
                 Command::new(cargo_bin("sf-build"))
                     .arg("test")
                     .args(place)
-                    // The test stack's Slurm has neither munge nor libjwt (auth/slurm needs it).
-                    .args(["--auth", "none"])
+                    // Slurm's own authentication with a generated key (no munge here).
+                    .args(["--auth", "slurm"])
                     .arg("--cell")
                     .arg(&tarball.cell)
                     .arg("--tarball")
@@ -993,7 +1009,7 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
             format!("sinfo --version: slurm {TEST_SLURM_RELEASE}"),
             ", 0 with missing libraries".to_string(),
             "(from slurmd -C)".to_string(),
-            "auth/none, proctrack/linuxproc".to_string(),
+            "auth/slurm, proctrack/linuxproc".to_string(),
             "==> cluster: srun -N1 hostname".to_string(),
             "a one-node cluster ran srun and sbatch jobs from /".to_string(),
         ] {

@@ -193,8 +193,13 @@ pub fn dockerfile(cell: &CheckedCell, stack: &Stack) -> Result<String> {
         ("cache_dir", container::CACHE_DIR.to_string()),
         ("slurm_root", container::SLURM_ROOT.to_string()),
     ];
+    let extras = stack.toolchain(c.toolchain.as_str());
+    vars.push((
+        "extra_packages",
+        extras.packages.iter().map(|p| format!(" {p}")).collect(),
+    ));
     if cell.family == OsFamily::Dnf {
-        let repos = stack.toolchain(c.toolchain.as_str()).dnf_repos;
+        let repos = extras.dnf_repos;
         vars.push((
             "enable_repos",
             repos.iter().map(|r| format!(" --enablerepo={r}")).collect(),

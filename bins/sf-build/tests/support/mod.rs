@@ -1,5 +1,6 @@
 //! What the container tests of sf-build share: real Podman (runc, vfs storage kept under
-//! target/) and the Debian base image made by debootstrap, built once per storage.
+//! target/) and the rehearsal cell's Debian base image (scripts/lib/rehearsal-image.sh), made
+//! once per storage.
 
 #![allow(dead_code)] // each test binary uses its own part of it
 
@@ -9,10 +10,11 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use assert_cmd::Command as Bin;
-use sf_testkit::require_tool;
+use sf_testkit::{repo_root, require_tool};
 
-/// The local base image the container tests use (debootstrap + podman import, cached under target/).
-pub const BASE_IMAGE: &str = "localhost/sf-test-base:bookworm";
+/// The local base image the container tests use: the rehearsal cell's (data/rehearsal/matrix.yaml
+/// names it; debootstrap + podman import, kept under target/).
+pub const BASE_IMAGE: &str = "localhost/slurm-factory-rehearsal:bookworm";
 
 /// Run a command that must succeed; its stdout.
 pub fn sh(cmd: &mut Command) -> String {
@@ -44,11 +46,11 @@ pub fn podman_args() -> Vec<String> {
     ]
 }
 
+/// The first 8 hex digits of the sha256 of `s`: what scripts compute with `sha256sum | cut -c1-8`
+/// to find a storage's runroot (scripts/checks/local-pipeline.sh).
 pub fn short_hash(s: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    format!("{:08x}", h.finish() as u32)
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(s.as_bytes()))[..8].to_string()
 }
 
 pub const RUN_ARGS: [&str; 2] = [
@@ -64,26 +66,28 @@ pub fn podman() -> Command {
     c
 }
 
-/// The Debian base image: `debootstrap --variant=minbase bookworm` (with Lmod, which the
-/// toolchains' images get from their package manager) imported into the test storage once.
+/// The rehearsal base image, made by the project's own script into the test storage once.
 pub fn base_image() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
+        let matrix = fs::read_to_string(repo_root().join("data/rehearsal/matrix.yaml")).unwrap();
+        assert!(
+            matrix.contains(&format!("base_image: {BASE_IMAGE}\n")),
+            "data/rehearsal/matrix.yaml names another base image than {BASE_IMAGE}"
+        );
         require_tool("debootstrap");
         require_tool("flock");
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sf-build-podman");
         fs::create_dir_all(&root).unwrap();
-        // One process builds it; concurrent test processes wait on the lock, then find it.
-        let script = format!(
-            "set -e; rc=0; podman {args} image exists {BASE_IMAGE} || rc=$?; \
-             case $rc in 0) exit 0 ;; 1) ;; *) exit \"$rc\" ;; esac; \
-             d=$(mktemp -d {root}/debootstrap.XXXXXX); \
-             debootstrap --variant=minbase --include=lmod bookworm \"$d/root\" http://deb.debian.org/debian >\"$d.log\" 2>&1 || {{ cat \"$d.log\" >&2; exit 1; }}; \
-             tar -C \"$d/root\" -c . | podman {args} import - {BASE_IMAGE} >/dev/null; rm -rf \"$d\" \"$d.log\"",
-            args = podman_args().join(" "),
-            root = root.display()
-        );
-        sh(Command::new("flock").arg(root.join("base.lock")).args(["bash", "-c", &script]));
+        // One process makes it; concurrent test processes wait on the lock, then find it.
+        sh(Command::new("flock")
+            .arg(root.join("base.lock"))
+            .arg("bash")
+            .arg(repo_root().join("scripts/lib/rehearsal-image.sh"))
+            .arg(BASE_IMAGE)
+            .arg("podman")
+            .args(podman_args())
+            .env("TMPDIR", &root));
     });
     BASE_IMAGE
 }
