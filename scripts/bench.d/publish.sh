@@ -161,9 +161,16 @@ EOF
     pub_name=$(json "$pub_dir/work/cell.json" 'd["include"][0]["tarball"]["file_name"]')
     pub_key=$(json "$pub_dir/work/cell.json" 'd["include"][0]["tarball"]["key"]')
     pub_tarball="$pub_dir/dist/$pub_name"
-    # Incompressible, reproducible data (openssl ends on SIGPIPE when head has enough).
+    # A tarball of the cell, as sf-publish checks it (a complete gzip stream of a safe tar with
+    # the cell's BUILDINFO.json): incompressible, reproducible data (openssl ends on SIGPIPE when
+    # head has enough) in a view member, gzip stored (level 0) so the file stays pub_mb MB.
+    mkdir -p "$pub_dir/view-src/view/lib"
     { openssl enc -aes-128-ctr -nosalt -pass pass:slurm-factory-bench -pbkdf2 -in /dev/zero 2>/dev/null || true; } |
-        head -c "$((pub_mb * 1024 * 1024))" >"$pub_tarball"
+        head -c "$((pub_mb * 1024 * 1024))" >"$pub_dir/view-src/view/lib/libbench.so"
+    printf '{"schema_version":1,"slurm_version":"25.11","toolchain":"noble","arch":"amd64","gpu":false}' \
+        >"$pub_dir/view-src/BUILDINFO.json"
+    tar -C "$pub_dir/view-src" -c view BUILDINFO.json | pigz -0 >"$pub_tarball"
+    rm -rf "$pub_dir/view-src"
     "$BENCH_BIN/sf-sign" key generate --out "$pub_dir/key/secret.asc" --public-out "$pub_dir/key/public.asc" \
         --uid "Slurm Factory bench <bench@example.invalid>" --expires 1d >/dev/null 2>&1
     "$BENCH_BIN/sf-sign" file "$pub_tarball" --key-file "$pub_dir/key/secret.asc" >/dev/null 2>&1

@@ -413,9 +413,16 @@ fn do_pack(
         g.sha256,
         started.elapsed().as_secs_f64()
     ));
+    for link in &report.dangling_links {
+        gha.warning(
+            &format!("the symlink {link} points at nothing in the view (shipped as it is)"),
+            None,
+        );
+    }
     rec.metric("tarball_bytes", g.compressed_size)
         .metric("view_bytes", g.uncompressed_size)
         .metric("entries", report.entries)
+        .metric("dangling_links", report.dangling_links.len() as u64)
         .metric(
             "elf_relocated",
             report.buildinfo.relocation.elf_relocated.len() as u64,
@@ -438,6 +445,7 @@ fn do_pack(
         "size": g.compressed_size,
         "uncompressed_size": g.uncompressed_size,
         "entries": report.entries,
+        "dangling_links": report.dangling_links,
         "buildinfo": report.buildinfo,
     }))
 }

@@ -321,7 +321,12 @@ fn a_refused_tarball_leaves_no_scratch_folder() {
         .env("TMPDIR", &scratch_base)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("junk.tar.gz"));
     let left: Vec<_> = fs::read_dir(&scratch_base).unwrap().collect();
     assert!(left.is_empty(), "the refusal left {left:?}");

@@ -38,7 +38,7 @@ use crate::publish::Publisher;
 /// The package whose spec marks a version mirror as built.
 pub const SLURM_PACKAGE: &str = "slurm";
 /// The build facts every tarball ends with.
-pub const BUILDINFO: &str = "BUILDINFO.json";
+pub use sf_archive::pack::BUILDINFO;
 /// The first tail read of a tarball: a pack's gzip members hold 1 MiB of tar each, so this takes
 /// in at least two whole members, far more than `BUILDINFO.json` and the tar trailer.
 const TAIL_FIRST: u64 = 4 << 20;

@@ -4,40 +4,93 @@
 //! A tarball's key is found by its file name: the one cell of the support matrix (Slurm version,
 //! toolchain, architecture, build) whose layout file name it is. Each tarball must have `FILE.asc`
 //! and `SHA256SUMS` + `SHA256SUMS.asc` beside it, both signatures made by the expected key, and
-//! `SHA256SUMS` must list the tarball with its sha256. The tarball, its signature, `SHA256SUMS`
-//! and its signature go up in that order; none of them becomes visible before every check passed.
+//! `SHA256SUMS` must list the tarball with its sha256. The tarball itself must be one: a complete
+//! gzip stream of a tar whose members are safe to extract and whose `BUILDINFO.json` names that
+//! cell (read in the same pass as its sha256). The tarball, its signature, `SHA256SUMS` and its
+//! signature go up in that order; none of them becomes visible before every check passed.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use serde_json::Value;
 use sf_core::exit::bad_input;
+
+use sf_archive::inspect::BUILDINFO;
 use sf_core::layout::{Layout, TarballLocation, SHA256SUMS};
-use sf_core::matrix::SupportMatrix;
+use sf_core::matrix::{Arch, BuildKind, SlurmVersion, SupportMatrix, Toolchain};
 use sf_store::{Body, Gate};
 
 use crate::objects::ObjectKind;
 use crate::publish::{Item, Publisher};
 use crate::trust::Trust;
 
+/// The cell a tarball's file name says it is of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TarballCell {
+    pub slurm_version: SlurmVersion,
+    pub toolchain: Toolchain,
+    pub arch: Arch,
+    pub build: BuildKind,
+}
+
+impl TarballCell {
+    /// Why `BUILDINFO.json` (`info`) is not a record of this cell's build, if it is not.
+    fn mismatch(&self, info: &Value) -> Option<String> {
+        let text = |k: &str| info.get(k).and_then(Value::as_str);
+        let wants = [
+            ("slurm_version", self.slurm_version.as_str()),
+            ("toolchain", self.toolchain.as_str()),
+            ("arch", self.arch.as_str()),
+        ];
+        for (k, want) in wants {
+            if text(k) != Some(want) {
+                return Some(format!(
+                    "its {k} is {}, the file name says {want}",
+                    info.get(k).unwrap_or(&Value::Null)
+                ));
+            }
+        }
+        let gpu = self.build.is_gpu();
+        (info.get("gpu").and_then(Value::as_bool) != Some(gpu)).then(|| {
+            format!(
+                "its gpu is {}, the file name says a {} build",
+                info.get("gpu").unwrap_or(&Value::Null),
+                self.build
+            )
+        })
+    }
+}
+
 /// One tarball, checked, with where its files go.
 #[derive(Clone, Debug)]
 pub struct CheckedTarball {
     pub file: PathBuf,
     pub location: TarballLocation,
+    pub cell: TarballCell,
     /// As the signed `SHA256SUMS` lists it (the file is checked against it while it uploads).
     pub sha256: String,
 }
 
-/// The layout location whose file name is `name`.
-pub fn locate(m: &SupportMatrix, layout: &Layout, name: &str) -> Result<TarballLocation> {
+/// The layout location whose file name is `name`, and its cell.
+pub fn locate(
+    m: &SupportMatrix,
+    layout: &Layout,
+    name: &str,
+) -> Result<(TarballLocation, TarballCell)> {
     for v in &m.slurm_versions {
         for tc in &m.toolchains {
             for a in &m.archs {
                 for b in &m.builds {
                     let loc = layout.tarball(&v.name, &tc.name, &a.name, &b.name);
                     if loc.file_name == name {
-                        return Ok(loc);
+                        let cell = TarballCell {
+                            slurm_version: v.name.clone(),
+                            toolchain: tc.name.clone(),
+                            arch: a.name.clone(),
+                            build: b.name.clone(),
+                        };
+                        return Ok((loc, cell));
                     }
                 }
             }
@@ -99,7 +152,7 @@ pub fn check(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let location = locate(m, layout, &name)?;
+        let (location, cell) = locate(m, layout, &name)?;
         read_sig(&asc(file), file)?;
         let sums = sibling(file, SHA256SUMS);
         let sums_text = std::fs::read_to_string(&sums).map_err(|e| {
@@ -126,37 +179,52 @@ pub fn check(
         out.push(CheckedTarball {
             file: file.clone(),
             location,
+            cell,
             sha256,
         });
     }
     Ok(out)
 }
 
-/// The checks that read each tarball whole: its signature by the expected key, and its sha256
-/// against what the signed `SHA256SUMS` lists. Returns who signed each.
+/// The checks that read each tarball whole: its signature by the expected key, and, in one
+/// pass, its sha256 against what the signed `SHA256SUMS` lists and its contents (a complete,
+/// safe tarball whose `BUILDINFO.json` names its cell). Returns who signed each.
 pub fn check_contents(tarballs: &[CheckedTarball], trust: &Trust) -> Result<Vec<String>> {
     let mut signers = Vec::new();
     for t in tarballs {
         let file = &t.file;
         let sig = read_sig(&asc(file), file)?;
-        // The two passes, the signature check (SHA-512) and the sha256, run side by side: each
-        // alone keeps one core busy for seconds on a multi-GB tarball.
-        let (signed_by, sha256) = std::thread::scope(|s| {
-            let sha256 = s.spawn(|| sf_store::sha256_file(file));
+        // The two passes, the signature check (SHA-512) and the inspection (sha256 and gunzip),
+        // run side by side: each alone keeps one core busy for seconds on a multi-GB tarball.
+        let (signed_by, inspected) = std::thread::scope(|s| {
+            let inspected = s.spawn(|| sf_archive::inspect(file));
             let signed_by = trust.check_detached(&file.display().to_string(), file, &sig);
-            let sha256 = sha256
+            let inspected = inspected
                 .join()
                 .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (signed_by, sha256)
+            (signed_by, inspected)
         });
         let signed_by = signed_by?;
-        let sha256 = sha256?;
-        if sha256 != t.sha256 {
+        let inspected = inspected?;
+        if inspected.sha256 != t.sha256 {
             return Err(bad_input(format!(
-                "{} lists {} with sha256 {}, but the file has {sha256}",
+                "{} lists {} with sha256 {}, but the file has {}",
                 sibling(file, SHA256SUMS).display(),
                 t.location.file_name,
-                t.sha256
+                t.sha256,
+                inspected.sha256
+            )));
+        }
+        let info: Value = serde_json::from_slice(&inspected.buildinfo).map_err(|e| {
+            bad_input(format!(
+                "refusing {}: its {BUILDINFO} is not JSON: {e}",
+                file.display()
+            ))
+        })?;
+        if let Some(why) = t.cell.mismatch(&info) {
+            return Err(bad_input(format!(
+                "refusing {}: its {BUILDINFO} is not a build of this cell: {why}",
+                file.display()
             )));
         }
         signers.push(signed_by);

@@ -16,7 +16,7 @@ use sf_spack::manifest::{compression, media_type, KeyIndex, Manifest, ManifestFi
 use sf_spack::mirror::Mirror;
 use sf_spack::spec::dag_hash_of;
 use sf_store::Store;
-use sf_testkit::{fixture, moto_url, noise};
+use sf_testkit::{fixture, moto_url};
 
 #[path = "support/common.rs"]
 mod common;
@@ -26,12 +26,15 @@ mod proxy;
 mod wire;
 
 use common::{
-    aws, column, dry_run_plan, fails, json_out, new_bucket, new_key, open_uploads, publisher,
-    publisher_env, rt, sf_publish, signed_tarball, stderr_of, with_s3, Key,
+    aws, buildinfo_for, buildinfo_of, cell_tarball, column, dry_run_plan, fails, json_out,
+    new_bucket, new_key, open_uploads, publisher, publisher_env, rt, sf_publish, signed_tarball,
+    stderr_of, with_s3, Key,
 };
 
-/// What the small tarballs hold (gzipped).
-const SLURM: &[u8] = b"a relocatable slurm";
+/// A small tarball of the 25.11 noble amd64 cpu cell.
+fn noble_tarball() -> Vec<u8> {
+    cell_tarball(&buildinfo_for("25.11", "noble", "amd64", false), 1024)
+}
 
 const FIXTURE_INDEX: &str = "9a3a151a1d8fd8ee70181218d5c275d6b9ee96d3e028d109fa994d7fad6324ce";
 
@@ -812,12 +815,60 @@ fn bad_destinations_are_named() {
     assert!(typo.join("v3").is_dir());
 }
 
+/// A signed file with a cell's tarball name is not enough: an empty file, noise, a cut-short
+/// tarball or another cell's tarball is refused before anything is uploaded.
+#[test]
+fn what_is_not_the_cells_tarball_is_not_published() {
+    let key = new_key();
+    let name = "slurm-25.11-noble-software.tar.gz";
+    let good = noble_tarball();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "empty (0 bytes)"),
+        ("noise", sf_testkit::noise(100_000, 7), name),
+        ("cut short", good[..good.len() - 10].to_vec(), "gzip"),
+        (
+            "another cell's",
+            cell_tarball(&buildinfo_for("25.11", "jammy", "amd64", false), 1024),
+            "its toolchain is \"jammy\", the file name says noble",
+        ),
+        (
+            "a gpu build",
+            cell_tarball(&buildinfo_for("25.11", "noble", "amd64", true), 1024),
+            "its gpu is true, the file name says a cpu build",
+        ),
+        (
+            "no build record",
+            gzip(&sf_testkit::tar_into(
+                Vec::new(),
+                &[("view/bin/sinfo", b"x")],
+            )),
+            "no BUILDINFO.json",
+        ),
+    ];
+    for b in Backend::both() {
+        for (what, bytes, want) in &cases {
+            let (_dir, file) = signed_tarball(&key, name, bytes);
+            let err = fails(&mut tarball(&file, &b.url("root"), &key), 2);
+            assert!(err.contains(want), "{what}: {err}");
+            assert!(err.contains(name), "{what}: the file is named: {err}");
+            assert!(
+                listing(&b.store("root")).is_empty(),
+                "{what}: something was published"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_tarball_destination_given_twice_must_agree() {
     let key = new_key();
-    let cell = cells_at("file:///b", [&["noble"], &["25.11"], &[], &[]], &[Pipeline::Tarball])
-        .remove(0);
-    let bytes = tarball_bytes(&buildinfo_of(&cell, None), 1 << 20);
+    let cell = cells_at(
+        "file:///b",
+        [&["noble"], &["25.11"], &[], &[]],
+        &[Pipeline::Tarball],
+    )
+    .remove(0);
+    let bytes = cell_tarball(&buildinfo_of(&cell, None), 1 << 20);
     let (_dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
@@ -991,35 +1042,6 @@ fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
     }
 }
 
-/// A tarball as sf-build packs one: a tar of `filler` bytes of view, then `BUILDINFO.json`
-/// last, gzipped as concatenated 1 MiB members by the same writer.
-fn tarball_bytes(buildinfo: &Value, filler: usize) -> Vec<u8> {
-    let gz = sf_archive::pargz::ParGzWriter::new(Vec::new(), Default::default()).unwrap();
-    let filler = noise(filler, 0x9e37_79b9);
-    let info = buildinfo.to_string();
-    let (bytes, _) = sf_testkit::tar_into(
-        gz,
-        &[
-            ("view/lib/libfiller.so", &filler),
-            ("BUILDINFO.json", info.as_bytes()),
-        ],
-    )
-    .finish()
-    .unwrap();
-    bytes
-}
-
-/// BUILDINFO.json of a tarball of `cell`'s Slurm, or of another Spack version of it.
-fn buildinfo_of(cell: &sf_core::layout::Cell, spack_version: Option<&str>) -> Value {
-    json!({
-        "schema_version": 1,
-        "slurm_version": cell.slurm_version.as_ref().map(|v| v.as_str().to_string()),
-        "slurm_spack_version": spack_version.or(cell.slurm_spack_version.as_deref()),
-        "toolchain": cell.toolchain.as_str(),
-        "gpu": cell.gpu,
-    })
-}
-
 #[test]
 fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
     let key = new_key();
@@ -1040,7 +1062,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
             .find(|c| c.toolchain.as_str() == "jammy")
             .unwrap();
         // Six 1 MiB gzip members: status reads BUILDINFO.json from a ranged read of the end.
-        let bytes = tarball_bytes(&buildinfo_of(noble, None), 6 << 20);
+        let bytes = cell_tarball(&buildinfo_of(noble, None), 6 << 20);
         let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &bytes);
         let tarball = |f: &Path| tarball(f, &dest, &key);
         // Without its signature: refused, nothing uploaded.
@@ -1073,7 +1095,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
 
         // A jammy tarball of an older Slurm release at the cell's key (keys carry no patch
         // release): there, but not current.
-        let old = tarball_bytes(&buildinfo_of(jammy, Some("25-11-0-1")), 1000);
+        let old = cell_tarball(&buildinfo_of(jammy, Some("25-11-0-1")), 1000);
         let (old_dir, old_file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &old);
         tarball(&old_file).assert().success();
 
@@ -1103,7 +1125,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
         );
 
         // The current build replaces it, and the cell is published.
-        let new = tarball_bytes(&buildinfo_of(jammy, None), 1000);
+        let new = cell_tarball(&buildinfo_of(jammy, None), 1000);
         let (new_dir, new_file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &new);
         tarball(&new_file).assert().success();
         let st = status(&cells);
@@ -1115,7 +1137,10 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
 /// A 12 MiB tarball (noise), signed, in a folder with its signed SHA256SUMS: the folder, the
 /// tarball and its bytes.
 fn large_signed_tarball(key: &Key) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
-    let bytes = noise((12 << 20) + 777, 0x9e3779b97f4a7c15);
+    let bytes = cell_tarball(
+        &buildinfo_for("24.11", "jammy", "amd64", false),
+        (12 << 20) + 777,
+    );
     let (dir, file) = signed_tarball(key, "slurm-24.11-jammy-software.tar.gz", &bytes);
     (dir, file, bytes)
 }
@@ -1269,7 +1294,10 @@ fn a_terminal_gets_a_bar() {
     let script = sf_testkit::require_tool("script");
     let key = new_key();
     let b = Backend::s3();
-    let bytes = noise((11 << 20) + 5, 0x51afd7ed558ccd);
+    let bytes = cell_tarball(
+        &buildinfo_for("25.11", "jammy", "amd64", false),
+        (11 << 20) + 5,
+    );
     let (_dir, file) = signed_tarball(&key, "slurm-25.11-jammy-software.tar.gz", &bytes);
     let bin = assert_cmd::cargo::cargo_bin("sf-publish");
     let args: Vec<std::ffi::OsString> = vec![
@@ -1374,8 +1402,9 @@ fn dry_run_plans_and_actions_outputs_point_at_the_change_list() {
 /// xorshift64* output, written rotated by a different offset each time: no two blocks alike (a part
 /// sent to the wrong place shows), nothing gzip's 32 KiB window can shrink, and no per-byte work
 /// in this debug-built test beyond the first block.
-fn write_noise(path: &Path, len: u64, seed: u64) -> String {
-    use sha2::Digest;
+/// A tarball of `len` bytes of noise (one view member, stored uncompressed: gzip level 0) with
+/// `buildinfo` last, written to `path` as it is made (never whole in memory). Its sha256.
+fn write_cell_tarball(path: &Path, len: u64, seed: u64, buildinfo: &Value) -> String {
     const BLOCK: usize = 8 << 20;
     let mut x = seed | 1;
     let mut base = Vec::with_capacity(BLOCK);
@@ -1385,22 +1414,45 @@ fn write_noise(path: &Path, len: u64, seed: u64) -> String {
         x ^= x >> 27;
         base.extend_from_slice(&x.wrapping_mul(0x2545f4914f6cdd1d).to_le_bytes());
     }
-    let mut f = std::io::BufWriter::with_capacity(BLOCK, std::fs::File::create(path).unwrap());
-    let mut h = sha2::Sha256::new();
+    let f = std::io::BufWriter::with_capacity(BLOCK, std::fs::File::create(path).unwrap());
+    let opts = sf_archive::GzOptions {
+        level: 0,
+        ..Default::default()
+    };
+    let mut gz = sf_archive::ParGzWriter::new(f, opts).unwrap();
+    let member = |gz: &mut dyn std::io::Write, name: &str, size: u64| {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        gz.write_all(h.as_bytes()).unwrap();
+    };
+    let pad = |gz: &mut dyn std::io::Write, size: u64| {
+        gz.write_all(&vec![0u8; ((512 - size % 512) % 512) as usize])
+            .unwrap();
+    };
+    member(&mut gz, "view/lib/libnoise.so", len);
     let mut left = len;
     let mut i = 0usize;
     while left > 0 {
         let off = (i * 1_000_003) % BLOCK;
         for piece in [&base[off..], &base[..off]] {
             let n = (piece.len() as u64).min(left) as usize;
-            h.update(&piece[..n]);
-            f.write_all(&piece[..n]).unwrap();
+            gz.write_all(&piece[..n]).unwrap();
             left -= n as u64;
         }
         i += 1;
     }
+    pad(&mut gz, len);
+    let info = buildinfo.to_string();
+    member(&mut gz, "BUILDINFO.json", info.len() as u64);
+    gz.write_all(info.as_bytes()).unwrap();
+    pad(&mut gz, info.len() as u64);
+    gz.write_all(&[0u8; 1024]).unwrap();
+    let (mut f, summary) = gz.finish().unwrap();
     f.flush().unwrap();
-    hex::encode(h.finalize())
+    summary.sha256
 }
 
 /// The sha256 of an object, streamed from the server (never whole in memory).
@@ -1477,7 +1529,12 @@ fn publishing_survives_throttling_and_dropped_connections() {
     let file = dir.path().join(name);
     let size: u64 = (1 << 30) + 99;
     let started = std::time::Instant::now();
-    let sha = write_noise(&file, size, 0x2545f4914f6cdd1d);
+    let sha = write_cell_tarball(
+        &file,
+        size,
+        0x2545f4914f6cdd1d,
+        &buildinfo_for("23.11", "noble", "amd64", false),
+    );
     let written = started.elapsed();
     sf_pgp::sign::sign_file(&key.signing, &file).unwrap();
     let sums = dir.path().join("SHA256SUMS");
@@ -1513,7 +1570,11 @@ fn publishing_survives_throttling_and_dropped_connections() {
         bucket,
         "root/builds/23.11/noble/slurm-23.11-noble-software.tar.gz",
     );
-    assert_eq!(got_len, size);
+    assert_eq!(got_len, std::fs::metadata(&file).unwrap().len());
+    assert!(
+        got_len > size,
+        "the noise is stored, not compressed: {got_len}"
+    );
     assert_eq!(got_sha, sha, "the tarball arrived changed");
     let checked = started.elapsed();
     let open = open_uploads(bucket);
@@ -1947,7 +2008,7 @@ fn every_kind_of_object_has_its_content_type_and_cache_control() {
     let b = Backend::s3();
     let src = signed_fixture(&key);
     publish_mirror(src.path(), &b.url("meta"), &key).success();
-    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &gzip(SLURM));
+    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &noble_tarball());
     tarball(&file, &b.url("root"), &key).assert().success();
     let mirror = b.store("meta");
     let root = b.store("root");
@@ -2051,14 +2112,14 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
     let dest = b.url("root");
     let refuse = |file: &Path| fails(&mut tarball(file, &dest, &key), 2);
     // The tarball signed by another key (its SHA256SUMS by the right one).
-    let (dir, file) = signed_tarball(&key, name, &gzip(SLURM));
+    let (dir, file) = signed_tarball(&key, name, &noble_tarball());
     let sig = sf_pgp::sign::sign_bytes(&other.signing, &std::fs::read(&file).unwrap()).unwrap();
     std::fs::write(format!("{}.asc", file.display()), sig).unwrap();
     let err = refuse(&file);
     assert!(err.contains(&file.display().to_string()), "{err}");
     drop(dir);
     // SHA256SUMS lists another sha256 (and is signed as such).
-    let (dir, file) = signed_tarball(&key, name, &gzip(SLURM));
+    let (dir, file) = signed_tarball(&key, name, &noble_tarball());
     let sums = dir.path().join("SHA256SUMS");
     std::fs::write(&sums, format!("{}  {name}\n", "0".repeat(64))).unwrap();
     let sig = sf_pgp::sign::sign_bytes(&key.signing, &std::fs::read(&sums).unwrap()).unwrap();
@@ -2081,7 +2142,7 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
     assert!(err.contains(&sums.display().to_string()), "{err}");
     drop(dir);
     // A file name that is no cell's.
-    let (dir, file) = signed_tarball(&key, "slurm-99.99-noble-software.tar.gz", &gzip(SLURM));
+    let (dir, file) = signed_tarball(&key, "slurm-99.99-noble-software.tar.gz", &noble_tarball());
     let err = refuse(&file);
     assert!(
         err.contains("\"slurm-99.99-noble-software.tar.gz\" is not the name of a tarball"),
@@ -2097,7 +2158,7 @@ fn bad_tarball_folders_are_refused_naming_the_file() {
 #[test]
 fn bad_destinations_are_named_by_every_subcommand() {
     let key = new_key();
-    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &gzip(SLURM));
+    let (dir, file) = signed_tarball(&key, "slurm-25.11-noble-software.tar.gz", &noble_tarball());
     let cell = cells_at(
         "s3://placeholder-bucket",
         [&["noble"], &["25.11"], &[], &[]],

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use assert_cmd::Command;
 use serde_json::Value;
-use sf_testkit::{fixture, moto_url, noise};
+use sf_testkit::{fixture, moto_url};
 
 #[path = "support/common.rs"]
 mod common;
@@ -26,10 +26,13 @@ use common::{
 const NAME: &str = "slurm-24.11-jammy-software.tar.gz";
 const KEY: &str = "builds/24.11/jammy/slurm-24.11-jammy-software.tar.gz";
 
-/// A 12 MiB tarball of noise (three parts of 5 MiB), signed, with its signed `SHA256SUMS`: its
+/// A 12 MiB tarball of the jammy 24.11 cell, its view noise (three parts of 5 MiB), signed, with its signed `SHA256SUMS`: its
 /// folder, its path and its bytes.
 fn noise_tarball(key: &Key) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
-    let bytes = noise((12 << 20) + 4321, 0x5851_f42d_4c95_7f2d);
+    let bytes = common::cell_tarball(
+        &common::buildinfo_for("24.11", "jammy", "amd64", false),
+        (12 << 20) + 4321,
+    );
     let (dir, file) = signed_tarball(key, NAME, &bytes);
     (dir, file, bytes)
 }

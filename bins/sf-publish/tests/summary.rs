@@ -54,7 +54,10 @@ fn the_summary_row_of_a_cell_has_its_fingerprint_and_cdn_url() {
     let tarball = dist.join("slurm-25.11-noble-software.tar.gz");
     std::fs::write(
         &tarball,
-        b"a relocatable slurm, as far as this test is concerned",
+        common::cell_tarball(
+            &common::buildinfo_for("25.11", "noble", "amd64", false),
+            1024,
+        ),
     )
     .unwrap();
     let sha = sf_store::sha256_file(&tarball).unwrap();

@@ -37,6 +37,19 @@ pub fn sign_files(
             missing.join(", ")
         )));
     }
+    // A 0-byte file is what an interrupted copy or a failed build step leaves: a signature
+    // would vouch for nothing.
+    let empty: Vec<String> = paths
+        .iter()
+        .filter(|p| fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false))
+        .map(|p| p.display().to_string())
+        .collect();
+    if !empty.is_empty() {
+        return Err(bad_input(format!(
+            "empty (0 bytes): {}; nothing was signed",
+            empty.join(", ")
+        )));
+    }
     rec.input(
         "files",
         paths

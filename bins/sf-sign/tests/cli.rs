@@ -2162,3 +2162,35 @@ fn existing_key_files_are_refused_with_exit_2_and_left_unchanged() {
         .success();
     assert_eq!(json(&out.get_output().stdout)["fingerprint"], fpr.as_str());
 }
+
+#[test]
+fn an_empty_file_is_not_signed_and_nothing_is_written() {
+    let key = new_key();
+    let dir = tempfile::tempdir().unwrap();
+    let (full, empty) = (
+        dir.path().join("full.tar.gz"),
+        dir.path().join("empty.tar.gz"),
+    );
+    fs::write(&full, b"something").unwrap();
+    fs::write(&empty, b"").unwrap();
+    let out = sf_sign()
+        .args(["file", full.to_str().unwrap(), empty.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .code(2);
+    let err = stderr(out.get_output());
+    assert!(
+        err.contains("empty (0 bytes)") && err.contains("empty.tar.gz"),
+        "{err}"
+    );
+    let mut left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["empty.tar.gz", "full.tar.gz"],
+        "no signature was written"
+    );
+}

@@ -3,8 +3,8 @@
 //! with `catalog DEST` lists what a destination holds, optionally as a GitHub release.
 //!
 //! A summary never fails a pipeline whose work succeeded: problems talking to GitHub or writing the
-//! job summary are warnings, unless `--strict`. Records of another schema version are bad input
-//! (exit 2) either way.
+//! job summary are warnings, unless `--strict`; so are result files it cannot use (not JSON,
+//! another schema version, fields that do not parse), which the summary also counts.
 
 pub mod catalog;
 pub mod github;
@@ -215,14 +215,15 @@ fn run_report(args: ReportArgs, gha: &Actions) -> Result<()> {
     if args.github.strict {
         if let Some((path, why)) = gathered.unreadable.first() {
             return Err(sf_core::bad_input(format!(
-                "{} of the result files cannot be read (--strict), e.g. {}: {why}",
+                "{} of the result files cannot be read or are of another schema version (--strict), e.g. {}: {why}",
                 gathered.unreadable.len(),
                 path.display()
             )));
         }
     }
     let loaded = gathered.records;
-    let report = report::build(&loaded);
+    let mut report = report::build(&loaded);
+    report.files_left_out = gathered.unreadable.len() as u64;
     let limit = SUMMARY_LIMIT as usize;
     let rendered = markdown::render_fitting(&report, &args.title, limit);
     let mut soft = Soft {

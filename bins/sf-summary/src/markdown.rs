@@ -84,12 +84,25 @@ pub fn render_fitting(report: &Report, title: &str, budget: usize) -> Rendered {
 /// The title and totals alone, for when not even empty tables fit.
 fn minimal(report: &Report, title: &str) -> String {
     let mut out = format!(
-        "## {}\n\n{}\n\n",
+        "## {}\n\n{}\n\n{}",
         escape(title),
-        totals_line(&report.totals)
+        totals_line(&report.totals),
+        left_out_line(report)
     );
     out.push_str("_The per-cell tables do not fit in this summary; `sf-summary --format json` lists every cell._\n");
     out
+}
+
+/// Result files the summary could not use, when there are any (the warnings name each).
+fn left_out_line(report: &Report) -> String {
+    match report.files_left_out {
+        0 => String::new(),
+        n => format!(
+            "**{n} result {} left out** (not JSON, another schema version, or fields that do not parse): the warnings name {}.\n\n",
+            plural(n, "file", "files"),
+            plural(n, "it", "them")
+        ),
+    }
 }
 
 /// The whole document with at most `cap` rows per pipeline table.
@@ -98,9 +111,11 @@ pub fn render(report: &Report, title: &str, cap: usize) -> String {
     let _ = writeln!(out, "## {}\n", escape(title));
     if report.totals.cells == 0 && report.run_steps.is_empty() {
         out.push_str("No result records were found.\n");
+        out.push_str(&left_out_line(report));
         return out;
     }
     let _ = writeln!(out, "{}\n", totals_line(&report.totals));
+    out.push_str(&left_out_line(report));
     for p in &report.pipelines {
         let shown = &p.cells[..p.cells.len().min(cap)];
         let omitted = p.cells.len() - shown.len();

@@ -1,6 +1,6 @@
 //! Gathering result records: every `*.json` under the given directories (artifact downloads nest
-//! them one folder per job), recognised as a record by its fields, refused when its
-//! `schema_version` is not the one this build reads.
+//! them one folder per job), recognised as a record by its fields, left out (and listed) when
+//! it cannot be read or its `schema_version` is not the one this build reads.
 
 use std::path::{Path, PathBuf};
 
@@ -20,16 +20,17 @@ pub struct LoadedRecord {
 #[derive(Debug, Default)]
 pub struct Gathered {
     pub records: Vec<LoadedRecord>,
-    /// `.json` files that are not JSON at all (a record cut short by a dying job, say), with why:
-    /// the caller warns about each, or refuses them with `--strict`.
+    /// `.json` files that cannot be used, with why: not JSON at all (a record cut short by a
+    /// dying job, say), a record of another schema version, or one whose fields do not parse.
+    /// The caller warns about each and counts them, or refuses them with `--strict`.
     pub unreadable: Vec<(PathBuf, String)>,
 }
 
 /// Read every record under `dirs`, recursively, in a stable order (by path).
 ///
 /// JSON files that are not records (a change list, a matrix) are passed over; files that are not
-/// JSON are listed in [`Gathered::unreadable`]; a record of another schema version, or one whose
-/// fields do not parse, is bad input.
+/// JSON, records of another schema version and records whose fields do not parse are listed in
+/// [`Gathered::unreadable`], all alike.
 pub fn gather(dirs: &[PathBuf]) -> Result<Gathered> {
     let mut files = Vec::new();
     for dir in dirs {
@@ -50,7 +51,7 @@ pub fn gather(dirs: &[PathBuf]) -> Result<Gathered> {
         match read_record(&path) {
             Ok(Some(record)) => out.records.push(LoadedRecord { path, record }),
             Ok(None) => {}
-            Err(e) if e.downcast_ref::<NotJson>().is_some() => {
+            Err(e) if sf_core::exit::code_for(&e) == 2 || e.downcast_ref::<NotJson>().is_some() => {
                 out.unreadable.push((path, format!("{e:#}")))
             }
             Err(e) => return Err(e),
@@ -145,13 +146,32 @@ mod tests {
     }
 
     #[test]
-    fn another_schema_version_is_bad_input() {
+    fn another_schema_version_is_left_out_like_a_corrupt_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut v = serde_json::to_value(Recorder::start("sf-build").record).unwrap();
+        let good = Recorder::start("sf-build").record;
+        std::fs::write(
+            dir.path().join("a.json"),
+            serde_json::to_vec(&good).unwrap(),
+        )
+        .unwrap();
+        let mut v = serde_json::to_value(&good).unwrap();
         v["schema_version"] = 99.into();
-        std::fs::write(dir.path().join("r.json"), v.to_string()).unwrap();
-        let err = gather(&[dir.path().to_path_buf()]).unwrap_err();
-        assert_eq!(sf_core::exit::code_for(&err), 2);
-        assert!(err.to_string().contains("schema_version 99"), "{err}");
+        std::fs::write(dir.path().join("b.json"), v.to_string()).unwrap();
+        v["schema_version"] = SCHEMA_VERSION.into();
+        v["status"] = "sideways".into();
+        std::fs::write(dir.path().join("c.json"), v.to_string()).unwrap();
+        let got = gather(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(got.records.len(), 1);
+        assert_eq!(got.unreadable.len(), 2);
+        assert!(
+            got.unreadable[0].1.contains("schema_version 99"),
+            "{:?}",
+            got.unreadable
+        );
+        assert!(
+            got.unreadable[1].1.contains("not a valid result record"),
+            "{:?}",
+            got.unreadable
+        );
     }
 }

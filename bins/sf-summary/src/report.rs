@@ -20,6 +20,9 @@ pub struct Report {
     pub pipelines: Vec<PipelineReport>,
     /// Steps that ran for no matrix cell (the matrix itself, an invalidation).
     pub run_steps: Vec<StepOutcome>,
+    /// Result files left out because they could not be read (not JSON, another schema version,
+    /// fields that do not parse); each is also a warning.
+    pub files_left_out: u64,
 }
 
 /// Counts over cells.
@@ -275,5 +278,6 @@ pub fn build(records: &[LoadedRecord]) -> Report {
         totals,
         pipelines,
         run_steps,
+        files_left_out: 0,
     }
 }

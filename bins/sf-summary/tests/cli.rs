@@ -325,7 +325,7 @@ fn a_thousand_cells_stay_under_one_mebibyte_with_whole_markdown() {
 }
 
 #[test]
-fn records_of_another_schema_version_are_refused_with_exit_2() {
+fn a_record_of_another_schema_version_is_a_warning_and_counted_and_strict_refuses_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = eighteen_cell_run(tmp.path());
     let mut v: Value = serde_json::from_slice(
@@ -342,14 +342,30 @@ fn records_of_another_schema_version_are_refused_with_exit_2() {
     .unwrap();
     v["schema_version"] = 2.into();
     std::fs::write(dir.join("future.json"), v.to_string()).unwrap();
+    // Like a record cut short: a warning naming it, counted in the summary, the rest summarised.
     let summary = tmp.path().join("summary.md");
     sf_summary()
         .arg(&dir)
         .env("GITHUB_STEP_SUMMARY", &summary)
         .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "future.json left out of the summary",
+        ))
+        .stderr(predicates::str::contains("schema_version 2"));
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(text.contains("**1 result file left out**"), "{text}");
+    assert!(text.contains("18 cells"), "{text}");
+    // --strict: refused, nothing written.
+    let strict = tmp.path().join("strict.md");
+    sf_summary()
+        .arg(&dir)
+        .arg("--strict")
+        .env("GITHUB_STEP_SUMMARY", &strict)
+        .assert()
         .code(2)
         .stderr(predicates::str::contains("schema_version 2"));
-    assert!(!summary.exists(), "nothing written on bad input");
+    assert!(!strict.exists(), "nothing written on bad input");
     sf_summary()
         .arg(tmp.path().join("missing"))
         .assert()

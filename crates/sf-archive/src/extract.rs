@@ -72,7 +72,17 @@ fn refuse(tarball: &Path, what: String) -> anyhow::Error {
 
 /// Check every member without writing anything. Returns the number of members.
 pub fn check(tarball: &Path) -> Result<u64> {
-    let mut ar = open(tarball)?;
+    check_members(tarball, &mut open(tarball)?, |_, _| Ok(()))
+}
+
+/// The member checks of [`check`] over any tar stream; `each` sees every regular file (its safe
+/// name and the entry, whose data it may read) as it goes by. `tarball` names the archive in
+/// errors.
+pub(crate) fn check_members<R: io::Read>(
+    tarball: &Path,
+    ar: &mut tar::Archive<R>,
+    mut each: impl FnMut(&str, &mut tar::Entry<'_, R>) -> Result<()>,
+) -> Result<u64> {
     let mut seen: HashMap<String, MemberKind> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
     let mut count = 0u64;
@@ -83,7 +93,7 @@ pub fn check(tarball: &Path) -> Result<u64> {
         ))
     })?;
     for entry in entries {
-        let entry =
+        let mut entry =
             entry.map_err(|e| bad_input(format!("{} is corrupt: {e}", tarball.display())))?;
         let name = safe_name(&entry.path_bytes()).map_err(|e| refuse(tarball, e))?;
         let kind = match entry.header().entry_type() {
@@ -113,6 +123,9 @@ pub fn check(tarball: &Path) -> Result<u64> {
             if !(prev == MemberKind::Dir && kind == MemberKind::Dir) {
                 return Err(refuse(tarball, format!("{name:?} appears twice")));
             }
+        }
+        if kind == MemberKind::File {
+            each(&name, &mut entry)?;
         }
         count += 1;
     }

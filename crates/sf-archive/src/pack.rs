@@ -65,6 +65,9 @@ pub struct PackReport {
     pub gzip: GzSummary,
     pub entries: u64,
     pub buildinfo: BuildInfo,
+    /// Symlinks of the view (`view/...`) that point at nothing in it: shipped as they are, and
+    /// worth a warning (an unbuilt or excluded dependency, say).
+    pub dangling_links: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,7 @@ pub struct Plan {
     epoch: u64,
     relocation: Relocation,
     prefixes: Vec<String>,
+    dangling_links: Vec<String>,
 }
 
 impl Plan {
@@ -146,7 +150,7 @@ pub fn plan(input: &PackInput) -> Result<Plan> {
     });
     newest = newest.max(mtime_of(&meta));
     walk(view, "", &reloc, &mut entries, &mut relocation, &mut newest)?;
-    check_links(&entries)?;
+    let dangling_links = check_links(&entries)?;
 
     let mut dirs = BTreeSet::new();
     for (index, extra) in input.extras.iter().enumerate() {
@@ -225,6 +229,7 @@ pub fn plan(input: &PackInput) -> Result<Plan> {
         epoch,
         relocation,
         prefixes: reloc.prefixes().to_vec(),
+        dangling_links,
     })
 }
 
@@ -272,6 +277,14 @@ fn walk(
         let name = name
             .into_string()
             .map_err(|n| bad_input(format!("{}: the name {n:?} is not UTF-8", dir.display())))?;
+        // A newline (or any control character) in a name breaks SHA256SUMS-style listings,
+        // logs and shell loops of everyone who unpacks it.
+        if name.chars().any(char::is_control) {
+            return Err(bad_input(format!(
+                "{}: the name {name:?} holds a control character (a newline, say); names in a view must be printable",
+                dir.display()
+            )));
+        }
         let child_rel = if rel.is_empty() {
             name.clone()
         } else {
@@ -361,8 +374,18 @@ fn link_target(reloc: &Relocator, link: &str, target: &str) -> Result<String> {
 
 /// Follow every symlink of the view through the others, as the kernel will after extraction,
 /// and refuse any that leaves the view or loops. Checking each link's own text is not enough: a
-/// link can climb through another link that points higher up.
-fn check_links(entries: &[Entry]) -> Result<()> {
+/// link can climb through another link that points higher up. Returns the links that resolve to
+/// nothing in the view (`view/NAME -> TARGET`).
+fn check_links(entries: &[Entry]) -> Result<Vec<String>> {
+    let present: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| {
+            e.name
+                .trim_end_matches('/')
+                .strip_prefix(&format!("{VIEW_DIR}/"))
+        })
+        .collect();
+    let mut dangling = Vec::new();
     let links: std::collections::HashMap<String, String> = entries
         .iter()
         .filter_map(|e| match &e.kind {
@@ -378,7 +401,11 @@ fn check_links(entries: &[Entry]) -> Result<()> {
     for name in names {
         let target = &links[name];
         match resolve_link(&links, name) {
-            Ok(_) => {}
+            Ok(at) => {
+                if !at.is_empty() && !present.contains(at.as_str()) {
+                    dangling.push(format!("view/{name} -> {target}"));
+                }
+            }
             Err(why @ Unresolved::Escapes { .. }) => {
                 return Err(bad_input(format!(
                     "the symlink view/{name} -> {target} escapes the view: it {why}; links must stay inside it"
@@ -391,7 +418,7 @@ fn check_links(entries: &[Entry]) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(dangling)
 }
 
 /// In-place RPATH patches for one file, if it is ELF with build-tree entries.
@@ -542,6 +569,7 @@ pub fn write(input: &PackInput, plan: &Plan, out: &Path) -> Result<PackReport> {
         gzip: summary,
         entries,
         buildinfo,
+        dangling_links: plan.dangling_links.clone(),
     })
 }
 

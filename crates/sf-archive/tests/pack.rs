@@ -623,3 +623,30 @@ fn unsafe_archives_are_refused_before_anything_is_extracted() {
     }
     assert!(!Path::new("/tmp/sf-evil-abs").exists());
 }
+
+#[test]
+fn a_name_with_a_newline_is_refused_and_dangling_links_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let view = tmp.path().join("view");
+    fs::create_dir_all(view.join("lib")).unwrap();
+    fs::write(view.join("lib/libok.so"), b"ok").unwrap();
+    fs::write(view.join("lib/two\nlines.so"), b"x").unwrap();
+    let out = tmp.path().join("out.tar.gz");
+    let e = sf_archive::pack(&input(&view, Path::new("/opt/nothing")), &out, false).unwrap_err();
+    assert_eq!(sf_core::exit::code_for(&e), 2, "{e:#}");
+    assert!(
+        format!("{e:#}").contains("\"two\\nlines.so\" holds a control character"),
+        "{e:#}"
+    );
+    assert!(!out.exists());
+
+    // A link to nothing in the view ships (an excluded dependency, say) and is named.
+    fs::remove_file(view.join("lib/two\nlines.so")).unwrap();
+    symlink("libgone.so.1", view.join("lib/libgone.so")).unwrap();
+    symlink("libok.so", view.join("lib/libok.so.1")).unwrap();
+    let report = sf_archive::pack(&input(&view, Path::new("/opt/nothing")), &out, false).unwrap();
+    assert_eq!(
+        report.dangling_links,
+        ["view/lib/libgone.so -> libgone.so.1"]
+    );
+}

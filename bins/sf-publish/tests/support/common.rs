@@ -191,3 +191,44 @@ pub fn signed_tarball(key: &Key, name: &str, bytes: &[u8]) -> (tempfile::TempDir
     }
     (dir, file)
 }
+
+/// A tarball as sf-build packs one: a tar of `filler` bytes of view (noise, so it does not
+/// shrink), then `BUILDINFO.json` last, gzipped as concatenated 1 MiB members by the same writer.
+pub fn cell_tarball(buildinfo: &Value, filler: usize) -> Vec<u8> {
+    let gz = sf_archive::pargz::ParGzWriter::new(Vec::new(), Default::default()).unwrap();
+    let filler = sf_testkit::noise(filler, 0x9e37_79b9);
+    let info = buildinfo.to_string();
+    let (bytes, _) = sf_testkit::tar_into(
+        gz,
+        &[
+            ("view/lib/libfiller.so", &filler),
+            ("BUILDINFO.json", info.as_bytes()),
+        ],
+    )
+    .finish()
+    .unwrap();
+    bytes
+}
+
+/// The `BUILDINFO.json` facts sf-publish checks against a tarball's cell.
+pub fn buildinfo_of(cell: &sf_core::layout::Cell, spack_version: Option<&str>) -> Value {
+    serde_json::json!({
+        "schema_version": 1,
+        "slurm_version": cell.slurm_version.as_ref().map(|v| v.as_str().to_string()),
+        "slurm_spack_version": spack_version.or(cell.slurm_spack_version.as_deref()),
+        "toolchain": cell.toolchain.as_str(),
+        "arch": cell.arch.as_str(),
+        "gpu": cell.gpu,
+    })
+}
+
+/// `BUILDINFO.json` facts of the cell a tarball name stands for (`gpu` for a GPU build).
+pub fn buildinfo_for(slurm_version: &str, toolchain: &str, arch: &str, gpu: bool) -> Value {
+    serde_json::json!({
+        "schema_version": 1,
+        "slurm_version": slurm_version,
+        "toolchain": toolchain,
+        "arch": arch,
+        "gpu": gpu,
+    })
+}
