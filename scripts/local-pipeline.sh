@@ -239,10 +239,11 @@ step "sf-publish: tarball, signature and SHA256SUMS into the local bucket"
 sf-publish tarball "$tarball" "$SF_DESTINATION" --cert "$work/key/public.asc" "${matrix_args[@]}" \
     --change-list "$work/changes.json" >/dev/null
 
-step "checking what landed: signatures verify against the key, checksums match"
+# As someone holding only the bucket would: with the key it publishes in keys/, found by sf-sign.
+step "checking what landed: signatures verify with the key the bucket publishes, checksums match"
 published="$out/bucket/$tarball_key"
-sf-sign verify file "$published" --cert "$work/key/public.asc" >/dev/null
-sf-sign verify sums "$(dirname "$published")" --cert "$work/key/public.asc" >/dev/null
+sf-sign verify file "$published" >/dev/null
+sf-sign verify sums "$(dirname "$published")" >/dev/null
 
 step "sf-summary: the deployment summary"
 sf-summary "$out/results" >"$out/summary.md"
@@ -254,11 +255,11 @@ The tarball pipeline ran end to end (Slurm $release, $toolchain).
   tarball       $published
   signature     $published.asc
   checksums     $(dirname "$published")/SHA256SUMS (+ .asc)
-  public key    $work/key/public.asc
+  public key    $out/bucket/keys/signing-key.asc (fingerprint in signing-key.fingerprint)
   change list   $work/changes.json
   records       $out/results
   summary       $out/summary.md
 Verify it yourself:
-  gpg --import $work/key/public.asc && gpg --verify $published.asc $published
+  gpg --import $out/bucket/keys/signing-key.asc && gpg --verify $published.asc $published
   sha256sum -c SHA256SUMS   (in $(dirname "$published"))
 DONE

@@ -131,12 +131,28 @@ for f in defaults/slurmd.service defaults/slurmctld.service defaults/slurmdbd.se
     [ -f "$here/$f" ] || die "$here/$f is missing from the tarball"
 done
 
+# Something in the way (an existing file, no --force): a real run stops here; a dry run goes on
+# and shows the whole plan with each conflict marked, then exits 2.
+conflicts=()
+conflict() { # conflict PATH
+    if $dry_run; then
+        conflicts+=("$1")
+    else
+        die "$1 already exists; pass --force to replace it"
+    fi
+}
+in_conflict() { # in_conflict PATH: whether PATH is one of the conflicts
+    local c
+    for c in "${conflicts[@]}"; do [ "$c" = "$1" ] && return 0; done
+    return 1
+}
+
 copy_tree=true
 if [ -d "$prefix" ] && [ "$(cd "$source_root" && pwd -P)" = "$(cd "$prefix" && pwd -P)" ]; then
     copy_tree=false
 fi
 if $copy_tree && [ -e "$prefix/view" ] && ! $force; then
-    die "$prefix/view already exists; pass --force to replace it"
+    conflict "$prefix/view"
 fi
 
 if $full_init; then
@@ -147,12 +163,12 @@ if $full_init; then
     [ "$auth" = slurm ] && conf_files+=(slurm.key)
     for f in "${conf_files[@]}"; do
         if [ -e "$conf_dir/$f" ] && ! $force; then
-            die "$conf_dir/$f already exists; pass --force to replace it"
+            conflict "$conf_dir/$f"
         fi
     done
     for u in slurmd slurmctld slurmdbd; do
         if [ -e "$systemd_dir/$u.service" ] && ! $force; then
-            die "$systemd_dir/$u.service already exists; pass --force to replace it"
+            conflict "$systemd_dir/$u.service"
         fi
     done
     host=$(hostname -s 2>/dev/null || hostname)
@@ -201,6 +217,10 @@ if $full_init; then
 fi
 
 # ---- acting (or, with --dry-run, saying what would be done) ----
+mark() { # mark PATH: the dry run's note on a path in conflict
+    if in_conflict "$1"; then echo " [CONFLICT: $1 exists; --force replaces it]"; fi
+}
+
 act() { # act DESCRIPTION CMD...: run CMD, or print DESCRIPTION on a dry run
     local what=$1
     shift
@@ -237,7 +257,7 @@ fill() { # fill TEMPLATE: the template with this host's values
 render() { # render TEMPLATE DEST MODE
     local tmp
     if $dry_run; then
-        echo "would: write $2 (mode $3) from $(basename "$1")"
+        echo "would: write $2 (mode $3) from $(basename "$1")$(mark "$2")"
         fill "$1" | grep -v '^#' | sed 's/^/    | /'
         return
     fi
@@ -260,7 +280,7 @@ write_key() { # write_key DEST: a new auth/slurm key, readable by the slurm user
 if $copy_tree; then
     act "create $prefix" mkdir -p "$prefix"
     for d in view modules; do
-        act "copy $source_root/$d to $prefix/$d" replace_tree "$source_root/$d" "$prefix/$d"
+        act "copy $source_root/$d to $prefix/$d$(mark "$prefix/$d")" replace_tree "$source_root/$d" "$prefix/$d"
     done
 else
     echo "note: the tarball is already at $prefix; nothing to copy"
@@ -275,7 +295,7 @@ if $full_init; then
     act "give $ctld_state and $log_dir to $slurm_user" chown "$slurm_user:" "$ctld_state" "$log_dir"
     echo "cluster $cluster_name on $host: $cpus CPUs ($sockets sockets x $cores_per_socket cores x $threads threads), RealMemory=$real_memory MiB (from $node_source); $auth_type, $proctrack, $accounting_type"
     if [ "$auth" = slurm ]; then
-        act "generate the auth/slurm key $conf_dir/slurm.key (mode 600, owner slurm)" write_key "$conf_dir/slurm.key"
+        act "generate the auth/slurm key $conf_dir/slurm.key (mode 600, owner slurm)$(mark "$conf_dir/slurm.key")" write_key "$conf_dir/slurm.key"
     fi
     render "$here/slurm/slurm.conf.template" "$conf_dir/slurm.conf" 644
     render "$here/slurm/cgroup.conf.template" "$conf_dir/cgroup.conf" 644
@@ -285,6 +305,11 @@ if $full_init; then
     act "create $systemd_dir" mkdir -p "$systemd_dir"
     for u in slurmd slurmctld slurmdbd; do
         render "$here/defaults/$u.service" "$systemd_dir/$u.service" 644
+        # A unit for a daemon this build has not (slurmdbd without a database client, say)
+        # would fail at its first start: said now.
+        if [ ! -x "$source_root/view/sbin/$u" ]; then
+            echo "warning: $u.service starts $prefix/view/sbin/$u, which this tarball does not have" >&2
+        fi
     done
     if [ -d /run/systemd/system ]; then
         act "reload systemd" systemctl daemon-reload
@@ -297,5 +322,13 @@ if $full_init; then
     fi
     [ "$auth" = munge ] && daemons="munge $daemons"
     echo "then: systemctl enable --now $daemons"
+fi
+if $dry_run; then
+    if ((${#conflicts[@]})); then
+        echo "error: the plan has ${#conflicts[@]} conflict(s), marked above: ${conflicts[*]}; a real run would stop at the first (--force replaces them)" >&2
+        exit 2
+    fi
+    echo "dry run: nothing was changed"
+    exit 0
 fi
 echo "done: export MODULEPATH=$prefix/modules:\$MODULEPATH SLURM_INSTALL_PREFIX=$prefix/view; module avail slurm"

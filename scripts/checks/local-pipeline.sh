@@ -48,9 +48,15 @@ for f in "$tarball.asc" "$(dirname "$tarball")/SHA256SUMS" "$(dirname "$tarball"
 done
 home=$(mktemp -d)
 trap 'rm -rf "$home" "$keep"' EXIT
-gpg --homedir "$home" --batch --quiet --import "$out/work/key/public.asc"
+# The key the bucket publishes is the run's key, under the fingerprint published beside it.
+fpr_of() { gpg --homedir "$home" --batch --with-colons --import-options show-only --import "$1" | awk -F: '/^fpr/ { print $10; exit }'; }
+fpr=$(cat "$out/bucket/keys/signing-key.fingerprint")
+[ "$fpr" = "$(fpr_of "$out/work/key/public.asc")" ] && [ "$fpr" = "$(fpr_of "$out/bucket/keys/signing-key.asc")" ] ||
+    { echo "keys/ does not publish the signing key under its fingerprint ($fpr)" >&2; exit 1; }
+[ -s "$out/bucket/keys/$fpr.asc" ] || { echo "no keys/$fpr.asc" >&2; exit 1; }
+gpg --homedir "$home" --batch --quiet --import "$out/bucket/keys/signing-key.asc"
 gpg --homedir "$home" --batch --quiet --verify "$tarball.asc" "$tarball" 2>"$home/gpg.log" || { cat "$home/gpg.log" >&2; exit 1; }
-gpg --homedir "$home" --batch --quiet --dearmor -o "$home/keyring.pgp" "$out/work/key/public.asc"
+gpg --homedir "$home" --batch --quiet --dearmor -o "$home/keyring.pgp" "$out/bucket/keys/signing-key.asc"
 sqv --keyring "$home/keyring.pgp" "$(dirname "$tarball")/SHA256SUMS.asc" "$(dirname "$tarball")/SHA256SUMS" >/dev/null
 (cd "$(dirname "$tarball")" && sha256sum --quiet -c SHA256SUMS)
 # (a listing file, not a pipe: grep -q would close the pipe early and tar would die of SIGPIPE)
@@ -87,6 +93,6 @@ tar -tzf "$tarball" >"$home/members"
 for m in view/sbin/slurmctld view/sbin/slurmd view/bin/sbatch view/lib/slurm/auth_slurm.so; do
     grep -qx "$m" "$home/members" || { echo "$m is not in $tarball" >&2; exit 1; }
 done
-gpg --homedir "$home" --batch --quiet --import "$real/work/key/public.asc"
+gpg --homedir "$home" --batch --quiet --import "$real/bucket/keys/signing-key.asc"
 gpg --homedir "$home" --batch --quiet --verify "$tarball.asc" "$tarball" 2>"$home/gpg.log" || { cat "$home/gpg.log" >&2; exit 1; }
 echo "local pipeline --engine podman: the real Slurm of the rehearsal stack built, ran a cluster, published and verified in $(($(date +%s) - start)) s ($(basename "$tarball"), $(($(stat -c %s "$tarball") / 1000000)) MB)"

@@ -1,10 +1,7 @@
 //! The matrix cell a run is for, read as `sf-matrix` prints it (a bare cell, or a matrix holding
 //! exactly one), and the names derived from it.
 
-use std::io::Read;
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use sf_core::bad_input;
@@ -14,19 +11,7 @@ use sf_core::layout::Cell;
 /// Read a cell from a file, `-` for stdin, or inline JSON (a value starting with `{`, as a
 /// workflow passes `toJSON(matrix)` through the environment).
 pub fn read(source: &str) -> Result<Cell> {
-    let (text, origin) = if source.trim_start().starts_with('{') {
-        (source.to_string(), "the inline cell".to_string())
-    } else if source == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the cell from stdin")?;
-        (s, "stdin".to_string())
-    } else {
-        let s = std::fs::read_to_string(Path::new(source))
-            .bad_input(format!("cannot read the cell file {source}"))?;
-        (s, source.to_string())
-    };
+    let (text, origin) = sf_core::layout::read_cell_source(source)?;
     parse(&text, &origin)
 }
 

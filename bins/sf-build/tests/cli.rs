@@ -449,6 +449,37 @@ fn install_script_full_init_writes_a_working_configuration_and_keeps_edits() {
     );
     assert_eq!(fs::read_to_string(conf.join("slurm.conf")).unwrap(), edited);
     assert_eq!(fs::read(conf.join("slurm.key")).unwrap(), key_before);
+    // A dry run shows the whole plan, every conflict marked, and exits 2 without a "done:".
+    let o = full_init().arg("--dry-run").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let (plan, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    for f in [
+        conf.join("slurm.conf"),
+        conf.join("slurm.key"),
+        conf.join("slurmdbd.conf"),
+        units.join("slurmd.service"),
+        units.join("slurmdbd.service"),
+    ] {
+        assert!(
+            plan.contains(&format!("[CONFLICT: {} exists", f.display())),
+            "{} is not marked:\n{plan}",
+            f.display()
+        );
+    }
+    assert!(err.contains("the plan has 8 conflict(s)"), "{err}");
+    assert!(!plan.contains("done:"), "{plan}");
+    // The stand-in view has no daemons: the units that would start them are named.
+    assert!(
+        err.contains(&format!(
+            "warning: slurmd.service starts {}/view/sbin/slurmd, which this tarball does not have",
+            x.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(conf.join("slurm.conf")).unwrap(), edited);
     sh(full_init().arg("--force"));
     assert_eq!(
         fs::read_to_string(conf.join("slurm.conf")).unwrap(),

@@ -842,9 +842,9 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
         "sbin/slurmd",
         "lib/libslurm.so",
         "lib/slurm/auth_none.so",
-        // built only with libjwt: the OS's, an external of the rehearsal stack
+        // built only with libjwt (the OS's, an external of the rehearsal stack); it also
+        // serves cred/slurm
         "lib/slurm/auth_slurm.so",
-        "lib/slurm/cred_slurm.so",
         "lib/slurm/select_cons_tres.so",
     ] {
         assert!(

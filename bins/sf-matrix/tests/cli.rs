@@ -638,3 +638,26 @@ fn skip_published_drops_exactly_the_published_cells() {
     assert!(String::from_utf8_lossy(&out.get_output().stderr).contains("sf-publish status"));
     assert!(out.get_output().stdout.is_empty());
 }
+
+#[test]
+fn a_variable_of_ours_that_is_not_utf8_is_named() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"tar\xffball");
+    for var in ["SF_PIPELINE", "GPG_PASSPHRASE"] {
+        let out = sf_matrix().env(var, bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "the environment variable {var} is not valid UTF-8"
+            )),
+            "{var}: {err}"
+        );
+    }
+    // Someone else's variable is none of our business.
+    sf_matrix()
+        .env("SOME_OTHER_TOOL", bad)
+        .args(["--pipeline", "deps"])
+        .assert()
+        .success();
+}

@@ -47,7 +47,8 @@ impl ObjectMeta for ObjectKind {
             | ObjectKind::LayoutJson => "application/json",
             ObjectKind::Tarball => "application/gzip",
             ObjectKind::Signature => "application/pgp-signature",
-            ObjectKind::Sums => "text/plain; charset=utf-8",
+            ObjectKind::Sums | ObjectKind::KeyFingerprint => "text/plain; charset=utf-8",
+            ObjectKind::PublicKey => "application/pgp-keys",
         }
     }
 

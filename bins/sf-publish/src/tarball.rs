@@ -7,7 +7,8 @@
 //! `SHA256SUMS` must list the tarball with its sha256. The tarball itself must be one: a complete
 //! gzip stream of a tar whose members are safe to extract and whose `BUILDINFO.json` names that
 //! cell (read in the same pass as its sha256). The tarball, its signature, `SHA256SUMS` and its
-//! signature go up in that order; none of them becomes visible before every check passed.
+//! signature go up in that order; none of them becomes visible before every check passed. Then
+//! the public key that signed goes to the destination's `keys/`.
 
 use std::path::{Path, PathBuf};
 
@@ -274,7 +275,60 @@ pub async fn publish(
     // A failed check is the cause of any upload it stopped, and says what was wrong.
     let signers = checks.await.context("the tarball checks panicked")??;
     uploaded?;
+    publish_signing_key(&signers, trust, p).await?;
     Ok(signers)
+}
+
+/// The public key that signed, at the destination's fixed keys (`keys/`, see
+/// [`Layout::signing_key_keys`]), so whoever holds only the bucket or its CDN can verify what it
+/// serves: each signer's certificate under its fingerprint, and the last one as the current key.
+async fn publish_signing_key(signers: &[String], trust: &Trust, p: &Publisher) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut current = None;
+    for signer in signers {
+        if !seen.insert(signer.as_str()) {
+            continue;
+        }
+        let cert = trust.public_key(signer).with_context(|| {
+            format!("the certificate of {signer}, which signed, is not among those given")
+        })?;
+        let keys = Layout::signing_key_keys(signer);
+        p.upload(bytes_item(
+            p,
+            &keys.archived,
+            cert.clone(),
+            ObjectKind::PublicKey,
+        ))
+        .await?;
+        current = Some((keys, cert, signer));
+    }
+    if let Some((keys, cert, signer)) = current {
+        p.upload(bytes_item(p, &keys.current, cert, ObjectKind::PublicKey))
+            .await?;
+        p.upload(bytes_item(
+            p,
+            &keys.fingerprint,
+            format!("{signer}\n").into_bytes(),
+            ObjectKind::KeyFingerprint,
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// An object from memory, counted in the progress.
+fn bytes_item(p: &Publisher, key: &str, bytes: Vec<u8>, kind: ObjectKind) -> Item {
+    p.plan_bytes(bytes.len() as u64);
+    Item {
+        key: key.to_string(),
+        size: bytes.len() as u64,
+        sha256: sf_store::sha256_hex(&bytes),
+        body: Body::Bytes(bytes),
+        kind,
+        media_type: None,
+        signed: false,
+        gate: None,
+    }
 }
 
 async fn upload(tarballs: &[CheckedTarball], gate: Gate, p: &Publisher) -> Result<()> {

@@ -93,6 +93,12 @@ impl Trust {
         Ok(v.signer.to_string())
     }
 
+    /// The armoured public certificate of a signer this trust accepted (its primary fingerprint,
+    /// as the checks return it).
+    pub fn public_key(&self, signer: &str) -> Option<Vec<u8>> {
+        self.certs.armored(signer)
+    }
+
     fn expected(&self) -> String {
         match &self.pin {
             Some(p) => format!(" (expected a signature by {p})"),

@@ -1079,15 +1079,52 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
 
         let out = tarball(&file).assert().success();
         let report = json_out(&out.get_output().stdout);
+        let archived = format!("keys/{}.asc", key.fingerprint);
         assert_eq!(
             column(&report["change_list"]["changes"], "key"),
             [
                 "builds/25.11/noble/slurm-25.11-noble-software.tar.gz",
                 "builds/25.11/noble/slurm-25.11-noble-software.tar.gz.asc",
                 "builds/25.11/noble/SHA256SUMS",
-                "builds/25.11/noble/SHA256SUMS.asc"
+                "builds/25.11/noble/SHA256SUMS.asc",
+                &archived,
+                "keys/signing-key.asc",
+                "keys/signing-key.fingerprint",
             ]
         );
+        // The key that signed, where anyone holding the bucket finds it: the same certificate
+        // as --cert, and its fingerprint.
+        let root = b.store("root");
+        let published_key = rt()
+            .block_on(root.get("keys/signing-key.asc"))
+            .unwrap()
+            .unwrap()
+            .bytes;
+        let certs = sf_pgp::Certs::parse(&published_key).unwrap();
+        assert_eq!(
+            certs
+                .fingerprints()
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>(),
+            [key.fingerprint.clone()]
+        );
+        let fpr = rt()
+            .block_on(root.get("keys/signing-key.fingerprint"))
+            .unwrap()
+            .unwrap()
+            .bytes;
+        assert_eq!(
+            String::from_utf8(fpr).unwrap(),
+            format!("{}\n", key.fingerprint)
+        );
+        if matches!(b, Backend::S3 { .. }) {
+            let head = rt()
+                .block_on(root.head("keys/signing-key.asc"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(head.content_type.as_deref(), Some("application/pgp-keys"));
+        }
         assert_eq!(report["change_list"]["changes"][0]["kind"], "tarball");
         // Published again: nothing uploaded.
         let report = json_out(&tarball(&file).assert().success().get_output().stdout);
@@ -1334,7 +1371,8 @@ fn a_terminal_gets_a_bar() {
         "no full bar: {text:?}"
     );
     assert!(text.contains(" MiB/11."), "bytes done/total: {text:?}");
-    assert!(text.contains("4 uploaded, 0 unchanged"), "{text:?}");
+    // The tarball, its signature, SHA256SUMS and its signature, and the key three ways.
+    assert!(text.contains("7 uploaded, 0 unchanged"), "{text:?}");
     assert!(
         !text.contains("sf-publish: progress: "),
         "no log lines on a terminal: {text:?}"
@@ -1555,7 +1593,7 @@ fn publishing_survives_throttling_and_dropped_connections() {
         .success();
     let published = started.elapsed();
     let report = json_out(&out.get_output().stdout);
-    assert_eq!(report["objects_uploaded"], 4, "{report}");
+    assert_eq!(report["objects_uploaded"], 7, "{report}");
     // The CI-log progress shows the GiB moving, not just starting and ending.
     let err = stderr_of(&out);
     let moving: std::collections::BTreeSet<&str> = err

@@ -97,9 +97,9 @@ fn object_bytes(bucket: &str, key: &str) -> Vec<u8> {
     })
 }
 
-/// The tarball published under `root/` with its three files beside it, no upload left open,
-/// and the tarball's bytes as they were.
-fn assert_published_whole(bucket: &str, bytes: &[u8]) {
+/// The tarball published under `root/` with its three files beside it and the signing key in
+/// `root/keys/`, no upload left open, and the tarball's bytes as they were.
+fn assert_published_whole(bucket: &str, key: &Key, bytes: &[u8]) {
     let mut objects = object_keys(bucket);
     objects.sort();
     assert_eq!(
@@ -109,6 +109,9 @@ fn assert_published_whole(bucket: &str, bytes: &[u8]) {
             "root/builds/24.11/jammy/SHA256SUMS.asc",
             &format!("root/{KEY}"),
             &format!("root/{KEY}.asc"),
+            &format!("root/keys/{}.asc", key.fingerprint),
+            "root/keys/signing-key.asc",
+            "root/keys/signing-key.fingerprint",
         ]
     );
     assert_eq!(open_uploads(bucket), Vec::new(), "no upload is left open");
@@ -339,7 +342,7 @@ fn a_tarball_that_fails_its_checks_while_uploading_leaves_nothing() {
 fn a_good_tarball_uploads_while_it_is_checked_and_arrives_whole() {
     let case = Case::new();
     sf_publish().args(case.args()).assert().success();
-    assert_published_whole(&case.bucket, &case.bytes);
+    assert_published_whole(&case.bucket, &case.key, &case.bytes);
 }
 
 #[test]
@@ -365,5 +368,5 @@ fn a_lost_answer_to_a_multipart_completion_counts_as_written() {
         changes(&report).contains(&(KEY.to_string(), "created".to_string())),
         "the tarball is in the change list as created: {report}"
     );
-    assert_published_whole(&case.bucket, &case.bytes);
+    assert_published_whole(&case.bucket, &case.key, &case.bytes);
 }

@@ -129,11 +129,66 @@ pub fn certs_for(args: &TrustArgs, folders: &[PathBuf]) -> Result<(Certs, Vec<St
             c,
             args.certs.iter().map(|p| p.display().to_string()).collect(),
         )),
-        (None, Some(pin)) => find_certs(&pin, folders, GPG),
-        (None, None) => Err(bad_input(
-            "verifying needs the signer's key: --fingerprint FPR (its certificate is looked up beside what is verified, then in the gpg keyring) or --cert FILE",
-        )),
+        (None, Some(pin)) => {
+            // Beside what is verified, then the keys/ folder of the bucket it lies in.
+            let mut dirs = folders.to_vec();
+            dirs.extend(
+                bucket_roots(folders)
+                    .into_iter()
+                    .map(|r| r.join(sf_core::layout::KEYS_DIR)),
+            );
+            find_certs(&pin, &dirs, GPG)
+        }
+        (None, None) => match bucket_key(folders)? {
+            Some(found) => Ok(found),
+            None => Err(bad_input(format!(
+                "verifying needs the signer's key: --fingerprint FPR (its certificate is looked up beside what is verified, then in the gpg keyring), --cert FILE, or a bucket that publishes it ({} above what is verified)",
+                sf_core::layout::SIGNING_KEY
+            ))),
+        },
     }
+}
+
+/// The folders above `folders` (themselves included) that are the root of a bucket publishing
+/// its signing key (`keys/signing-key.fingerprint`): a file:// destination, or a copy of one.
+fn bucket_roots(folders: &[PathBuf]) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for f in folders {
+        let start = f.canonicalize().unwrap_or_else(|_| f.clone());
+        for anc in start.ancestors() {
+            if anc.join(sf_core::layout::SIGNING_KEY_FINGERPRINT).is_file()
+                && !roots.iter().any(|r| r == anc)
+            {
+                roots.push(anc.to_path_buf());
+            }
+        }
+    }
+    roots
+}
+
+/// The key a bucket publishes as its current signing key, pinned to the fingerprint it
+/// publishes beside it: what someone holding only the bucket can verify with.
+fn bucket_key(folders: &[PathBuf]) -> Result<Option<(Certs, Vec<String>)>> {
+    let Some(root) = bucket_roots(folders).into_iter().next() else {
+        return Ok(None);
+    };
+    let fpr_file = root.join(sf_core::layout::SIGNING_KEY_FINGERPRINT);
+    let key_file = root.join(sf_core::layout::SIGNING_KEY);
+    let fpr =
+        fs::read_to_string(&fpr_file).bad_input(format!("cannot read {}", fpr_file.display()))?;
+    let pin = KeyPin::parse(fpr.trim())
+        .map_err(|e| bad_input(format!("{}: {e:#}", fpr_file.display())))?;
+    let bytes = fs::read(&key_file).bad_input(format!("cannot read {}", key_file.display()))?;
+    let certs = Certs::parse(&bytes)
+        .bad_input(format!("{}", key_file.display()))?
+        .pinned(&pin)?;
+    Ok(Some((
+        certs,
+        vec![format!(
+            "{} ({pin}, as the bucket publishes it)",
+            key_file.display()
+        )],
+    )))
 }
 
 /// The gpg program the keyring lookup runs.

@@ -2194,3 +2194,64 @@ fn an_empty_file_is_not_signed_and_nothing_is_written() {
         "no signature was written"
     );
 }
+
+/// Someone holding only the bucket (a file:// destination, or a copy of one) verifies with the
+/// key it publishes in keys/, pinned to the fingerprint published beside it.
+#[test]
+fn verify_finds_the_key_the_bucket_publishes() {
+    let key = new_key();
+    let bucket = tempfile::tempdir().unwrap();
+    let folder = bucket.path().join("builds/25.11/noble");
+    fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("slurm-25.11-noble-software.tar.gz");
+    fs::write(&file, b"a tarball, as far as signing goes").unwrap();
+    sf_sign()
+        .args(["file", file.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    sf_sign()
+        .args(["sums", folder.to_str().unwrap()])
+        .env("GPG_PRIVATE_KEY", &key.secret)
+        .assert()
+        .success();
+    let verify_file = || {
+        let mut c = sf_sign();
+        c.args(["verify", "file", file.to_str().unwrap()])
+            .env_remove("SF_SIGNING_FINGERPRINT");
+        c
+    };
+    // No key anywhere: refused, saying where a key could come from.
+    let out = verify_file().assert().code(2);
+    assert!(stderr(out.get_output()).contains("keys/signing-key.asc"));
+
+    fs::create_dir_all(bucket.path().join("keys")).unwrap();
+    fs::copy(&key.public, bucket.path().join("keys/signing-key.asc")).unwrap();
+    fs::write(
+        bucket.path().join("keys/signing-key.fingerprint"),
+        format!("{}\n", key.fpr),
+    )
+    .unwrap();
+    let out = verify_file().assert().success();
+    let v = json(&out.get_output().stdout);
+    assert_eq!(v["items"][0]["signer"], key.fpr.as_str());
+    let mut c = sf_sign();
+    c.args(["verify", "sums", folder.to_str().unwrap()])
+        .env_remove("SF_SIGNING_FINGERPRINT")
+        .assert()
+        .success();
+
+    // A published fingerprint that is not the published key's: refused, not trusted.
+    let other = new_key();
+    fs::write(
+        bucket.path().join("keys/signing-key.fingerprint"),
+        format!("{}\n", other.fpr),
+    )
+    .unwrap();
+    let out = verify_file().assert().code(2);
+    assert!(
+        stderr(out.get_output()).contains(&other.fpr),
+        "{}",
+        stderr(out.get_output())
+    );
+}

@@ -9,8 +9,6 @@
 //! is read off the deps mirror unless `--cdn-url` names it).
 
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
@@ -39,18 +37,6 @@ impl CheckedCell {
 }
 
 /// Read a cell JSON from a file, or stdin for `-`.
-pub fn read_cell_text(source: &Path) -> Result<String> {
-    if source.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading the cell from stdin")?;
-        Ok(s)
-    } else {
-        std::fs::read_to_string(source)
-            .bad_input(format!("cannot read the cell file {}", source.display()))
-    }
-}
 
 /// Parse a cell: a bare cell object, or a matrix with exactly one cell.
 pub fn parse_cell(text: &str, origin: &str) -> Result<Cell> {

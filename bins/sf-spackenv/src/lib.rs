@@ -42,16 +42,16 @@ use crate::stack::Stack;
     name = "sf-spackenv",
     version,
     about = "Write the Spack environment, build script, modulefile and container recipe for one matrix cell.",
-    after_help = "The cell is `--cell FILE|-` (as sf-matrix prints it: one cell, or {\"include\":[cell]}), \
+    after_help = "The cell is `--cell FILE|-|JSON` (as sf-matrix prints it: one cell, or {\"include\":[cell]}), \
                   or --pipeline with --toolchain [--slurm-version --arch --build]. Mirror URLs come from \
                   the cell and must be where the layout puts them; --destination and --cdn-url, when \
                   given, must agree with a cell's. Files go to \
                   --out DIR; --print shows one of them on stdout; --dry-run lists them."
 )]
 pub struct Cli {
-    /// The cell as sf-matrix prints it: a JSON file, or `-` for stdin.
-    #[arg(long, env = env::CELL, value_name = "FILE|-", conflicts_with_all = ["slurm_version", "toolchain", "arch", "build"])]
-    pub cell: Option<PathBuf>,
+    /// The cell as sf-matrix prints it: a JSON file, `-` for stdin, or the JSON itself.
+    #[arg(long, env = env::CELL, value_name = "FILE|-|JSON", conflicts_with_all = ["slurm_version", "toolchain", "arch", "build"])]
+    pub cell: Option<String>,
     /// Without --cell: the pipeline (deps, version, tarball).
     #[arg(long)]
     pub pipeline: Option<Pipeline>,
@@ -106,12 +106,7 @@ pub fn resolve_cell(cli: &Cli) -> Result<CheckedCell> {
     let m = cli.matrix_file.load()?;
     match &cli.cell {
         Some(source) => {
-            let origin = if source.as_os_str() == "-" {
-                "stdin".to_string()
-            } else {
-                source.display().to_string()
-            };
-            let text = cell::read_cell_text(source)?;
+            let (text, origin) = sf_core::layout::read_cell_source(source)?;
             // Storage flags or env, when given, must agree with the cell's own locations.
             let storage = cell::Storage {
                 templates: cli.storage.layout()?.templates,

@@ -195,6 +195,13 @@ fn stdin_matrices_flags_and_repeat_runs_give_the_same_bytes() {
         .args(["--print", "spack.yaml", "--build-jobs", "4"])
         .assert()
         .success();
+    // The JSON itself, as a workflow passes toJSON(matrix) through SF_CELL.
+    let inline = sf_spackenv()
+        .args(["--print", "spack.yaml", "--build-jobs", "4"])
+        .env("SF_CELL", serde_json::to_string(&c).unwrap())
+        .assert()
+        .success();
+    assert_eq!(inline.get_output().stdout, from_flags.get_output().stdout);
     assert_eq!(
         from_stdin.get_output().stdout,
         from_flags.get_output().stdout

@@ -12,7 +12,9 @@ use std::time::SystemTime;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use sf_core::bad_input;
-use sf_core::layout::{spack, Destination, Layout, SHA256SUMS};
+use sf_core::layout::{
+    spack, Destination, Layout, SHA256SUMS, SIGNING_KEY, SIGNING_KEY_FINGERPRINT,
+};
 
 use crate::markdown::{bytes, escape};
 
@@ -172,6 +174,18 @@ pub struct Catalog {
     pub mirrors: Vec<Mirror>,
     /// Keys of every `SHA256SUMS` (release assets).
     pub sums: Vec<String>,
+    /// The signing key the destination publishes (`keys/signing-key.asc`), if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SigningKey>,
+}
+
+/// The public key that verifies what the destination serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SigningKey {
+    /// As `keys/signing-key.fingerprint` says.
+    pub fingerprint: String,
+    pub key: String,
+    pub cdn_url: String,
 }
 
 /// Parse `SHA256SUMS` lines (`<hex>  <name>` or `<hex> *<name>`) into name → sha256.
@@ -291,12 +305,22 @@ pub fn build(src: &dyn Source, layout: &Layout) -> Result<Catalog> {
             &b.variant,
         ))
     });
+    let signing_key = if by_key.contains_key(SIGNING_KEY) {
+        src.read(SIGNING_KEY_FINGERPRINT)?.map(|f| SigningKey {
+            fingerprint: String::from_utf8_lossy(&f).trim().to_string(),
+            key: SIGNING_KEY.to_string(),
+            cdn_url: layout.cdn_url_of(SIGNING_KEY),
+        })
+    } else {
+        None
+    };
     Ok(Catalog {
         destination: layout.destination.to_string(),
         generated_at: sf_core::record::rfc3339(SystemTime::now()),
         tarballs,
         mirrors,
         sums,
+        signing_key,
     })
 }
 
@@ -310,6 +334,15 @@ pub fn markdown(c: &Catalog, cap: usize) -> String {
         c.tarballs.len(),
         c.mirrors.len()
     );
+    if let Some(k) = &c.signing_key {
+        let _ = writeln!(
+            out,
+            "Signed by `{}`: the public key is [{}]({}) (`sf-sign verify` finds it in a copy of the bucket; compare the fingerprint with the one the project announces).\n",
+            escape(&k.fingerprint),
+            k.key,
+            k.cdn_url
+        );
+    }
     if !c.tarballs.is_empty() {
         out.push_str("### Tarballs\n\n| Slurm | toolchain | arch | build | tarball | size | date | sha256 (SHA256SUMS) | signature |\n|---|---|---|---|---|---|---|---|---|\n");
         for t in c.tarballs.iter().take(cap) {

@@ -568,6 +568,30 @@ fn catalog_lists_tarballs_and_mirrors_of_a_directory() {
         md.contains("| `noble/slurm/25.11` | noble | 25.11 | 3 | ✅ |"),
         "{md}"
     );
+    assert!(v.get("signing_key").is_none(), "no key published yet: {v}");
+
+    // The key the bucket publishes (sf-publish tarball puts it in keys/) is listed.
+    let fpr = "0123456789ABCDEF0123456789ABCDEF01234567";
+    std::fs::create_dir_all(b.join("keys")).unwrap();
+    std::fs::write(
+        b.join("keys/signing-key.asc"),
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n",
+    )
+    .unwrap();
+    std::fs::write(b.join("keys/signing-key.fingerprint"), format!("{fpr}\n")).unwrap();
+    let out = sf_summary()
+        .args(["catalog", &dest, "--format", "json"])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["signing_key"]["fingerprint"], fpr);
+    assert_eq!(
+        v["signing_key"]["cdn_url"],
+        "https://slurm-factory-spack-binary-cache.vantagecompute.ai/keys/signing-key.asc"
+    );
+    let md = sf_summary().args(["catalog", &dest]).assert().success();
+    let md = String::from_utf8(md.get_output().stdout.clone()).unwrap();
+    assert!(md.contains(&format!("Signed by `{fpr}`")), "{md}");
 
     sf_summary()
         .args(["catalog", "file:///no/such/dir"])

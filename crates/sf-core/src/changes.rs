@@ -39,6 +39,10 @@ pub enum ObjectKind {
     Signature,
     /// A folder's `SHA256SUMS`.
     Sums,
+    /// `keys/*.asc`: the signing key's public certificate.
+    PublicKey,
+    /// `keys/signing-key.fingerprint`: the fingerprint of the key that signs now.
+    KeyFingerprint,
 }
 
 impl ObjectKind {

@@ -119,11 +119,28 @@ pub fn main_with(run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// A value from the user, quoted for an error message: whole when short, otherwise its start and
+/// its length (a 100 KB value echoed back helps nobody).
+pub fn quoted(value: &str) -> String {
+    const SHOWN: usize = 60;
+    if value.len() <= SHOWN {
+        return format!("{value:?}");
+    }
+    let mut end = SHOWN;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &value[..end], value.len())
+}
+
+/// The environment variables the binaries read: their own, the signing key's, AWS's, GitHub's.
+const OUR_ENV_PREFIXES: [&str; 4] = ["SF_", "GPG_", "AWS_", "GITHUB_"];
+
 /// Parse a clap CLI, mapping usage errors to exit 2 and `--help`/`--version` to exit 0.
 ///
 /// An empty `SF_*` variable counts as unset: workflows pass `${{ vars.X }}` through `env:`, which
 /// is an empty string where the repository sets no such variable, and that must mean "the default",
-/// not an empty value.
+/// not an empty value. A variable of ours that is not UTF-8 is refused by name (exit 2).
 pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
     let empty: Vec<std::ffi::OsString> = std::env::vars_os()
         .filter(|(k, v)| k.to_str().is_some_and(|k| k.starts_with("SF_")) && v.is_empty())
@@ -132,6 +149,19 @@ pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
     for k in empty {
         // Still single-threaded: this runs first thing in main, before any thread exists.
         std::env::remove_var(k);
+    }
+    // clap (and std::env::var) would only say "invalid UTF-8" (or "not set"): name the variable.
+    let bad: Vec<String> = std::env::vars_os()
+        .filter(|(_, v)| v.to_str().is_none())
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| OUR_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect();
+    if !bad.is_empty() {
+        eprintln!(
+            "error: the environment variable {} is not valid UTF-8; set it to text (or unset it)",
+            bad.join(", ")
+        );
+        return Err(ExitCode::from(2));
     }
     match C::try_parse() {
         Ok(cli) => Ok(cli),

@@ -237,6 +237,25 @@ pub struct TarballLocation {
     pub signature_cdn_url: String,
 }
 
+/// The folder at a destination's root where the signing key is published, so that whoever holds
+/// only the bucket (or its CDN) can verify what it serves.
+pub const KEYS_DIR: &str = "keys";
+
+/// The key that signs now, and its fingerprint (one line), relative to the destination.
+pub const SIGNING_KEY: &str = "keys/signing-key.asc";
+pub const SIGNING_KEY_FINGERPRINT: &str = "keys/signing-key.fingerprint";
+
+/// The keys of the published signing key (relative to the destination).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningKeyKeys {
+    /// `keys/signing-key.asc`: the key that signs now.
+    pub current: String,
+    /// `keys/signing-key.fingerprint`: its fingerprint, one line.
+    pub fingerprint: String,
+    /// `keys/{FINGERPRINT}.asc`: every key that has signed, kept after a rotation.
+    pub archived: String,
+}
+
 /// The storage layout for one destination and CDN.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -526,6 +545,15 @@ impl Layout {
             })
     }
 
+    /// Where the signing key with `fingerprint` is published.
+    pub fn signing_key_keys(fingerprint: &str) -> SigningKeyKeys {
+        SigningKeyKeys {
+            current: SIGNING_KEY.to_string(),
+            fingerprint: SIGNING_KEY_FINGERPRINT.to_string(),
+            archived: format!("{KEYS_DIR}/{fingerprint}.asc"),
+        }
+    }
+
     /// The key of the `SHA256SUMS` file in a folder, and of its signature.
     pub fn sums_keys(folder: &str) -> (String, String) {
         let folder = folder.trim_end_matches('/');
@@ -644,6 +672,26 @@ pub struct Cell {
     pub version_mirror: Option<MirrorLocation>,
     /// The tarball and its signature: for every cell with a Slurm version, whatever its pipeline.
     pub tarball: Option<TarballLocation>,
+}
+
+/// Where a step's `--cell` comes from, as sf-matrix prints it: the JSON itself (it starts with
+/// `{`), `-` for stdin, or a file. Returns the text and how to name its origin in errors.
+pub fn read_cell_source(source: &str) -> Result<(String, String)> {
+    use crate::exit::ResultExt;
+    use std::io::Read;
+    if source.trim_start().starts_with('{') {
+        Ok((source.to_string(), "the inline cell".to_string()))
+    } else if source == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| anyhow::anyhow!("reading the cell from stdin: {e}"))?;
+        Ok((s, "stdin".to_string()))
+    } else {
+        let s = std::fs::read_to_string(source)
+            .bad_input(format!("cannot read the cell file {source}"))?;
+        Ok((s, source.to_string()))
+    }
 }
 
 /// Spack's public source mirror (last in every environment's mirror list), from the stack data

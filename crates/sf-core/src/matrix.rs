@@ -601,8 +601,29 @@ fn lookup<'a, T: AsRef<str> + Clone + 'a>(
         .cloned()
         .ok_or_else(|| {
             let valid: Vec<&str> = names.map(|n| n.as_ref()).collect();
-            bad_input(format!("unknown {what} {s:?}; valid: {}", valid.join(", ")))
+            let hint = did_you_mean(what, s, &valid)
+                .map(|v| format!("; did you mean {v}?"))
+                .unwrap_or_default();
+            bad_input(format!(
+                "unknown {what} {}{hint}; valid: {}",
+                crate::exit::quoted(s),
+                valid.join(", ")
+            ))
         })
+}
+
+/// The valid name someone most likely meant: another spelling of an architecture (`x86_64`,
+/// `aarch64`), or the same name in other letter case.
+fn did_you_mean<'a>(what: &str, s: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let alias = match (what, s.to_ascii_lowercase().as_str()) {
+        ("architecture", "x86_64" | "x86-64" | "x64" | "amd64" | "intel64") => "amd64",
+        ("architecture", "aarch64" | "arm64" | "armv8") => "arm64",
+        _ => "",
+    };
+    valid
+        .iter()
+        .copied()
+        .find(|v| *v == alias || v.eq_ignore_ascii_case(s))
 }
 
 /// A user's list for one axis: not given, `all`, or named values.
@@ -1021,6 +1042,27 @@ mod tests {
             "{text}"
         );
         assert_eq!(crate::exit::code_for(&e), 2);
+    }
+
+    #[test]
+    fn other_spellings_get_a_hint_and_long_values_are_cut() {
+        for (given, hint) in [
+            ("x86_64", "amd64"),
+            ("aarch64", "arm64"),
+            ("AMD64", "amd64"),
+        ] {
+            let e = lookup("architecture", given, m().archs.iter().map(|a| &a.name)).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("did you mean {hint}?")),
+                "{given}: {e}"
+            );
+        }
+        let e = lookup("toolchain", "Noble", m().toolchains.iter().map(|t| &t.name)).unwrap_err();
+        assert!(e.to_string().contains("did you mean noble?"), "{e}");
+        let long = "x".repeat(131_000);
+        let e = lookup("toolchain", &long, m().toolchains.iter().map(|t| &t.name)).unwrap_err();
+        assert!(e.to_string().len() < 400, "{}", e.to_string().len());
+        assert!(e.to_string().contains("131000 bytes"), "{e}");
     }
 
     #[test]

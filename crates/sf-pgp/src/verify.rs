@@ -66,6 +66,16 @@ impl Certs {
             .collect()
     }
 
+    /// The public certificate whose primary fingerprint is `fpr`, ASCII-armoured (as
+    /// `gpg --export --armor` gives it).
+    pub fn armored(&self, fpr: &str) -> Option<Vec<u8>> {
+        use openpgp::serialize::SerializeInto;
+        self.0
+            .iter()
+            .find(|c| Fingerprint::from(&c.fingerprint()).as_str() == fpr)
+            .and_then(|c| c.armored().to_vec().ok())
+    }
+
     /// Whether any key of these certificates, primary or subkey, is the pinned one.
     pub fn has_key(&self, pin: &KeyPin) -> bool {
         self.0

@@ -233,7 +233,13 @@ impl Mirror {
             Ok(m) if m.is_file() => m,
             Ok(_) => return Ok(BlobStatus::Missing),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BlobStatus::Missing),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            // A symlink loop, a blob the mirror's owner cannot read: the mirror given is broken.
+            Err(e) => {
+                return Err(bad_input(format!(
+                    "the blob {} cannot be read: {e}",
+                    path.display()
+                )))
+            }
         };
         if meta.len() != record.content_length {
             return Ok(BlobStatus::WrongSize {
@@ -263,9 +269,13 @@ impl Mirror {
             match file.manifest.record(wanted) {
                 None => problems.push(Problem::MissingRecord(wanted)),
                 Some(rec) => {
-                    let status = self
-                        .check_blob(rec)
-                        .with_context(|| format!("checking {}", entry.key))?;
+                    let status = self.check_blob(rec).with_context(|| {
+                        format!(
+                            "checking the {wanted} blob {} of {}",
+                            rec.blob_key().unwrap_or_default(),
+                            entry.key
+                        )
+                    })?;
                     if status != BlobStatus::Ok {
                         problems.push(Problem::Blob {
                             media_type: wanted.to_string(),
@@ -451,6 +461,24 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         assert!(Mirror::open(empty.path()).unwrap().layout().is_err());
         assert!(Mirror::open(empty.path().join("nope")).is_err());
+    }
+
+    #[test]
+    fn a_blob_that_is_a_symlink_loop_is_bad_input_naming_the_blob() {
+        let (_tmp, m) = copy_fixture("spack-v3-unsigned");
+        let spec = m.spec_manifests().unwrap().remove(0);
+        let file = m.read_manifest(&spec.key).unwrap();
+        let rec = file.manifest.record(media_type::TARBALL).unwrap().clone();
+        let blob = m.blob_path(&rec).unwrap();
+        fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink(&blob, &blob).unwrap();
+        let e = m.check_spec_manifest(&spec).unwrap_err();
+        assert_eq!(sf_core::exit::code_for(&e), 2, "{e:#}");
+        assert!(
+            e.to_string().contains(&rec.blob_key().unwrap()),
+            "the first line names the blob: {e}"
+        );
+        assert!(format!("{e:#}").contains("cannot be read"), "{e:#}");
     }
 
     #[test]
