@@ -1107,7 +1107,7 @@ fn tarballs_go_to_their_layout_keys_and_status_sees_them() {
                 .iter()
                 .map(|f| f.to_string())
                 .collect::<Vec<_>>(),
-            [key.fingerprint.clone()]
+            std::slice::from_ref(&key.fingerprint)
         );
         let fpr = rt()
             .block_on(root.get("keys/signing-key.fingerprint"))

@@ -36,8 +36,6 @@ impl CheckedCell {
     }
 }
 
-/// Read a cell JSON from a file, or stdin for `-`.
-
 /// Parse a cell: a bare cell object, or a matrix with exactly one cell.
 pub fn parse_cell(text: &str, origin: &str) -> Result<Cell> {
     let value: Value = serde_json::from_str(text).bad_input(format!("{origin}: not JSON"))?;
