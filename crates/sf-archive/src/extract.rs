@@ -75,6 +75,16 @@ pub fn check(tarball: &Path) -> Result<u64> {
     check_members(tarball, &mut open(tarball)?, |_, _| Ok(()))
 }
 
+/// [`check`] of a `.tar.gz` stream (`tarball` names it in errors): what the fuzzer drives.
+pub fn check_stream<R: io::Read>(tarball: &Path, stream: R) -> Result<u64> {
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(stream));
+    check_members(tarball, &mut ar, |_, entry| {
+        io::copy(entry, &mut io::sink())
+            .map(|_| ())
+            .map_err(|e| bad_input(format!("{} is corrupt: {e}", tarball.display())))
+    })
+}
+
 /// The member checks of [`check`] over any tar stream; `each` sees every regular file (its safe
 /// name and the entry, whose data it may read) as it goes by. `tarball` names the archive in
 /// errors.
