@@ -218,7 +218,7 @@ else
     small_view "$prefix" "$release" "$work/src"
 
     step "sf-build pack: the relocatable tarball"
-    sf-build pack --cell "$work/matrix.json" --view "$prefix" --env-dir "$work/env" \
+    sf-build pack --rehearsal --cell "$work/matrix.json" --view "$prefix" --env-dir "$work/env" \
         --build-prefix "$prefix" --out "$tarball" >/dev/null
 
     # The small view is no Slurm: no daemons to start, so only the version and library checks.

@@ -160,6 +160,10 @@ pub struct BuildArgs {
 
 #[derive(Args, Debug)]
 pub struct PackArgs {
+    /// The view was built on this host, not by the pipeline's Spack build (a local rehearsal):
+    /// BUILDINFO.json says so, and records this host's OS, GCC and glibc as what it was built on.
+    #[arg(long)]
+    pub rehearsal: bool,
     #[command(flatten)]
     pub cell: CellArg,
     /// The view to pack.
@@ -380,11 +384,27 @@ fn check_out(out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// What the build image measured about itself (`logs/built-on.json`, written by build.sh).
+fn built_in_image(env_dir: &Path) -> Provenance {
+    let facts = std::fs::read(env_dir.join("logs/built-on.json")).ok();
+    Provenance {
+        built_on: facts.and_then(|b| serde_json::from_slice(&b).ok()),
+        rehearsal: false,
+    }
+}
+
+/// Where a view came from, for its BUILDINFO.json.
+struct Provenance {
+    built_on: Option<sf_archive::BuiltOn>,
+    rehearsal: bool,
+}
+
 fn do_pack(
     cell: &sf_core::layout::Cell,
     view: &Path,
     env_dir: Option<&Path>,
     opts: &PackOpts,
+    from: Provenance,
     gha: &Actions,
     rec: &mut Recorder,
 ) -> Result<serde_json::Value> {
@@ -398,6 +418,8 @@ fn do_pack(
         source_date_epoch: opts.source_date_epoch,
         source_commit: opts.source_commit.clone(),
         gzip: gzip_options(opts),
+        built_on: from.built_on,
+        rehearsal: from.rehearsal,
     };
     let input = tarball::pack_input(&req)?;
     let started = std::time::Instant::now();
@@ -460,11 +482,17 @@ fn load_cell(a: &CellArg, rec: &mut Recorder) -> Result<sf_core::layout::Cell> {
 fn cmd_pack(a: &PackArgs, gha: &Actions, rec: &mut Recorder) -> Result<serde_json::Value, Failed> {
     let c = load_cell(&a.cell, rec)?;
     rec.input("view", a.view.display().to_string());
+    // A rehearsal's view was built here: this host is what it was built on.
+    let from = Provenance {
+        built_on: a.rehearsal.then(sf_archive::BuiltOn::here),
+        rehearsal: a.rehearsal,
+    };
     Ok(do_pack(
         &c,
         &a.view,
         a.env_dir.as_deref(),
         &a.pack,
+        from,
         gha,
         rec,
     )?)
@@ -547,7 +575,7 @@ fn cmd_build(
         // The build ran and its mirror went into the runner's cache: whatever stops the pack
         // now (even content of the view it refuses) is a failure of this run, not bad input.
         let packed =
-            do_pack(&c, &view, Some(&outcome.env_dir), &a.pack, gha, rec).map_err(|e| Failed {
+            do_pack(&c, &view, Some(&outcome.env_dir), &a.pack, built_in_image(&outcome.env_dir), gha, rec).map_err(|e| Failed {
                 error: sf_core::exit::after_changes(
                     e,
                     format!(

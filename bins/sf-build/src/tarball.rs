@@ -166,6 +166,10 @@ pub struct TarballRequest<'a> {
     pub source_date_epoch: Option<u64>,
     pub source_commit: Option<String>,
     pub gzip: GzOptions,
+    /// What the view was really built on, when measured.
+    pub built_on: Option<sf_archive::BuiltOn>,
+    /// A view the pipeline's Spack build did not make.
+    pub rehearsal: bool,
 }
 
 /// The pack input for a cell.
@@ -197,7 +201,11 @@ pub fn pack_input(req: &TarballRequest) -> Result<PackInput> {
         view: req.view.clone(),
         build_prefixes: prefixes,
         extras,
-        buildinfo: buildinfo(req.cell, req.source_commit.clone(), hashes),
+        buildinfo: sf_archive::BuildInfo {
+            built_on: req.built_on.clone(),
+            rehearsal: req.rehearsal,
+            ..buildinfo(req.cell, req.source_commit.clone(), hashes)
+        },
         source_date_epoch: req.source_date_epoch,
         gzip: req.gzip,
     })

@@ -181,6 +181,53 @@ fn pack(
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// A view built on this host (`--rehearsal`) says so, and records this host as what it was built
+/// on, not the OS its cell's toolchain stands for.
+#[test]
+fn a_rehearsal_pack_records_what_it_was_really_built_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cell, view, modulefile, prefix) = local_fixture(tmp.path(), false);
+    let out = tmp.path().join("slurm.tar.gz");
+    let o = bin()
+        .args(["pack", "--rehearsal", "--cell"])
+        .arg(&cell)
+        .arg("--view")
+        .arg(&view)
+        .arg("--modulefile")
+        .arg(&modulefile)
+        .arg("--build-prefix")
+        .arg(&prefix)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let info = &v["buildinfo"];
+    assert_eq!(info["rehearsal"], true);
+    let os_release = fs::read_to_string("/etc/os-release").unwrap();
+    let pretty = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(info["built_on"]["os"], pretty);
+    let glibc = sh(Command::new("getconf").arg("GNU_LIBC_VERSION"));
+    assert_eq!(
+        info["built_on"]["glibc"],
+        glibc.trim().trim_start_matches("glibc ")
+    );
+    // The cell's own facts stay what the toolchain stands for.
+    assert_eq!(info["os"], self::cell().os);
+    // And the tarball carries the same record.
+    let inside = sh(Command::new("tar")
+        .arg("-xzOf")
+        .arg(&out)
+        .arg("BUILDINFO.json"));
+    let inside: Value = serde_json::from_str(&inside).unwrap();
+    assert_eq!(&inside["built_on"], &info["built_on"]);
+}
+
 #[test]
 fn pack_and_test_locally_with_real_lmod() {
     require_lmod();
@@ -193,6 +240,9 @@ fn pack_and_test_locally_with_real_lmod() {
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(v["buildinfo"]["slurm_version"], SLURM_VERSION);
     assert_eq!(v["buildinfo"]["toolchain"], "noble");
+    // Not a rehearsal, and nobody measured where it was built: nothing claimed.
+    assert!(v["buildinfo"].get("rehearsal").is_none(), "{v}");
+    assert!(v["buildinfo"].get("built_on").is_none(), "{v}");
     assert_eq!(
         v["buildinfo"]["relocation"]["elf_relocated"]
             .as_array()

@@ -871,6 +871,17 @@ fn real_spack_builds_the_test_stack_in_a_container_and_everything_after_it_works
             .unwrap_or_else(|| panic!("no tarball: {}", tarball.json)),
     );
     assert!(tarball_file.is_file());
+    // What the build image measured about itself, not what the matrix expects.
+    let info = &tarball.json["tarball"]["buildinfo"];
+    assert_eq!(
+        (
+            info["built_on"]["os"].as_str(),
+            info["built_on"]["glibc"].as_str()
+        ),
+        (Some("Debian GNU/Linux 12 (bookworm)"), Some("2.36")),
+        "{info}"
+    );
+    assert!(info.get("rehearsal").is_none(), "{info}");
     // The run's mirror holds the whole environment (what Slurm links to and was built with),
     // so it installs on its own.
     assert_eq!(

@@ -54,8 +54,15 @@ fn a_failed_step_names_itself_and_its_log() {
         stderr.contains(&format!("error: [version-25.11-noble-amd64-cpu] step 'compiler' failed (exit 127); its log is {}", log.display())),
         "{stderr}"
     );
-    let gcc = std::fs::read_to_string(logs.join("gcc-version")).unwrap();
-    assert!(gcc.trim().chars().next().unwrap().is_ascii_digit(), "{gcc}");
+    // What the image is, measured, for the tarball's BUILDINFO.json.
+    let facts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(logs.join("built-on.json")).unwrap()).unwrap();
+    let gcc = facts["gcc"].as_str().unwrap().to_string();
+    assert!(gcc.chars().next().unwrap().is_ascii_digit(), "{facts}");
+    assert!(
+        facts["os"].is_string() && facts["glibc"].is_string(),
+        "{facts}"
+    );
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(
         log_text.contains(&format!("gcc {} (expected 13)", gcc.trim())),

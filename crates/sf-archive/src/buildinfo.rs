@@ -15,6 +15,8 @@ pub struct BuildInfo {
     /// The exact Spack package version of Slurm.
     pub slurm_spack_version: Option<String>,
     pub toolchain: String,
+    /// The OS, GCC and glibc the cell's toolchain stands for (the support matrix); what the view
+    /// was really built on is `built_on`.
     pub os: String,
     pub gcc: String,
     pub glibc: String,
@@ -30,6 +32,54 @@ pub struct BuildInfo {
     /// The commit of the tooling (and package repo) that built it.
     pub source_commit: Option<String>,
     pub relocation: Relocation,
+    /// Measured where the view was built (the build image, or the host for `--rehearsal`);
+    /// absent when nobody measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_on: Option<BuiltOn>,
+    /// Packed from a view the pipeline's Spack build did not make (a local rehearsal): for trying
+    /// the steps out, not for users.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rehearsal: bool,
+}
+
+/// What a view was really built on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltOn {
+    /// `PRETTY_NAME` of `/etc/os-release`.
+    pub os: String,
+    pub gcc: String,
+    pub glibc: String,
+}
+
+impl BuiltOn {
+    /// This machine's: `/etc/os-release`, `gcc -dumpfullversion`, `getconf GNU_LIBC_VERSION`
+    /// (an empty field when a tool is missing).
+    pub fn here() -> Self {
+        let run = |cmd: &str, args: &[&str]| {
+            std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        let os = std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_default();
+        BuiltOn {
+            os,
+            gcc: run("gcc", &["-dumpfullversion", "-dumpversion"]),
+            glibc: run("getconf", &["GNU_LIBC_VERSION"])
+                .trim_start_matches("glibc ")
+                .to_string(),
+        }
+    }
 }
 
 /// What relocation did and what it could not do.

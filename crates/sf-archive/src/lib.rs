@@ -13,7 +13,7 @@ pub mod pack;
 pub mod pargz;
 pub mod relocate;
 
-pub use buildinfo::{BuildInfo, Relocation};
+pub use buildinfo::{BuildInfo, BuiltOn, Relocation};
 pub use extract::{extract, ExtractReport};
 pub use inspect::{inspect, Inspection};
 pub use pack::{pack, ExtraFile, PackInput, PackReport};

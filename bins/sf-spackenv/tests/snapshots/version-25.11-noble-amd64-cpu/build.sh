@@ -51,7 +51,15 @@ spack_env() {
 step compiler
 gcc_version=$(gcc -dumpfullversion -dumpversion)
 echo "gcc $gcc_version (expected $EXPECTED_GCC)" | tee -a "$step_log" >&2
-echo "$gcc_version" >"$LOG_DIR/gcc-version"
+# What this image really is, for the tarball's BUILDINFO.json (built_on): measured, not assumed.
+os_name=''
+if [ -r /etc/os-release ]; then
+    # shellcheck source=/dev/null
+    os_name=$(. /etc/os-release && echo "${PRETTY_NAME:-${ID:-}}")
+fi
+glibc_version=$(getconf GNU_LIBC_VERSION 2>/dev/null || true)
+glibc_version=${glibc_version#glibc }
+printf '{"os": "%s", "gcc": "%s", "glibc": "%s"}\n' "$os_name" "$gcc_version" "$glibc_version" >"$LOG_DIR/built-on.json"
 case "$gcc_version" in
     "$EXPECTED_GCC" | "$EXPECTED_GCC".*) ;;
     *) echo "warning: [$CELL_ID] the image's gcc is $gcc_version, the data file expects $EXPECTED_GCC" | tee -a "$step_log" >&2 ;;
