@@ -51,8 +51,10 @@ trap 'rm -rf "$home" "$keep"' EXIT
 # The key the bucket publishes is the run's key, under the fingerprint published beside it.
 fpr_of() { gpg --homedir "$home" --batch --with-colons --import-options show-only --import "$1" | awk -F: '/^fpr/ { print $10; exit }'; }
 fpr=$(cat "$out/bucket/keys/signing-key.fingerprint")
-[ "$fpr" = "$(fpr_of "$out/work/key/public.asc")" ] && [ "$fpr" = "$(fpr_of "$out/bucket/keys/signing-key.asc")" ] ||
-    { echo "keys/ does not publish the signing key under its fingerprint ($fpr)" >&2; exit 1; }
+if [ "$fpr" != "$(fpr_of "$out/work/key/public.asc")" ] || [ "$fpr" != "$(fpr_of "$out/bucket/keys/signing-key.asc")" ]; then
+    echo "keys/ does not publish the signing key under its fingerprint ($fpr)" >&2
+    exit 1
+fi
 [ -s "$out/bucket/keys/$fpr.asc" ] || { echo "no keys/$fpr.asc" >&2; exit 1; }
 gpg --homedir "$home" --batch --quiet --import "$out/bucket/keys/signing-key.asc"
 gpg --homedir "$home" --batch --quiet --verify "$tarball.asc" "$tarball" 2>"$home/gpg.log" || { cat "$home/gpg.log" >&2; exit 1; }

@@ -165,6 +165,12 @@ daemon_logs() {
         tail -n 25 "$f" >&2
     done
 }
+daemon_names() { # which of this prefix's daemons run, e.g. "slurmctld slurmd" ("none")
+    local p names=''
+    for p in $(daemon_pids); do names+="$(basename "$(readlink "/proc/$p/exe" 2>/dev/null)") "; done
+    echo "${names:-none}"
+}
+
 daemon_pids() { # the pids of this prefix's Slurm daemons (from /proc: minimal images lack pgrep)
     local d exe
     for d in /proc/[0-9]*; do
@@ -218,7 +224,12 @@ node_state=''
 for _ in $(seq 1 60); do
     node_state=$(timeout 10 sinfo -h -N -o %T 2>/dev/null | head -n 1)
     [ "$node_state" = idle ] && break
-    [ "$(daemon_pids | wc -l)" -ge 2 ] || cluster_fail "a daemon is gone (running: $(daemon_pids | wc -l) of 2)"
+    # Counted twice, two seconds apart, before a daemon is declared gone: a daemon between fork
+    # and exec has no readable /proc/PID/exe for a moment.
+    if [ "$(daemon_pids | wc -l)" -lt 2 ]; then
+        sleep 2
+        [ "$(daemon_pids | wc -l)" -ge 2 ] || cluster_fail "a daemon is gone (running: $(daemon_names))"
+    fi
     sleep 1
 done
 [ "$node_state" = idle ] || cluster_fail "the node is '${node_state:-not listed}' after 60 s, not idle"
