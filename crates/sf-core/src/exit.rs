@@ -89,11 +89,35 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 
 /// Render the error chain the way it is printed: `error: top` and one `  caused by:` per cause.
 pub fn render(err: &anyhow::Error) -> String {
-    let mut out = format!("error: {err}");
+    let mut out = format!("error: {}", capped(err.to_string()));
     for cause in err.chain().skip(1) {
-        out.push_str(&format!("\n  caused by: {cause}"));
+        out.push_str(&format!("\n  caused by: {}", capped(cause.to_string())));
     }
     out
+}
+
+/// One message of an error chain, cut in the middle when it is huge (a 100 KB value echoed back
+/// by whichever check refused it): its start and end stay, and how much was left out.
+fn capped(msg: String) -> String {
+    const HEAD: usize = 700;
+    const TAIL: usize = 200;
+    if msg.len() <= HEAD + TAIL + 100 {
+        return msg;
+    }
+    let mut head = HEAD;
+    while !msg.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = msg.len() - TAIL;
+    while !msg.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}[... {} bytes left out ...]{}",
+        &msg[..head],
+        tail - head,
+        &msg[tail..]
+    )
 }
 
 /// Print a failed run's error chain, once: inside Actions as one `::error::` annotation holding
@@ -177,6 +201,19 @@ pub fn parse_cli<C: clap::Parser>() -> Result<C, ExitCode> {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    #[test]
+    fn a_huge_message_is_cut_in_the_middle() {
+        let value = "x".repeat(131_000);
+        let err = bad_input(format!("unknown toolchain {value:?}; valid: noble, jammy"));
+        let text = render(&err);
+        assert!(text.len() < 1_200, "{}", text.len());
+        assert!(text.starts_with("error: unknown toolchain \"xxx"), "{text}");
+        assert!(text.ends_with("; valid: noble, jammy"), "{text}");
+        assert!(text.contains("bytes left out"), "{text}");
+        let short = bad_input("unknown toolchain \"x\"");
+        assert_eq!(render(&short), "error: unknown toolchain \"x\"");
+    }
 
     #[test]
     fn bad_input_is_exit_2_even_under_context() {
