@@ -22,7 +22,7 @@
 #               ${SLURM_FACTORY_CACHE_DIR:-~/.slurm-factory}/offline) data/rehearsal: Slurm
 #               24.11.5 on Debian 12, from a base image made here with debootstrap and sources
 #               from the offline copies; nothing but Debian's packages comes from the network.
-#               Needs root and debootstrap for the base image. About 10 minutes on 2 cores.
+#               Needs root and debootstrap for the base image. About 8 minutes on 2 cores the first time.
 #   published   (the default otherwise) the published stack and support matrix, as the
 #               workflows build them: base images, GitHub and Spack's source mirror must be
 #               reachable.
