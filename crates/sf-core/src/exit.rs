@@ -96,12 +96,26 @@ pub fn render(err: &anyhow::Error) -> String {
     out
 }
 
-/// One message of an error chain, cut in the middle when it is huge (a 100 KB value echoed back
-/// by whichever check refused it): its start and end stay, and how much was left out.
+/// One message of an error chain with each huge line cut in the middle (a 100 KB value echoed
+/// back by whichever check refused it): its start and end stay, and how much was left out. A
+/// message listing many problems, a line each, stays whole.
 fn capped(msg: String) -> String {
+    if msg.lines().all(|l| l.len() <= LINE_MAX) {
+        return msg;
+    }
+    msg.split('\n')
+        .map(|l| capped_line(l.to_string()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The longest line of an error message shown whole.
+const LINE_MAX: usize = 1_000;
+
+fn capped_line(msg: String) -> String {
     const HEAD: usize = 700;
     const TAIL: usize = 200;
-    if msg.len() <= HEAD + TAIL + 100 {
+    if msg.len() <= LINE_MAX {
         return msg;
     }
     let mut head = HEAD;
@@ -213,6 +227,14 @@ mod tests {
         assert!(text.contains("bytes left out"), "{text}");
         let short = bad_input("unknown toolchain \"x\"");
         assert_eq!(render(&short), "error: unknown toolchain \"x\"");
+        // Many problems, a line each: every one stays.
+        let list: Vec<String> = (0..20)
+            .map(|i| format!("problem {i}: {}", "y".repeat(300)))
+            .collect();
+        let text = render(&bad_input(list.join("\n")));
+        for line in &list {
+            assert!(text.contains(line.as_str()), "{line} was cut");
+        }
     }
 
     #[test]
