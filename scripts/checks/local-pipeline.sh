@@ -79,13 +79,23 @@ mkdir -p "$storage"
 runroot=/tmp/sf-build-podman-run-$(printf %s "$storage" | sha256sum | cut -c1-8)
 real="$root/target/local-pipeline-real"
 start=$(date +%s)
-bash scripts/local-pipeline.sh --debug --engine podman --out "$real" --cache-dir "$cache" \
-    --engine-arg="--root=$storage/storage" --engine-arg="--runroot=$runroot" \
-    --engine-arg=--storage-driver=vfs --engine-arg=--runtime=runc \
-    --engine-arg=--cgroup-manager=cgroupfs --engine-arg=--events-backend=file \
-    --run-arg=--ulimit=nofile=20000:20000 --run-arg=--ulimit=nproc=32768:32768 \
-    --image-build-arg=--squash-all --image-build-arg=--layers=false \
-    >"$real.log" 2>&1 || { tail -n 80 "$real.log" >&2; exit 1; }
+engine_run() {
+    bash scripts/local-pipeline.sh --debug --engine podman --out "$real" --cache-dir "$cache" \
+        --engine-arg="--root=$storage/storage" --engine-arg="--runroot=$runroot" \
+        --engine-arg=--storage-driver=vfs --engine-arg=--runtime=runc \
+        --engine-arg=--cgroup-manager=cgroupfs --engine-arg=--events-backend=file \
+        --run-arg=--ulimit=nofile=20000:20000 --run-arg=--ulimit=nproc=32768:32768 \
+        --image-build-arg=--squash-all --image-build-arg=--layers=false >"$real.log" 2>&1
+}
+# A daemon of the test cluster has been seen to vanish while the node comes up, without a word in
+# its log (2 runs in about 8 here; under investigation): that one failure is retried once, and
+# said; any other fails at once.
+if ! engine_run; then
+    grep -q "a daemon is gone" "$real.log" || { tail -n 80 "$real.log" >&2; exit 1; }
+    echo "local pipeline --engine podman: a cluster daemon vanished ($(grep -o 'running: [^)]*' "$real.log" | tail -n 1)); retrying once" >&2
+    cp "$real.log" "$real.first.log"
+    engine_run || { tail -n 80 "$real.log" >&2; exit 1; }
+fi
 for want in "building the rehearsal stack" "a one-node cluster ran srun and sbatch jobs from /" \
     "auth/slurm" "The tarball pipeline ran end to end (Slurm 24.11.5, bookworm)"; do
     grep -qF "$want" "$real.log" || { echo "not in the --engine podman run's output: $want" >&2; tail -n 80 "$real.log" >&2; exit 1; }
