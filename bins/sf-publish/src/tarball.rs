@@ -319,16 +319,7 @@ async fn publish_signing_key(signers: &[String], trust: &Trust, p: &Publisher) -
 /// An object from memory, counted in the progress.
 fn bytes_item(p: &Publisher, key: &str, bytes: Vec<u8>, kind: ObjectKind) -> Item {
     p.plan_bytes(bytes.len() as u64);
-    Item {
-        key: key.to_string(),
-        size: bytes.len() as u64,
-        sha256: sf_store::sha256_hex(&bytes),
-        body: Body::Bytes(bytes),
-        kind,
-        media_type: None,
-        signed: false,
-        gate: None,
-    }
+    Item::bytes(key, bytes, kind)
 }
 
 async fn upload(tarballs: &[CheckedTarball], gate: Gate, p: &Publisher) -> Result<()> {
